@@ -1,0 +1,105 @@
+/* minigrad C API: float32, row-major, OpenMP.
+ *
+ * This header is the single source of truth: the C files include it and
+ * minigrad/_build.py hands the part between the CDEF markers to cffi as its cdef.
+ * Every function trusts its arguments: minigrad/kernels.py validates shapes,
+ * dtypes, contiguity and aliasing before calling. Sizes are int64_t so no
+ * product of two dimensions can overflow silently.
+ *
+ * Return codes: MG_OK on success, a negative MG_E* code when an argument is
+ * impossible (the caller turns it into a Python exception).
+ */
+#ifndef MINIGRAD_H
+#define MINIGRAD_H
+#include <stdint.h>
+
+/* CDEF BEGIN */
+#define MG_OK 0
+#define MG_EINVAL -1
+#define MG_ENOMEM -2
+#define MG_ELABEL -3
+
+/* Threads: every parallel region uses this many threads (>= 1). */
+void mg_set_num_threads(int n);
+int mg_get_num_threads(void);
+int mg_default_num_threads(void);
+int mg_has_openmp(void);
+/* Which GEMM micro-kernel runs on this CPU: "avx2-fma" or "portable". */
+const char *mg_gemm_kernel_name(void);
+
+/* C = alpha * op(A) * op(B) + beta * C, then optionally C += bias (row vector of
+ * length n, broadcast over rows) and C = max(C, 0) when relu != 0.
+ * op(A) is m x k (A stored k x m when trans_a), op(B) is k x n (B stored n x k
+ * when trans_b). beta == 0 means C is write-only (never read, NaN in C is ignored).
+ * Every element of C is a dot product summed in one fixed order whatever the
+ * number of threads, so results are bitwise thread-invariant. */
+int mg_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+            float alpha, const float *a, int64_t lda,
+            const float *b, int64_t ldb,
+            float beta, float *c, int64_t ldc,
+            const float *bias, int relu);
+
+/* Y[i, j] = X[i, j] + b[j]; X and Y may be the same buffer. */
+int mg_add_bias(const float *x, const float *b, float *y, int64_t rows, int64_t cols);
+/* db[j] = sum_i dY[i, j], summed over i in increasing order. */
+int mg_bias_grad(const float *dy, float *db, int64_t rows, int64_t cols);
+
+/* Y = max(X, 0); X and Y may be the same buffer. */
+int mg_relu_forward(const float *x, float *y, int64_t n);
+/* dX = dY where Y > 0 else 0 (relu'(0) = 0). Y is the forward output. */
+int mg_relu_backward(const float *y, const float *dy, float *dx, int64_t n);
+/* The same, fused with the bias gradient of the layer below:
+ * dX = dY * (Y > 0) and db[j] = sum_i dX[i, j] (rows in increasing order).
+ * db may be NULL. */
+int mg_relu_backward_bias_grad(const float *y, const float *dy, float *dx, float *db,
+                               int64_t rows, int64_t cols);
+
+/* Fused softmax + cross-entropy on logits Z (rows x cols).
+ * Forward writes probs = softmax(Z) row-wise, row_loss[i] = -sum_j t_ij * log softmax(Z)_ij
+ * and *loss = the mean of row_loss (summed in row order, in double).
+ * _index takes class indices (rows,), _dense takes target rows (rows x cols);
+ * a zero target never multiplies a log, so -inf log-probabilities of classes
+ * with zero target do not turn the loss into NaN.
+ * _index returns MG_ELABEL, writing nothing, if a label is outside [0, cols). */
+int mg_softmax_xent_forward_index(const float *logits, const int64_t *labels,
+                                  float *probs, float *row_loss, float *loss,
+                                  int64_t rows, int64_t cols);
+int mg_softmax_xent_forward_dense(const float *logits, const float *targets,
+                                  float *probs, float *row_loss, float *loss,
+                                  int64_t rows, int64_t cols);
+/* dZ = scale * (probs * sum_j t_ij - t), scale = upstream_grad / rows for the mean
+ * (for one-hot or probability targets this is scale * (probs - t)). */
+int mg_softmax_xent_backward_index(const float *probs, const int64_t *labels, float scale,
+                                   float *dlogits, int64_t rows, int64_t cols);
+int mg_softmax_xent_backward_dense(const float *probs, const float *targets, float scale,
+                                   float *dlogits, int64_t rows, int64_t cols);
+
+/* In-place optimizer updates over a list of parameters, all in one call so that
+ * Python can never interrupt a step half-way (a model is updated whole or not
+ * at all). slot1/slot2 are the optimizer's per-parameter state arrays (n floats
+ * each, or NULL where the optimizer does not use them).
+ *
+ * RMSprop (slot1 = v): v = rho*v + (1-rho)*g^2; w -= lr*g/sqrt(v+eps) when
+ *          eps_inside (Keras 3), else w -= lr*g/(sqrt(v)+eps) (Keras 2, PyTorch).
+ * SGD (slot1 = velocity, unused when momentum == 0), Keras form:
+ *          velocity = momentum*velocity - lr*g; w += velocity
+ *          (nesterov: w += momentum*velocity - lr*g); without momentum w -= lr*g.
+ * Adam (slot1 = m, slot2 = v), Keras 3: m += (g-m)*(1-b1); v += (g^2-v)*(1-b2);
+ *          w -= lr_t*m/(sqrt(v)+eps), lr_t = lr*sqrt(1-b2^t)/(1-b1^t), t = step >= 1. */
+typedef struct {
+    float *w;
+    const float *g;
+    float *slot1;
+    float *slot2;
+    int64_t n;
+} mg_param_t;
+
+int mg_rmsprop_update(const mg_param_t *params, int64_t count,
+                      float lr, float rho, float eps, int eps_inside);
+int mg_sgd_update(const mg_param_t *params, int64_t count,
+                  float lr, float momentum, int nesterov);
+int mg_adam_update(const mg_param_t *params, int64_t count,
+                   float lr, float beta1, float beta2, float eps, int64_t step);
+/* CDEF END */
+
+#endif

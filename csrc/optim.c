@@ -1,0 +1,100 @@
+/* In-place optimizer updates (Keras 3 formulas; see minigrad.h). Element-wise,
+ * so any thread split gives the same bits. All parameters are validated before
+ * any is written, so a bad argument leaves every parameter untouched. */
+#include <math.h>
+#include "minigrad.h"
+#include "internal.h"
+
+static int check_params(const mg_param_t *params, int64_t count, int slots)
+{
+    if (count < 0 || (count > 0 && !params))
+        return MG_EINVAL;
+    for (int64_t p = 0; p < count; p++) {
+        if (params[p].n < 0 || (params[p].n > 0 && (!params[p].w || !params[p].g)))
+            return MG_EINVAL;
+        if (params[p].n > 0 && ((slots >= 1 && !params[p].slot1) || (slots >= 2 && !params[p].slot2)))
+            return MG_EINVAL;
+    }
+    return MG_OK;
+}
+
+int mg_rmsprop_update(const mg_param_t *params, int64_t count,
+                      float lr, float rho, float eps, int eps_inside)
+{
+    if (check_params(params, count, 1) != MG_OK)
+        return MG_EINVAL;
+    const float one_minus_rho = 1.0f - rho;
+    for (int64_t p = 0; p < count; p++) {
+        float *w = params[p].w, *v = params[p].slot1;
+        const float *g = params[p].g;
+        int64_t n = params[p].n;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(MG_THREADS(n))
+#endif
+        for (int64_t i = 0; i < n; i++) {
+            float vi = rho * v[i] + one_minus_rho * g[i] * g[i];
+            v[i] = vi;
+            float denom = eps_inside ? sqrtf(vi + eps) : sqrtf(vi) + eps;
+            w[i] -= lr * g[i] / denom;
+        }
+    }
+    return MG_OK;
+}
+
+int mg_sgd_update(const mg_param_t *params, int64_t count,
+                  float lr, float momentum, int nesterov)
+{
+    if (check_params(params, count, momentum != 0.0f ? 1 : 0) != MG_OK)
+        return MG_EINVAL;
+    for (int64_t p = 0; p < count; p++) {
+        float *w = params[p].w, *vel = params[p].slot1;
+        const float *g = params[p].g;
+        int64_t n = params[p].n;
+        if (momentum == 0.0f) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(MG_THREADS(n))
+#endif
+            for (int64_t i = 0; i < n; i++)
+                w[i] -= lr * g[i];
+            continue;
+        }
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(MG_THREADS(n))
+#endif
+        for (int64_t i = 0; i < n; i++) {
+            float m = momentum * vel[i] - lr * g[i];
+            vel[i] = m;
+            w[i] += nesterov ? momentum * m - lr * g[i] : m;
+        }
+    }
+    return MG_OK;
+}
+
+int mg_adam_update(const mg_param_t *params, int64_t count,
+                   float lr, float beta1, float beta2, float eps, int64_t step)
+{
+    if (step < 1 || check_params(params, count, 2) != MG_OK)
+        return MG_EINVAL;
+    /* Bias correction folded into the step size, computed once in double. */
+    double t = (double)step;
+    const float alpha = (float)((double)lr * sqrt(1.0 - pow((double)beta2, t)) /
+                                (1.0 - pow((double)beta1, t)));
+    const float c1 = 1.0f - beta1, c2 = 1.0f - beta2;
+    for (int64_t p = 0; p < count; p++) {
+        float *w = params[p].w, *m = params[p].slot1, *v = params[p].slot2;
+        const float *g = params[p].g;
+        int64_t n = params[p].n;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(MG_THREADS(n))
+#endif
+        for (int64_t i = 0; i < n; i++) {
+            float gi = g[i];
+            float mi = m[i] + (gi - m[i]) * c1;
+            float vi = v[i] + (gi * gi - v[i]) * c2;
+            m[i] = mi;
+            v[i] = vi;
+            w[i] -= alpha * mi / (sqrtf(vi) + eps);
+        }
+    }
+    return MG_OK;
+}

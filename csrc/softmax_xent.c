@@ -1,0 +1,120 @@
+/* Fused softmax + cross-entropy on logits. Fusing keeps the loss finite for
+ * any finite logits (log-sum-exp with the row maximum subtracted) and makes
+ * the backward pass a single subtraction. */
+#include <math.h>
+#include "minigrad.h"
+#include "internal.h"
+
+/* Softmax of one row into p; returns log(sum(exp(z - max))) and sets *zmax. */
+static float softmax_row(const float *z, float *p, int64_t cols, float *zmax)
+{
+    float mx = z[0];
+    for (int64_t j = 1; j < cols; j++)
+        mx = z[j] > mx ? z[j] : mx;
+    float sum = 0.0f;
+    for (int64_t j = 0; j < cols; j++) {
+        p[j] = expf(z[j] - mx);
+        sum += p[j];
+    }
+    float inv = 1.0f / sum;
+    for (int64_t j = 0; j < cols; j++)
+        p[j] *= inv;
+    *zmax = mx;
+    return logf(sum);
+}
+
+static float mean_in_row_order(const float *row_loss, int64_t rows)
+{
+    double total = 0.0;
+    for (int64_t i = 0; i < rows; i++)
+        total += row_loss[i];
+    return rows > 0 ? (float)(total / (double)rows) : 0.0f;
+}
+
+int mg_softmax_xent_forward_index(const float *logits, const int64_t *labels,
+                                  float *probs, float *row_loss, float *loss,
+                                  int64_t rows, int64_t cols)
+{
+    if (rows < 0 || cols <= 0)
+        return MG_EINVAL;
+    for (int64_t i = 0; i < rows; i++)
+        if (labels[i] < 0 || labels[i] >= cols)
+            return MG_ELABEL;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(MG_THREADS(rows * cols * 8))
+#endif
+    for (int64_t i = 0; i < rows; i++) {
+        float mx;
+        const float *z = logits + i * cols;
+        float log_sum = softmax_row(z, probs + i * cols, cols, &mx);
+        /* -log softmax(z)_y = log_sum - (z_y - max) */
+        row_loss[i] = log_sum - (z[labels[i]] - mx);
+    }
+    *loss = mean_in_row_order(row_loss, rows);
+    return MG_OK;
+}
+
+int mg_softmax_xent_forward_dense(const float *logits, const float *targets,
+                                  float *probs, float *row_loss, float *loss,
+                                  int64_t rows, int64_t cols)
+{
+    if (rows < 0 || cols <= 0)
+        return MG_EINVAL;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(MG_THREADS(rows * cols * 8))
+#endif
+    for (int64_t i = 0; i < rows; i++) {
+        float mx;
+        const float *z = logits + i * cols;
+        const float *t = targets + i * cols;
+        float log_sum = softmax_row(z, probs + i * cols, cols, &mx);
+        float acc = 0.0f;
+        for (int64_t j = 0; j < cols; j++)
+            if (t[j] != 0.0f)
+                acc += t[j] * (log_sum - (z[j] - mx));
+        row_loss[i] = acc;
+    }
+    *loss = mean_in_row_order(row_loss, rows);
+    return MG_OK;
+}
+
+int mg_softmax_xent_backward_index(const float *probs, const int64_t *labels, float scale,
+                                   float *dlogits, int64_t rows, int64_t cols)
+{
+    if (rows < 0 || cols <= 0)
+        return MG_EINVAL;
+    for (int64_t i = 0; i < rows; i++)
+        if (labels[i] < 0 || labels[i] >= cols)
+            return MG_ELABEL;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(MG_THREADS(rows * cols))
+#endif
+    for (int64_t i = 0; i < rows; i++) {
+        const float *p = probs + i * cols;
+        float *d = dlogits + i * cols;
+        for (int64_t j = 0; j < cols; j++)
+            d[j] = scale * (j == labels[i] ? p[j] - 1.0f : p[j]);
+    }
+    return MG_OK;
+}
+
+int mg_softmax_xent_backward_dense(const float *probs, const float *targets, float scale,
+                                   float *dlogits, int64_t rows, int64_t cols)
+{
+    if (rows < 0 || cols <= 0)
+        return MG_EINVAL;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(MG_THREADS(rows * cols))
+#endif
+    for (int64_t i = 0; i < rows; i++) {
+        const float *p = probs + i * cols;
+        const float *t = targets + i * cols;
+        float *d = dlogits + i * cols;
+        float tsum = 0.0f;
+        for (int64_t j = 0; j < cols; j++)
+            tsum += t[j];
+        for (int64_t j = 0; j < cols; j++)
+            d[j] = scale * (p[j] * tsum - t[j]);
+    }
+    return MG_OK;
+}

@@ -1,0 +1,26 @@
+"""minigrad: a small, fast deep-learning engine.
+
+Reverse-mode autograd over float32 NumPy arrays, whose heavy ops run in OpenMP
+C kernels, with a Keras-style layer on top.
+
+>>> import minigrad as mg
+>>> w = mg.Tensor([[1.0], [2.0]], requires_grad=True)
+>>> loss = (mg.Tensor([[3.0, 4.0]]) @ w).sum()
+>>> loss.backward()
+>>> w.grad.ravel().tolist()
+[3.0, 4.0]
+"""
+from . import kernels
+from .function import Function, is_grad_enabled, no_grad
+from .gradcheck import GradcheckError, gradcheck
+from .kernels import get_num_threads, set_num_threads
+from .ops import dense, matmul, relu, softmax, softmax_cross_entropy
+from .tensor import Tensor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tensor", "Function", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
+    "matmul", "relu", "dense", "softmax", "softmax_cross_entropy",
+    "set_num_threads", "get_num_threads", "kernels",
+]

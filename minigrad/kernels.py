@@ -1,0 +1,374 @@
+"""The only door to the C kernels.
+
+Every function validates its arrays (dtype, C-contiguity, shapes, aliasing)
+before calling C, and raises TypeError/ValueError naming the op, what it
+expected and what it received. A non-contiguous *input* is copied; an *output*
+must be a writeable, C-contiguous float32 array of the right shape, since the
+kernel writes into it in place. ``minigrad.reference`` holds a NumPy twin of each
+function with the same name and signature.
+
+>>> import numpy as np
+>>> from minigrad import kernels
+>>> kernels.gemm(np.ones((2, 3), np.float32), np.ones((3, 4), np.float32))[0, 0]
+3.0
+"""
+import numpy as np
+
+try:
+    from ._C import ffi, lib
+except ImportError as exc:  # pragma: no cover - depends on how minigrad was installed
+    raise ImportError(
+        "minigrad's C extension (minigrad._C) is not built. Install minigrad with "
+        "`pip install .` (or `pip install -e .`) from the repository root, which "
+        "compiles csrc/ with cffi; a C compiler is required. "
+        f"Original error: {exc}") from exc
+
+F32 = np.dtype(np.float32)
+I64 = np.dtype(np.int64)
+_ERRORS = {lib.MG_EINVAL: "invalid size or leading dimension",
+           lib.MG_ENOMEM: "out of memory",
+           lib.MG_ELABEL: "a class index is outside [0, number of classes)"}
+
+
+def _check_status(op, status):
+    if status != lib.MG_OK:
+        if status == lib.MG_ENOMEM:
+            raise MemoryError(f"{op}: the C kernel could not allocate its work buffer")
+        raise ValueError(f"{op}: the C kernel rejected its arguments "
+                         f"({_ERRORS.get(status, f'code {status}')})")
+
+
+def _describe(x):
+    if isinstance(x, np.ndarray):
+        return f"array of shape {x.shape} and dtype {x.dtype}"
+    return f"{type(x).__name__}"
+
+
+def _input(op, name, x, ndim):
+    """A float32 C-contiguous view of `x` (copied only if not contiguous)."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{op}: expected {name} to be a numpy float32 array, received {_describe(x)}")
+    if x.dtype != F32:
+        raise TypeError(f"{op}: expected {name} of dtype float32, received {x.dtype}")
+    if x.ndim != ndim:
+        raise ValueError(f"{op}: expected {name} with {ndim} dimension(s), "
+                         f"received shape {x.shape}")
+    if not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)
+    return x
+
+
+def _output(op, name, out, shape, inputs=()):
+    """A new float32 array of `shape`, or `out` checked to be a safe destination."""
+    if out is None:
+        return np.empty(shape, dtype=F32)
+    if not isinstance(out, np.ndarray) or out.dtype != F32:
+        raise TypeError(f"{op}: expected {name} to be a float32 array, received {_describe(out)}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{op}: expected {name} of shape {tuple(shape)}, received {out.shape}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"{op}: expected {name} to be writeable and C-contiguous "
+                         f"(it is written in place), received a "
+                         f"{'read-only' if not out.flags.writeable else 'non-contiguous'} array")
+    for other_name, other in inputs:
+        if other is not None and np.may_share_memory(out, other):
+            raise ValueError(f"{op}: {name} must not share memory with {other_name}")
+    return out
+
+
+def _labels(op, target, rows, cols):
+    """Class indices as int64, checked to lie in [0, cols)."""
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{op}: expected integer class indices (int32/int64), received {target.dtype}")
+    if target.shape != (rows,):
+        raise ValueError(f"{op}: expected labels of shape ({rows},), received {target.shape}")
+    if rows:
+        lo, hi = int(target.min()), int(target.max())
+        if lo < 0 or hi >= cols:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{op}: expected class indices in [0, {cols}), received {bad}")
+    return np.ascontiguousarray(target, dtype=I64)
+
+
+def _ptr(x):
+    return ffi.from_buffer("float[]", x)
+
+
+def _scalar(op, name, value):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: expected {name} to be a real number, "
+                        f"received {type(value).__name__}") from None
+    return value
+
+
+# ---------------------------------------------------------------- threads
+
+def set_num_threads(n):
+    """Use `n` threads in every kernel (default: OMP_NUM_THREADS or the usable CPUs)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"set_num_threads: expected a positive integer, received {n!r}")
+    lib.mg_set_num_threads(int(min(n, 4096)))
+
+
+def get_num_threads():
+    """The number of threads the kernels use."""
+    return lib.mg_get_num_threads()
+
+
+def has_openmp():
+    return bool(lib.mg_has_openmp())
+
+
+def gemm_kernel_name():
+    return ffi.string(lib.mg_gemm_kernel_name()).decode()
+
+
+# ---------------------------------------------------------------- gemm
+
+def gemm(a, b, out=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
+         bias=None, relu=False):
+    """out = alpha * op(a) @ op(b) + beta * out [+ bias] [relu]; returns out.
+
+    op(x) is x.T when the matching trans flag is set. `out` is required when
+    beta != 0 (it is read); `bias` has one value per output column.
+    """
+    op = "gemm"
+    a = _input(op, "a", a, 2)
+    b = _input(op, "b", b, 2)
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if k != kb:
+        sa = "(K, N)" if trans_a else "(N, K)"
+        sb = "(M, K)" if trans_b else "(K, M)"
+        ta, tb = (".T" if trans_a else ""), (".T" if trans_b else "")
+        raise ValueError(f"{op}: expected {sa}{ta} @ {sb}{tb}, received {a.shape}{ta} @ {b.shape}{tb}")
+    alpha, beta = _scalar(op, "alpha", alpha), _scalar(op, "beta", beta)
+    if beta != 0.0 and out is None:
+        raise ValueError(f"{op}: beta={beta} reads out, so out must be given")
+    if bias is not None:
+        bias = _input(op, "bias", bias, 1)
+        if bias.shape != (n,):
+            raise ValueError(f"{op}: expected bias of shape ({n},), received {bias.shape}")
+    out = _output(op, "out", out, (m, n), (("a", a), ("b", b), ("bias", bias)))
+    status = lib.mg_gemm(bool(trans_a), bool(trans_b), m, n, k, alpha,
+                         _ptr(a), a.shape[1], _ptr(b), b.shape[1], beta,
+                         _ptr(out), n, _ptr(bias) if bias is not None else ffi.NULL,
+                         bool(relu))
+    _check_status(op, status)
+    return out
+
+
+# ---------------------------------------------------------------- bias
+
+def add_bias(x, b, out=None):
+    """out = x + b with b broadcast over rows; out may be x itself."""
+    op = "add_bias"
+    x = _input(op, "x", x, 2)
+    b = _input(op, "b", b, 1)
+    if b.shape != (x.shape[1],):
+        raise ValueError(f"{op}: expected (N, C) + (C,), received {x.shape} + {b.shape}")
+    if out is not x:
+        out = _output(op, "out", out, x.shape, (("x", x), ("b", b)))
+    elif not out.flags.writeable:
+        raise ValueError(f"{op}: expected out to be writeable, received a read-only array")
+    _check_status(op, lib.mg_add_bias(_ptr(x), _ptr(b), _ptr(out), x.shape[0], x.shape[1]))
+    return out
+
+
+def bias_grad(dy, out=None):
+    """Column sums of dy (the gradient of a bias added over rows)."""
+    op = "bias_grad"
+    dy = _input(op, "dy", dy, 2)
+    out = _output(op, "out", out, (dy.shape[1],), (("dy", dy),))
+    _check_status(op, lib.mg_bias_grad(_ptr(dy), _ptr(out), dy.shape[0], dy.shape[1]))
+    return out
+
+
+# ---------------------------------------------------------------- relu
+
+def _same_shape(op, names, *arrays):
+    if any(x.shape != arrays[0].shape for x in arrays):
+        got = " and ".join(str(x.shape) for x in arrays)
+        raise ValueError(f"{op}: expected {names} of the same shape, received {got}")
+
+
+def _any_input(op, name, x):
+    return _input(op, name, x, x.ndim if isinstance(x, np.ndarray) else 0)
+
+
+def relu_forward(x, out=None):
+    """out = max(x, 0); out may be x itself."""
+    op = "relu_forward"
+    x = _any_input(op, "x", x)
+    if out is not x:
+        out = _output(op, "out", out, x.shape, (("x", x),))
+    elif not out.flags.writeable:
+        raise ValueError(f"{op}: expected out to be writeable, received a read-only array")
+    _check_status(op, lib.mg_relu_forward(_ptr(x), _ptr(out), x.size))
+    return out
+
+
+def relu_backward(y, dy, out=None):
+    """out = dy where y > 0 else 0, with y the forward output; out may be dy itself."""
+    op = "relu_backward"
+    y = _any_input(op, "y", y)
+    dy = _any_input(op, "dy", dy)
+    _same_shape(op, "y and dy", y, dy)
+    if out is not dy:
+        out = _output(op, "out", out, y.shape, (("y", y), ("dy", dy)))
+    _check_status(op, lib.mg_relu_backward(_ptr(y), _ptr(dy), _ptr(out), y.size))
+    return out
+
+
+def relu_backward_bias_grad(y, dy, out=None, db_out=None):
+    """(dx, db): dx = dy * (y > 0) and db = column sums of dx, in one pass."""
+    op = "relu_backward_bias_grad"
+    y = _input(op, "y", y, 2)
+    dy = _input(op, "dy", dy, 2)
+    _same_shape(op, "y and dy", y, dy)
+    if out is not dy:
+        out = _output(op, "out", out, y.shape, (("y", y), ("dy", dy)))
+    db_out = _output(op, "db_out", db_out, (y.shape[1],), (("y", y), ("dy", dy), ("out", out)))
+    _check_status(op, lib.mg_relu_backward_bias_grad(_ptr(y), _ptr(dy), _ptr(out), _ptr(db_out),
+                                                     y.shape[0], y.shape[1]))
+    return out, db_out
+
+
+# ---------------------------------------------------------------- softmax + cross-entropy
+
+def _logits_and_target(op, logits, target):
+    logits = _input(op, "logits", logits, 2)
+    rows, cols = logits.shape
+    if cols == 0:
+        raise ValueError(f"{op}: expected at least one class, received logits of shape {logits.shape}")
+    if not isinstance(target, np.ndarray):
+        raise TypeError(f"{op}: expected target to be a numpy array, received {_describe(target)}")
+    if target.ndim == 1:
+        return logits, _labels(op, target, rows, cols), True
+    target = _input(op, "target", target, 2)
+    if target.shape != logits.shape:
+        raise ValueError(f"{op}: expected target of shape {logits.shape} (or class indices of "
+                         f"shape ({rows},)), received {target.shape}")
+    return logits, target, False
+
+
+def softmax_xent_forward(logits, target, probs_out=None, row_loss_out=None):
+    """(loss, probs, row_loss): mean cross-entropy of softmax(logits) against target.
+
+    target is either integer class indices (N,) or float rows (N, C).
+    """
+    op = "softmax_xent_forward"
+    logits, target, is_index = _logits_and_target(op, logits, target)
+    rows, cols = logits.shape
+    probs_out = _output(op, "probs_out", probs_out, (rows, cols), (("logits", logits), ("target", target)))
+    row_loss_out = _output(op, "row_loss_out", row_loss_out, (rows,),
+                           (("logits", logits), ("target", target), ("probs_out", probs_out)))
+    loss = ffi.new("float *")
+    if is_index:
+        status = lib.mg_softmax_xent_forward_index(
+            _ptr(logits), ffi.from_buffer("int64_t[]", target), _ptr(probs_out),
+            _ptr(row_loss_out), loss, rows, cols)
+    else:
+        status = lib.mg_softmax_xent_forward_dense(
+            _ptr(logits), _ptr(target), _ptr(probs_out), _ptr(row_loss_out), loss, rows, cols)
+    _check_status(op, status)
+    return float(loss[0]), probs_out, row_loss_out
+
+
+def softmax_xent_backward(probs, target, scale, out=None):
+    """out = scale * (probs * target_row_sum - target); scale is upstream_grad / N for the mean."""
+    op = "softmax_xent_backward"
+    probs, target, is_index = _logits_and_target(op, probs, target)
+    rows, cols = probs.shape
+    scale = _scalar(op, "scale", scale)
+    out = _output(op, "out", out, (rows, cols), (("probs", probs), ("target", target)))
+    if is_index:
+        status = lib.mg_softmax_xent_backward_index(
+            _ptr(probs), ffi.from_buffer("int64_t[]", target), scale, _ptr(out), rows, cols)
+    else:
+        status = lib.mg_softmax_xent_backward_dense(_ptr(probs), _ptr(target), scale, _ptr(out),
+                                                    rows, cols)
+    _check_status(op, status)
+    return out
+
+
+# ---------------------------------------------------------------- optimizers
+#
+# Each update takes one parameter array or a list of them (with matching lists of
+# gradients and state slots) and updates them all in one C call, after checking
+# every one: an error leaves all parameters untouched, and Python cannot be
+# interrupted half-way through a step.
+
+def _as_list(x):
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _param_table(op, ws, gs, slot_lists):
+    """Validate parameters, gradients and slots; return (cffi table, keep-alive list)."""
+    ws, gs = _as_list(ws), _as_list(gs)
+    slot_lists = [_as_list(s) for s in slot_lists]
+    for name, items in [("grads", gs)] + [(f"slot {i + 1}", s) for i, s in enumerate(slot_lists)]:
+        if len(items) != len(ws):
+            raise ValueError(f"{op}: expected as many {name} as parameters ({len(ws)}), received {len(items)}")
+    table = ffi.new("mg_param_t[]", max(len(ws), 1))
+    keep = []
+    written = []  # every array the kernel writes: none may overlap another or an input
+    for i, (w, g) in enumerate(zip(ws, gs)):
+        if not isinstance(w, np.ndarray) or w.dtype != F32:
+            raise TypeError(f"{op}: expected parameter {i} to be a float32 array, received {_describe(w)}")
+        _output(op, f"parameter {i}", w, w.shape)
+        g = _any_input(op, f"grad {i}", g)
+        if g.shape != w.shape:
+            raise ValueError(f"{op}: expected grad {i} of shape {w.shape} (like its parameter), "
+                             f"received {g.shape}")
+        slots = []
+        for k, slot_list in enumerate(slot_lists):
+            s = slot_list[i]
+            if s is None:
+                raise TypeError(f"{op}: expected slot {k + 1} of parameter {i} to be a float32 "
+                                f"array of shape {w.shape}, received None")
+            slots.append(_output(op, f"slot {k + 1} of parameter {i}", s, w.shape))
+        for x in [w] + slots:
+            for other_name, other in written + [(f"grad {i}", g)]:
+                if np.may_share_memory(x, other):
+                    raise ValueError(f"{op}: arrays written in place must not share memory "
+                                     f"(parameter {i} and {other_name})")
+            written.append((f"an array of parameter {i}", x))
+        ptrs = [_ptr(w), _ptr(g)] + [_ptr(s) for s in slots]
+        keep += ptrs + [g]
+        table[i].w, table[i].g, table[i].n = ptrs[0], ptrs[1], w.size
+        if slots:
+            table[i].slot1 = ptrs[2]
+        if len(slots) > 1:
+            table[i].slot2 = ptrs[3]
+    return table, len(ws), keep
+
+
+def rmsprop_update(w, g, v, lr, rho, eps, eps_inside=True):
+    """In place: v = rho*v + (1-rho)*g**2; w -= lr*g/sqrt(v+eps) (eps_inside, Keras 3)
+    or w -= lr*g/(sqrt(v)+eps). w, g, v: arrays or equal-length lists of arrays."""
+    op = "rmsprop_update"
+    table, count, keep = _param_table(op, w, g, [v])
+    _check_status(op, lib.mg_rmsprop_update(table, count, _scalar(op, "lr", lr), _scalar(op, "rho", rho),
+                                            _scalar(op, "eps", eps), bool(eps_inside)))
+
+
+def sgd_update(w, g, velocity, lr, momentum=0.0, nesterov=False):
+    """In place, Keras SGD: velocity = momentum*velocity - lr*g; w += velocity (or the
+    Nesterov form); velocity may be None when momentum == 0."""
+    op = "sgd_update"
+    momentum = _scalar(op, "momentum", momentum)
+    table, count, keep = _param_table(op, w, g, [velocity] if momentum != 0.0 else [])
+    _check_status(op, lib.mg_sgd_update(table, count, _scalar(op, "lr", lr), momentum, bool(nesterov)))
+
+
+def adam_update(w, g, m, v, lr, beta1, beta2, eps, step):
+    """In place, Keras 3 Adam with bias correction folded into the step size; step >= 1."""
+    op = "adam_update"
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 1 <= step < 2**62:
+        raise ValueError(f"{op}: expected step to be an integer >= 1, received {step!r}")
+    table, count, keep = _param_table(op, w, g, [m, v])
+    _check_status(op, lib.mg_adam_update(table, count, _scalar(op, "lr", lr), _scalar(op, "beta1", beta1),
+                                         _scalar(op, "beta2", beta2), _scalar(op, "eps", eps), int(step)))
