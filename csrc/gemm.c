@@ -104,6 +104,7 @@ struct plan {
     const float *bias;
     int64_t bias_rs, bias_cs;   /* bias term for C(i, j) is bias[i*bias_rs + j*bias_cs] */
     int relu;
+    int a_direct;               /* kernels read op(A) in place instead of packing it */
     int64_t kc, nkb;            /* KC slice depth, number of slices */
     int64_t mc, nmb;            /* MC row block, number of row blocks */
     int64_t nc, nnb;            /* NC column block, number of column blocks */
@@ -119,8 +120,15 @@ struct epi {
     int relu;
 };
 
-typedef void (*kernel_fn)(int64_t kc, const float *pa, const float *pb, float *c,
-                          int64_t ldc, const float *bias, const struct epi *ep, float *tmp);
+/* A micro-kernel multiplies an MR x kc sliver of op(A) by a packed kc x NR
+ * panel of B. The A sliver is read at pa[r*rsa + p*csa]: packed panels have
+ * rsa = 1, csa = MR; when A is read in place (see gemm_body) the strides are
+ * A's own, and rows r >= mr alias row mr-1 so nothing past A is touched (their
+ * results are discarded). c != NULL: a full row-major tile of C, stored with
+ * the epilogue. c == NULL: raw sums go to tmp (MR x NR, 64-byte aligned). */
+typedef void (*kernel_fn)(int64_t kc, const float *pa, int64_t rsa, int64_t csa, int64_t mr,
+                          const float *pb, float *c, int64_t ldc, const float *bias,
+                          const struct epi *ep, float *tmp);
 
 /* Scalar epilogue for tiles the vector path cannot store directly (edges, or
  * transposed C): t is an MR x NR tile of raw dot products. */
@@ -212,17 +220,21 @@ static void pack_b_panel(const struct plan *P, int64_t p0, int64_t kc, int64_t j
 /* Portable reference micro-kernel: plain C the compiler can vectorise for any
  * target. The two 8-column halves run as separate passes so the accumulators
  * fit in 16 SSE/NEON registers; each element is still one chain over p. */
-static void kernel_portable(int64_t kc, const float *restrict pa, const float *restrict pb,
-                            float *c, int64_t ldc, const float *bias, const struct epi *ep,
-                            float *restrict tmp)
+static void kernel_portable(int64_t kc, const float *pa, int64_t rsa, int64_t csa, int64_t mr,
+                            const float *restrict pb, float *c, int64_t ldc, const float *bias,
+                            const struct epi *ep, float *restrict tmp)
 {
+    int64_t off[MR];
+    for (int r = 0; r < MR; ++r) off[r] = min64(r, mr - 1) * rsa;
     float t[MR * NR];
     for (int h = 0; h < NR; h += 8) {
         float acc[MR][8] = {{0}};
         for (int64_t p = 0; p < kc; ++p) {
-            const float *a = pa + p * MR, *b = pb + p * NR + h;
-            for (int r = 0; r < MR; ++r)
-                for (int q = 0; q < 8; ++q) acc[r][q] += a[r] * b[q];
+            const float *b = pb + p * NR + h;
+            for (int r = 0; r < MR; ++r) {
+                const float a = pa[p * csa + off[r]];
+                for (int q = 0; q < 8; ++q) acc[r][q] += a * b[q];
+            }
         }
         for (int r = 0; r < MR; ++r)
             for (int q = 0; q < 8; ++q) t[r * NR + h + q] = acc[r][q];
@@ -232,14 +244,16 @@ static void kernel_portable(int64_t kc, const float *restrict pa, const float *r
 }
 
 #ifdef MG_X86_AVX2
-/* 6x16 AVX2+FMA micro-kernel. c != NULL: a full, row-major tile of C, the
- * epilogue runs while the sums are still in registers. c == NULL: raw sums go
- * to tmp (64-byte aligned MR x NR) for the scalar epilogue. */
-__attribute__((target("avx2,fma")))
-static void kernel_avx2(int64_t kc, const float *restrict pa, const float *restrict pb,
-                        float *c, int64_t ldc, const float *bias, const struct epi *ep,
-                        float *restrict tmp)
+/* 6x16 AVX2+FMA micro-kernel body, inlined into a packed-A instance (strides
+ * are compile-time constants) and an in-place-A instance. */
+__attribute__((target("avx2,fma"), always_inline))
+static inline void avx2_core(int64_t kc, const float *pa, int64_t rsa, int64_t csa, int64_t mr,
+                             const float *restrict pb, float *c, int64_t ldc, const float *bias,
+                             const struct epi *ep, float *restrict tmp)
 {
+    const int64_t o1 = min64(1, mr - 1) * rsa, o2 = min64(2, mr - 1) * rsa;
+    const int64_t o3 = min64(3, mr - 1) * rsa, o4 = min64(4, mr - 1) * rsa;
+    const int64_t o5 = min64(5, mr - 1) * rsa;
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -254,19 +268,19 @@ static void kernel_avx2(int64_t kc, const float *restrict pa, const float *restr
 #pragma GCC unroll 4
     for (int64_t p = 0; p < kc; ++p) {
         __m256 b0 = _mm256_load_ps(pb), b1 = _mm256_load_ps(pb + 8), a;
-        a = _mm256_broadcast_ss(pa + 0);
+        a = _mm256_broadcast_ss(pa);
         c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
-        a = _mm256_broadcast_ss(pa + 1);
+        a = _mm256_broadcast_ss(pa + o1);
         c10 = _mm256_fmadd_ps(a, b0, c10); c11 = _mm256_fmadd_ps(a, b1, c11);
-        a = _mm256_broadcast_ss(pa + 2);
+        a = _mm256_broadcast_ss(pa + o2);
         c20 = _mm256_fmadd_ps(a, b0, c20); c21 = _mm256_fmadd_ps(a, b1, c21);
-        a = _mm256_broadcast_ss(pa + 3);
+        a = _mm256_broadcast_ss(pa + o3);
         c30 = _mm256_fmadd_ps(a, b0, c30); c31 = _mm256_fmadd_ps(a, b1, c31);
-        a = _mm256_broadcast_ss(pa + 4);
+        a = _mm256_broadcast_ss(pa + o4);
         c40 = _mm256_fmadd_ps(a, b0, c40); c41 = _mm256_fmadd_ps(a, b1, c41);
-        a = _mm256_broadcast_ss(pa + 5);
+        a = _mm256_broadcast_ss(pa + o5);
         c50 = _mm256_fmadd_ps(a, b0, c50); c51 = _mm256_fmadd_ps(a, b1, c51);
-        pa += MR;
+        pa += csa;
         pb += NR;
     }
     if (!c) {
@@ -308,6 +322,23 @@ static void kernel_avx2(int64_t kc, const float *restrict pa, const float *restr
     MG_ROW(3, c30, c31); MG_ROW(4, c40, c41); MG_ROW(5, c50, c51);
 #undef MG_ROW
 }
+
+__attribute__((target("avx2,fma")))
+static void kernel_avx2_packed(int64_t kc, const float *pa, int64_t rsa, int64_t csa, int64_t mr,
+                               const float *pb, float *c, int64_t ldc, const float *bias,
+                               const struct epi *ep, float *tmp)
+{
+    (void)rsa; (void)csa; (void)mr;
+    avx2_core(kc, pa, 1, MR, MR, pb, c, ldc, bias, ep, tmp);
+}
+
+__attribute__((target("avx2,fma")))
+static void kernel_avx2_direct(int64_t kc, const float *pa, int64_t rsa, int64_t csa, int64_t mr,
+                               const float *pb, float *c, int64_t ldc, const float *bias,
+                               const struct epi *ep, float *tmp)
+{
+    avx2_core(kc, pa, rsa, csa, mr, pb, c, ldc, bias, ep, tmp);
+}
 #endif
 
 /* Chosen once: -1 unknown, 0 portable, 1 avx2-fma. A race between first
@@ -339,7 +370,9 @@ const char *mg_gemm_kernel_name(void)
 
 /* Runs on every thread of the team (or alone without OpenMP). bbuf is the
  * shared packed-B block, abuf this thread's packed-A block, tmp its edge tile. */
-static void gemm_body(const struct plan *P, kernel_fn kern, float *bbuf, float *abuf,
+struct kernels { kernel_fn packed, direct; };
+
+static void gemm_body(const struct plan *P, const struct kernels *K, float *bbuf, float *abuf,
                       float *tmp)
 {
     int64_t cached_ib = -1, cached_pb = -1; /* which A block abuf holds */
@@ -371,7 +404,7 @@ static void gemm_body(const struct plan *P, kernel_fn kern, float *bbuf, float *
             for (int64_t it = 0; it < nitems; ++it) {
                 const int64_t ib = it / ceil_div(npan, gw), g = it % ceil_div(npan, gw);
                 const int64_t i0 = ib * P->mc, mc = min64(P->mc, P->m - i0);
-                if (ib != cached_ib || pb != cached_pb) {
+                if (!P->a_direct && (ib != cached_ib || pb != cached_pb)) {
                     pack_a(P, i0, mc, p0, kc, abuf);
                     cached_ib = ib;
                     cached_pb = pb;
@@ -382,12 +415,23 @@ static void gemm_body(const struct plan *P, kernel_fn kern, float *bbuf, float *
                     const float *pbp = bbuf + jp * NR * kc;
                     for (int64_t ir = 0; ir < mc; ir += MR) {
                         const int64_t i = i0 + ir, mr = min64(MR, P->m - i);
-                        const float *pap = abuf + ir * kc;
                         float *cij = P->c + i * P->rs + j * P->cs;
-                        if (mr == MR && nr == NR && P->cs == 1) {
-                            kern(kc, pap, pbp, cij, P->rs, P->bias ? P->bias + j : NULL, &ep, tmp);
+                        const float *pap;
+                        int64_t rsa = 1, csa = MR;
+                        kernel_fn kern = K->packed;
+                        if (P->a_direct) {
+                            rsa = P->ta ? 1 : P->lda;
+                            csa = P->ta ? P->lda : 1;
+                            pap = P->a + i * rsa + p0 * csa;
+                            kern = K->direct;
                         } else {
-                            kern(kc, pap, pbp, NULL, 0, NULL, &ep, tmp);
+                            pap = abuf + ir * kc;
+                        }
+                        if (mr == MR && nr == NR && P->cs == 1) {
+                            kern(kc, pap, rsa, csa, mr, pbp, cij, P->rs,
+                                 P->bias ? P->bias + j : NULL, &ep, tmp);
+                        } else {
+                            kern(kc, pap, rsa, csa, mr, pbp, NULL, 0, NULL, &ep, tmp);
                             epilogue_scalar(tmp, mr, nr, cij, P->rs, P->cs,
                                             P->bias ? P->bias + i * P->bias_rs + j * P->bias_cs : NULL,
                                             P->bias_rs, P->bias_cs, &ep);
@@ -453,22 +497,24 @@ int mg_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
      * the transposed store goes through the scalar epilogue. */
     double area = (double)(ceil_div(m, MR) * MR) * (double)(ceil_div(n, NR) * NR);
     double area_t = (double)(ceil_div(n, MR) * MR) * (double)(ceil_div(m, NR) * NR);
-    if (area_t < 0.85 * area) {
+    if (getenv("NOSWAP") == NULL && area_t < 0.85 * area) {
         P.ta = !trans_b; P.tb = !trans_a;
         P.m = n; P.n = m;
         P.a = b; P.lda = ldb; P.b = a; P.ldb = lda;
         P.rs = 1; P.cs = ldc;
         P.bias_rs = 1; P.bias_cs = 0;
     }
+    /* With a single column panel each A element is used once per slice:
+     * packing it would cost as much as the multiply saves. */
+    P.a_direct = getenv("NODIRECT") == NULL && P.n <= NR;
     split(P.k, KC_MAX, 1, &P.kc, &P.nkb);
     split(P.m, MC_MAX, MR, &P.mc, &P.nmb);
     split(P.n, NC_MAX, NR, &P.nc, &P.nnb);
 
-    const kernel_fn kern =
+    struct kernels K = { kernel_portable, kernel_portable };
 #ifdef MG_X86_AVX2
-        kernel_kind() ? kernel_avx2 :
+    if (kernel_kind()) K = (struct kernels){ kernel_avx2_packed, kernel_avx2_direct };
 #endif
-        kernel_portable;
     const size_t bsize = (size_t)P.kc * (size_t)P.nc;     /* nc is a multiple of NR */
     /* Per-thread part: the 64-byte aligned edge tile, then the A block. */
     const size_t asize = MR * NR + (size_t)P.kc * (size_t)P.mc;
@@ -490,11 +536,11 @@ int mg_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
         int failed;
 #pragma omp atomic read
         failed = err;
-        if (!failed) gemm_body(&P, kern, w0, wa + MR * NR, wa);
+        if (!failed) gemm_body(&P, &K, w0, wa + MR * NR, wa);
     }
     return err ? MG_ENOMEM : MG_OK;
 #else
-    gemm_body(&P, kern, w0, w0 + bsize + MR * NR, w0 + bsize);
+    gemm_body(&P, &K, w0, w0 + bsize + MR * NR, w0 + bsize);
     return MG_OK;
 #endif
 }

@@ -28,14 +28,17 @@ int mg_rmsprop_update(const mg_param_t *params, int64_t count,
         float *w = params[p].w, *v = params[p].slot1;
         const float *g = params[p].g;
         int64_t n = params[p].n;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(MG_THREADS(n))
-#endif
-        for (int64_t i = 0; i < n; i++) {
-            float vi = rho * v[i] + one_minus_rho * g[i] * g[i];
-            v[i] = vi;
-            float denom = eps_inside ? sqrtf(vi + eps) : sqrtf(vi) + eps;
-            w[i] -= lr * g[i] / denom;
+        MG_OMP(omp parallel num_threads(MG_THREADS(n)))
+        {
+            MG_FTZ_BEGIN;
+            MG_OMP(omp for schedule(static))
+            for (int64_t i = 0; i < n; i++) {
+                float vi = rho * v[i] + one_minus_rho * g[i] * g[i];
+                v[i] = vi;
+                float denom = eps_inside ? sqrtf(vi + eps) : sqrtf(vi) + eps;
+                w[i] -= lr * g[i] / denom;
+            }
+            MG_FTZ_END;
         }
     }
     return MG_OK;
@@ -51,20 +54,26 @@ int mg_sgd_update(const mg_param_t *params, int64_t count,
         const float *g = params[p].g;
         int64_t n = params[p].n;
         if (momentum == 0.0f) {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(MG_THREADS(n))
-#endif
-            for (int64_t i = 0; i < n; i++)
-                w[i] -= lr * g[i];
+            MG_OMP(omp parallel num_threads(MG_THREADS(n)))
+            {
+                MG_FTZ_BEGIN;
+                MG_OMP(omp for schedule(static))
+                for (int64_t i = 0; i < n; i++)
+                    w[i] -= lr * g[i];
+                MG_FTZ_END;
+            }
             continue;
         }
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(MG_THREADS(n))
-#endif
-        for (int64_t i = 0; i < n; i++) {
-            float m = momentum * vel[i] - lr * g[i];
-            vel[i] = m;
-            w[i] += nesterov ? momentum * m - lr * g[i] : m;
+        MG_OMP(omp parallel num_threads(MG_THREADS(n)))
+        {
+            MG_FTZ_BEGIN;
+            MG_OMP(omp for schedule(static))
+            for (int64_t i = 0; i < n; i++) {
+                float m = momentum * vel[i] - lr * g[i];
+                vel[i] = m;
+                w[i] += nesterov ? momentum * m - lr * g[i] : m;
+            }
+            MG_FTZ_END;
         }
     }
     return MG_OK;
@@ -84,16 +93,19 @@ int mg_adam_update(const mg_param_t *params, int64_t count,
         float *w = params[p].w, *m = params[p].slot1, *v = params[p].slot2;
         const float *g = params[p].g;
         int64_t n = params[p].n;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(MG_THREADS(n))
-#endif
-        for (int64_t i = 0; i < n; i++) {
-            float gi = g[i];
-            float mi = m[i] + (gi - m[i]) * c1;
-            float vi = v[i] + (gi * gi - v[i]) * c2;
-            m[i] = mi;
-            v[i] = vi;
-            w[i] -= alpha * mi / (sqrtf(vi) + eps);
+        MG_OMP(omp parallel num_threads(MG_THREADS(n)))
+        {
+            MG_FTZ_BEGIN;
+            MG_OMP(omp for schedule(static))
+            for (int64_t i = 0; i < n; i++) {
+                float gi = g[i];
+                float mi = m[i] + (gi - m[i]) * c1;
+                float vi = v[i] + (gi * gi - v[i]) * c2;
+                m[i] = mi;
+                v[i] = vi;
+                w[i] -= alpha * mi / (sqrtf(vi) + eps);
+            }
+            MG_FTZ_END;
         }
     }
     return MG_OK;

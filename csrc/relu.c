@@ -6,12 +6,15 @@ int mg_relu_forward(const float *x, float *y, int64_t n)
 {
     if (n < 0)
         return MG_EINVAL;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(MG_THREADS(n))
-#endif
-    for (int64_t i = 0; i < n; i++)
-        /* written so that NaN propagates (NaN > 0 is false, so keep x) */
-        y[i] = x[i] < 0.0f ? 0.0f : x[i];
+    MG_OMP(omp parallel num_threads(MG_THREADS(n)))
+    {
+        MG_FTZ_BEGIN;
+        MG_OMP(omp for schedule(static))
+        for (int64_t i = 0; i < n; i++)
+            /* NaN < 0 is false, so NaN propagates (as np.maximum does) */
+            y[i] = x[i] < 0.0f ? 0.0f : x[i];
+        MG_FTZ_END;
+    }
     return MG_OK;
 }
 
@@ -19,11 +22,14 @@ int mg_relu_backward(const float *y, const float *dy, float *dx, int64_t n)
 {
     if (n < 0)
         return MG_EINVAL;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(MG_THREADS(n))
-#endif
-    for (int64_t i = 0; i < n; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    MG_OMP(omp parallel num_threads(MG_THREADS(n)))
+    {
+        MG_FTZ_BEGIN;
+        MG_OMP(omp for schedule(static))
+        for (int64_t i = 0; i < n; i++)
+            dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        MG_FTZ_END;
+    }
     return MG_OK;
 }
 
@@ -38,28 +44,31 @@ int mg_relu_backward_bias_grad(const float *y, const float *dy, float *dx, float
     if (rows < 0 || cols < 0)
         return MG_EINVAL;
     int64_t nblocks = (cols + RELU_COL_BLOCK - 1) / RELU_COL_BLOCK;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(MG_THREADS(rows * cols))
-#endif
-    for (int64_t blk = 0; blk < nblocks; blk++) {
-        int64_t j0 = blk * RELU_COL_BLOCK;
-        int64_t j1 = j0 + RELU_COL_BLOCK < cols ? j0 + RELU_COL_BLOCK : cols;
-        float acc[RELU_COL_BLOCK];
-        for (int64_t j = j0; j < j1; j++)
-            acc[j - j0] = 0.0f;
-        for (int64_t i = 0; i < rows; i++) {
-            const float *yr = y + i * cols;
-            const float *gr = dy + i * cols;
-            float *dr = dx + i * cols;
-            for (int64_t j = j0; j < j1; j++) {
-                float g = yr[j] > 0.0f ? gr[j] : 0.0f;
-                dr[j] = g;
-                acc[j - j0] += g;
-            }
-        }
-        if (db)
+    MG_OMP(omp parallel num_threads(MG_THREADS(rows * cols)))
+    {
+        MG_FTZ_BEGIN;
+        MG_OMP(omp for schedule(static))
+        for (int64_t blk = 0; blk < nblocks; blk++) {
+            int64_t j0 = blk * RELU_COL_BLOCK;
+            int64_t j1 = j0 + RELU_COL_BLOCK < cols ? j0 + RELU_COL_BLOCK : cols;
+            float acc[RELU_COL_BLOCK];
             for (int64_t j = j0; j < j1; j++)
-                db[j] = acc[j - j0];
+                acc[j - j0] = 0.0f;
+            for (int64_t i = 0; i < rows; i++) {
+                const float *yr = y + i * cols;
+                const float *gr = dy + i * cols;
+                float *dr = dx + i * cols;
+                for (int64_t j = j0; j < j1; j++) {
+                    float g = yr[j] > 0.0f ? gr[j] : 0.0f;
+                    dr[j] = g;
+                    acc[j - j0] += g;
+                }
+            }
+            if (db)
+                for (int64_t j = j0; j < j1; j++)
+                    db[j] = acc[j - j0];
+        }
+        MG_FTZ_END;
     }
     return MG_OK;
 }

@@ -40,15 +40,18 @@ int mg_softmax_xent_forward_index(const float *logits, const int64_t *labels,
     for (int64_t i = 0; i < rows; i++)
         if (labels[i] < 0 || labels[i] >= cols)
             return MG_ELABEL;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(MG_THREADS(rows * cols * 8))
-#endif
-    for (int64_t i = 0; i < rows; i++) {
-        float mx;
-        const float *z = logits + i * cols;
-        float log_sum = softmax_row(z, probs + i * cols, cols, &mx);
-        /* -log softmax(z)_y = log_sum - (z_y - max) */
-        row_loss[i] = log_sum - (z[labels[i]] - mx);
+    MG_OMP(omp parallel num_threads(MG_THREADS(rows * cols * 8)))
+    {
+        MG_FTZ_BEGIN;
+        MG_OMP(omp for schedule(static))
+        for (int64_t i = 0; i < rows; i++) {
+            float mx;
+            const float *z = logits + i * cols;
+            float log_sum = softmax_row(z, probs + i * cols, cols, &mx);
+            /* -log softmax(z)_y = log_sum - (z_y - max) */
+            row_loss[i] = log_sum - (z[labels[i]] - mx);
+        }
+        MG_FTZ_END;
     }
     *loss = mean_in_row_order(row_loss, rows);
     return MG_OK;
@@ -60,19 +63,22 @@ int mg_softmax_xent_forward_dense(const float *logits, const float *targets,
 {
     if (rows < 0 || cols <= 0)
         return MG_EINVAL;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(MG_THREADS(rows * cols * 8))
-#endif
-    for (int64_t i = 0; i < rows; i++) {
-        float mx;
-        const float *z = logits + i * cols;
-        const float *t = targets + i * cols;
-        float log_sum = softmax_row(z, probs + i * cols, cols, &mx);
-        float acc = 0.0f;
-        for (int64_t j = 0; j < cols; j++)
-            if (t[j] != 0.0f)
-                acc += t[j] * (log_sum - (z[j] - mx));
-        row_loss[i] = acc;
+    MG_OMP(omp parallel num_threads(MG_THREADS(rows * cols * 8)))
+    {
+        MG_FTZ_BEGIN;
+        MG_OMP(omp for schedule(static))
+        for (int64_t i = 0; i < rows; i++) {
+            float mx;
+            const float *z = logits + i * cols;
+            const float *t = targets + i * cols;
+            float log_sum = softmax_row(z, probs + i * cols, cols, &mx);
+            float acc = 0.0f;
+            for (int64_t j = 0; j < cols; j++)
+                if (t[j] != 0.0f)
+                    acc += t[j] * (log_sum - (z[j] - mx));
+            row_loss[i] = acc;
+        }
+        MG_FTZ_END;
     }
     *loss = mean_in_row_order(row_loss, rows);
     return MG_OK;
@@ -86,14 +92,17 @@ int mg_softmax_xent_backward_index(const float *probs, const int64_t *labels, fl
     for (int64_t i = 0; i < rows; i++)
         if (labels[i] < 0 || labels[i] >= cols)
             return MG_ELABEL;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(MG_THREADS(rows * cols))
-#endif
-    for (int64_t i = 0; i < rows; i++) {
-        const float *p = probs + i * cols;
-        float *d = dlogits + i * cols;
-        for (int64_t j = 0; j < cols; j++)
-            d[j] = scale * (j == labels[i] ? p[j] - 1.0f : p[j]);
+    MG_OMP(omp parallel num_threads(MG_THREADS(rows * cols)))
+    {
+        MG_FTZ_BEGIN;
+        MG_OMP(omp for schedule(static))
+        for (int64_t i = 0; i < rows; i++) {
+            const float *p = probs + i * cols;
+            float *d = dlogits + i * cols;
+            for (int64_t j = 0; j < cols; j++)
+                d[j] = scale * (j == labels[i] ? p[j] - 1.0f : p[j]);
+        }
+        MG_FTZ_END;
     }
     return MG_OK;
 }
@@ -103,18 +112,21 @@ int mg_softmax_xent_backward_dense(const float *probs, const float *targets, flo
 {
     if (rows < 0 || cols <= 0)
         return MG_EINVAL;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(MG_THREADS(rows * cols))
-#endif
-    for (int64_t i = 0; i < rows; i++) {
-        const float *p = probs + i * cols;
-        const float *t = targets + i * cols;
-        float *d = dlogits + i * cols;
-        float tsum = 0.0f;
-        for (int64_t j = 0; j < cols; j++)
-            tsum += t[j];
-        for (int64_t j = 0; j < cols; j++)
-            d[j] = scale * (p[j] * tsum - t[j]);
+    MG_OMP(omp parallel num_threads(MG_THREADS(rows * cols)))
+    {
+        MG_FTZ_BEGIN;
+        MG_OMP(omp for schedule(static))
+        for (int64_t i = 0; i < rows; i++) {
+            const float *p = probs + i * cols;
+            const float *t = targets + i * cols;
+            float *d = dlogits + i * cols;
+            float tsum = 0.0f;
+            for (int64_t j = 0; j < cols; j++)
+                tsum += t[j];
+            for (int64_t j = 0; j < cols; j++)
+                d[j] = scale * (p[j] * tsum - t[j]);
+        }
+        MG_FTZ_END;
     }
     return MG_OK;
 }

@@ -16,7 +16,11 @@ Where the data is looked for, in order:
 5. otherwise the four IDX ``.gz`` files are downloaded into the cache.
 
 Sources 1 and 2 are *explicit*: if they hold no usable files the loader raises
-``FileNotFoundError`` instead of quietly downloading something else.
+``FileNotFoundError`` instead of quietly downloading something else. One
+exception: a ``MINIGRAD_DATA`` that names a path which does not exist at all
+is skipped, so one command line (``MINIGRAD_DATA=../shared/mnist python -m
+minigrad.train_mnist``) works both on a machine that has that local copy and
+on one that downloads into the cache.
 
 Verification: every file whose name is one of the canonical MNIST names has a
 published size and SHA-256 (``_KNOWN``) and is checked against it.  For
@@ -166,7 +170,7 @@ def load_data(path=None, *, verify=True):
         # path="mnist.npz" is Keras' default argument: same as no argument.
 
     env = os.environ.get("MINIGRAD_DATA")
-    if env:
+    if env and Path(env).expanduser().exists():
         return _load_explicit(Path(env).expanduser(), "MINIGRAD_DATA", verify)
 
     cache = _cache_dir()
@@ -221,8 +225,8 @@ def _load_explicit(location, origin, verify):
         raise FileNotFoundError(
             f"No usable MNIST files at {str(location)!r} (from {origin}): expected "
             f"a directory holding {_EXPECTED}, or the path of an .npz file. "
-            "Nothing is downloaded for an explicit location; unset it to use "
-            f"the cache ({_cache_dir()}) and automatic download."
+            "Nothing is downloaded for an explicit location; without one, the "
+            f"cache ({_cache_dir()}) and automatic download are used."
         )
     return _load_file(found, verify)
 
@@ -300,19 +304,22 @@ def _read_idx(path, ndim, max_count, verify):
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
-            header = f.read(4 + 4 * ndim)
-            if len(header) < 4 + 4 * ndim:
+            magic = f.read(4)
+            if len(magic) < 4:
                 raise DatasetFormatError(f"{path}: truncated IDX header. {fix}")
-            if header[:2] != b"\0\0":
-                raise DatasetFormatError(f"{path}: not an IDX file (bad magic number {header[:4].hex()}). {fix}")
-            if header[2] != 0x08:
+            if magic[:2] != b"\0\0":
+                raise DatasetFormatError(f"{path}: not an IDX file (bad magic number {magic.hex()}). {fix}")
+            if magic[2] != 0x08:
                 raise DatasetFormatError(
-                    f"{path}: IDX dtype code is 0x{header[2]:02x}, expected 0x08 (uint8). {fix}")
-            if header[3] != ndim:
+                    f"{path}: IDX dtype code is 0x{magic[2]:02x}, expected 0x08 (uint8). {fix}")
+            if magic[3] != ndim:
                 raise DatasetFormatError(
-                    f"{path}: IDX file has {header[3]} dimensions, expected {ndim} "
+                    f"{path}: IDX file has {magic[3]} dimensions, expected {ndim} "
                     f"(magic 0x0000080{ndim}); images and labels mixed up? {fix}")
-            dims = struct.unpack(f">{ndim}I", header[4:])
+            header = f.read(4 * ndim)
+            if len(header) < 4 * ndim:
+                raise DatasetFormatError(f"{path}: truncated IDX header. {fix}")
+            dims = struct.unpack(f">{ndim}I", header)
             # Check the declared sizes before reading anything, so a forged
             # header cannot make us allocate or decompress more than the real
             # MNIST files need.
