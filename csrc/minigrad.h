@@ -76,7 +76,9 @@ int mg_softmax_xent_backward_dense(const float *probs, const float *targets, flo
 
 /* In-place optimizer updates over a list of parameters, all in one call so that
  * Python can never interrupt a step half-way (a model is updated whole or not
- * at all). slot1/slot2 are the optimizer's per-parameter state arrays (n floats
+ * at all). Hyperparameters come in double so that 1 - rho and 1 - beta are
+ * formed before rounding to float32, as Keras does (1 - 0.999f would be off by
+ * 1.3e-5 relative). slot1/slot2 are the optimizer's per-parameter state arrays (n floats
  * each, or NULL where the optimizer does not use them).
  *
  * RMSprop (slot1 = v): v = rho*v + (1-rho)*g^2; w -= lr*g/sqrt(v+eps) when
@@ -95,11 +97,11 @@ typedef struct {
 } mg_param_t;
 
 int mg_rmsprop_update(const mg_param_t *params, int64_t count,
-                      float lr, float rho, float eps, int eps_inside);
+                      double lr, double rho, double eps, int eps_inside);
 int mg_sgd_update(const mg_param_t *params, int64_t count,
-                  float lr, float momentum, int nesterov);
+                  double lr, double momentum, int nesterov);
 int mg_adam_update(const mg_param_t *params, int64_t count,
-                   float lr, float beta1, float beta2, float eps, int64_t step);
+                   double lr, double beta1, double beta2, double eps, int64_t step);
 /* CDEF END */
 
 #endif

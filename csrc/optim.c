@@ -19,11 +19,12 @@ static int check_params(const mg_param_t *params, int64_t count, int slots)
 }
 
 int mg_rmsprop_update(const mg_param_t *params, int64_t count,
-                      float lr, float rho, float eps, int eps_inside)
+                      double lr_d, double rho_d, double eps_d, int eps_inside)
 {
     if (check_params(params, count, 1) != MG_OK)
         return MG_EINVAL;
-    const float one_minus_rho = 1.0f - rho;
+    const float lr = (float)lr_d, rho = (float)rho_d, eps = (float)eps_d;
+    const float one_minus_rho = (float)(1.0 - rho_d);
     for (int64_t p = 0; p < count; p++) {
         float *w = params[p].w, *v = params[p].slot1;
         const float *g = params[p].g;
@@ -45,8 +46,9 @@ int mg_rmsprop_update(const mg_param_t *params, int64_t count,
 }
 
 int mg_sgd_update(const mg_param_t *params, int64_t count,
-                  float lr, float momentum, int nesterov)
+                  double lr_d, double momentum_d, int nesterov)
 {
+    const float lr = (float)lr_d, momentum = (float)momentum_d;
     if (check_params(params, count, momentum != 0.0f ? 1 : 0) != MG_OK)
         return MG_EINVAL;
     for (int64_t p = 0; p < count; p++) {
@@ -80,15 +82,14 @@ int mg_sgd_update(const mg_param_t *params, int64_t count,
 }
 
 int mg_adam_update(const mg_param_t *params, int64_t count,
-                   float lr, float beta1, float beta2, float eps, int64_t step)
+                   double lr, double beta1, double beta2, double eps_d, int64_t step)
 {
     if (step < 1 || check_params(params, count, 2) != MG_OK)
         return MG_EINVAL;
     /* Bias correction folded into the step size, computed once in double. */
     double t = (double)step;
-    const float alpha = (float)((double)lr * sqrt(1.0 - pow((double)beta2, t)) /
-                                (1.0 - pow((double)beta1, t)));
-    const float c1 = 1.0f - beta1, c2 = 1.0f - beta2;
+    const float alpha = (float)(lr * sqrt(1.0 - pow(beta2, t)) / (1.0 - pow(beta1, t)));
+    const float c1 = (float)(1.0 - beta1), c2 = (float)(1.0 - beta2), eps = (float)eps_d;
     for (int64_t p = 0; p < count; p++) {
         float *w = params[p].w, *m = params[p].slot1, *v = params[p].slot2;
         const float *g = params[p].g;

@@ -1,4 +1,7 @@
-/* ReLU forward and backward; relu'(0) = 0, as in PyTorch and Keras. */
+/* ReLU forward and backward; relu'(0) = 0, as in PyTorch and Keras.
+ * The plain forward and backward only compare and copy, so they need no
+ * flush-to-zero mode (and must not have it: under denormals-are-zero a negative
+ * subnormal would compare equal to 0 and be copied through as a negative output). */
 #include "minigrad.h"
 #include "internal.h"
 
@@ -6,15 +9,10 @@ int mg_relu_forward(const float *x, float *y, int64_t n)
 {
     if (n < 0)
         return MG_EINVAL;
-    MG_OMP(omp parallel num_threads(MG_THREADS(n)))
-    {
-        MG_FTZ_BEGIN;
-        MG_OMP(omp for schedule(static))
-        for (int64_t i = 0; i < n; i++)
-            /* NaN < 0 is false, so NaN propagates (as np.maximum does) */
-            y[i] = x[i] < 0.0f ? 0.0f : x[i];
-        MG_FTZ_END;
-    }
+    MG_OMP(omp parallel for schedule(static) num_threads(MG_THREADS(n)))
+    for (int64_t i = 0; i < n; i++)
+        /* NaN < 0 is false, so NaN propagates (as np.maximum does) */
+        y[i] = x[i] < 0.0f ? 0.0f : x[i];
     return MG_OK;
 }
 
@@ -22,14 +20,9 @@ int mg_relu_backward(const float *y, const float *dy, float *dx, int64_t n)
 {
     if (n < 0)
         return MG_EINVAL;
-    MG_OMP(omp parallel num_threads(MG_THREADS(n)))
-    {
-        MG_FTZ_BEGIN;
-        MG_OMP(omp for schedule(static))
-        for (int64_t i = 0; i < n; i++)
-            dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-        MG_FTZ_END;
-    }
+    MG_OMP(omp parallel for schedule(static) num_threads(MG_THREADS(n)))
+    for (int64_t i = 0; i < n; i++)
+        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
     return MG_OK;
 }
 

@@ -12,6 +12,8 @@ function with the same name and signature.
 >>> kernels.gemm(np.ones((2, 3), np.float32), np.ones((3, 4), np.float32))[0, 0]
 3.0
 """
+import numbers
+
 import numpy as np
 
 try:
@@ -76,6 +78,18 @@ def _output(op, name, out, shape, inputs=()):
     return out
 
 
+def _in_place(op, name, out, inputs=()):
+    """`out` is also an input the kernel overwrites: it must be writeable and must
+    not overlap the other inputs (the kernel would read values it already wrote)."""
+    if not out.flags.writeable:
+        raise ValueError(f"{op}: expected {name} to be writeable, received a read-only array")
+    for other_name, other in inputs:
+        if other is not None and other is not out and np.may_share_memory(out, other):
+            raise ValueError(f"{op}: {name} is written in place, so it must not share memory "
+                             f"with {other_name}")
+    return out
+
+
 def _labels(op, target, rows, cols):
     """Class indices as int64, checked to lie in [0, cols)."""
     if target.dtype.kind not in "iu":
@@ -95,12 +109,10 @@ def _ptr(x):
 
 
 def _scalar(op, name, value):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
+    if not isinstance(value, numbers.Real):
         raise TypeError(f"{op}: expected {name} to be a real number, "
-                        f"received {type(value).__name__}") from None
-    return value
+                        f"received {type(value).__name__}")
+    return float(value)
 
 
 # ---------------------------------------------------------------- threads
@@ -171,8 +183,8 @@ def add_bias(x, b, out=None):
         raise ValueError(f"{op}: expected (N, C) + (C,), received {x.shape} + {b.shape}")
     if out is not x:
         out = _output(op, "out", out, x.shape, (("x", x), ("b", b)))
-    elif not out.flags.writeable:
-        raise ValueError(f"{op}: expected out to be writeable, received a read-only array")
+    else:
+        _in_place(op, "out", out, (("b", b),))
     _check_status(op, lib.mg_add_bias(_ptr(x), _ptr(b), _ptr(out), x.shape[0], x.shape[1]))
     return out
 
@@ -204,8 +216,8 @@ def relu_forward(x, out=None):
     x = _any_input(op, "x", x)
     if out is not x:
         out = _output(op, "out", out, x.shape, (("x", x),))
-    elif not out.flags.writeable:
-        raise ValueError(f"{op}: expected out to be writeable, received a read-only array")
+    else:
+        _in_place(op, "out", out)
     _check_status(op, lib.mg_relu_forward(_ptr(x), _ptr(out), x.size))
     return out
 
@@ -218,6 +230,8 @@ def relu_backward(y, dy, out=None):
     _same_shape(op, "y and dy", y, dy)
     if out is not dy:
         out = _output(op, "out", out, y.shape, (("y", y), ("dy", dy)))
+    else:
+        _in_place(op, "out", out, (("y", y),))
     _check_status(op, lib.mg_relu_backward(_ptr(y), _ptr(dy), _ptr(out), y.size))
     return out
 
@@ -230,6 +244,8 @@ def relu_backward_bias_grad(y, dy, out=None, db_out=None):
     _same_shape(op, "y and dy", y, dy)
     if out is not dy:
         out = _output(op, "out", out, y.shape, (("y", y), ("dy", dy)))
+    else:
+        _in_place(op, "out", out, (("y", y),))
     db_out = _output(op, "db_out", db_out, (y.shape[1],), (("y", y), ("dy", dy), ("out", out)))
     _check_status(op, lib.mg_relu_backward_bias_grad(_ptr(y), _ptr(dy), _ptr(out), _ptr(db_out),
                                                      y.shape[0], y.shape[1]))
@@ -315,6 +331,7 @@ def _param_table(op, ws, gs, slot_lists):
     table = ffi.new("mg_param_t[]", max(len(ws), 1))
     keep = []
     written = []  # every array the kernel writes: none may overlap another or an input
+    grads = []
     for i, (w, g) in enumerate(zip(ws, gs)):
         if not isinstance(w, np.ndarray) or w.dtype != F32:
             raise TypeError(f"{op}: expected parameter {i} to be a float32 array, received {_describe(w)}")
@@ -336,6 +353,7 @@ def _param_table(op, ws, gs, slot_lists):
                     raise ValueError(f"{op}: arrays written in place must not share memory "
                                      f"(parameter {i} and {other_name})")
             written.append((f"an array of parameter {i}", x))
+        grads.append((f"grad {i}", g))
         ptrs = [_ptr(w), _ptr(g)] + [_ptr(s) for s in slots]
         keep += ptrs + [g]
         table[i].w, table[i].g, table[i].n = ptrs[0], ptrs[1], w.size
@@ -343,6 +361,10 @@ def _param_table(op, ws, gs, slot_lists):
             table[i].slot1 = ptrs[2]
         if len(slots) > 1:
             table[i].slot2 = ptrs[3]
+    for grad_name, g in grads:  # a gradient must not be rewritten while it is read
+        for other_name, other in written:
+            if np.may_share_memory(g, other):
+                raise ValueError(f"{op}: {grad_name} must not share memory with {other_name}")
     return table, len(ws), keep
 
 

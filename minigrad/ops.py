@@ -36,7 +36,7 @@ def _unbroadcast(grad, shape):
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
     if stretched:
         grad = grad.sum(axis=stretched, keepdims=True)
-    return np.ascontiguousarray(grad, dtype=_F32)
+    return np.asarray(grad, dtype=_F32).reshape(shape)
 
 
 def _fresh(array):

@@ -14,7 +14,7 @@ F32 = np.float32
 
 def _out(out, value):
     if out is None:
-        return np.ascontiguousarray(value, dtype=F32)
+        return np.array(value, dtype=F32, order="C")  # keeps 0-d shapes (ascontiguousarray would not)
     out[...] = value
     return out
 
@@ -31,7 +31,10 @@ def gemm(a, b, out=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
          bias=None, relu=False):
     opa = a.T if trans_a else a
     opb = b.T if trans_b else b
-    result = alpha * (opa.astype(np.float64) @ opb.astype(np.float64))
+    if alpha == 0.0:  # BLAS convention: a and b are not read, so NaN in them does not leak
+        result = np.zeros((opa.shape[0], opb.shape[1]))
+    else:
+        result = alpha * (opa.astype(np.float64) @ opb.astype(np.float64))
     if beta != 0.0:
         result = result + beta * out.astype(np.float64)
     if bias is not None:

@@ -30,10 +30,10 @@ def _as_float32(data):
         return data.data
     if isinstance(data, np.ndarray):
         if data.dtype == _F32:
-            return data if data.flags.c_contiguous else np.ascontiguousarray(data)
+            return data if data.flags.c_contiguous else np.array(data, order="C")
         if data.dtype.kind not in "biuf":
             raise TypeError(f"Tensor: expected real numeric data, received an array of dtype {data.dtype}")
-        return data.astype(_F32)
+        return data.astype(_F32, order="C")
     try:
         array = np.asarray(data)
     except Exception as exc:
@@ -41,7 +41,7 @@ def _as_float32(data):
     if array.dtype.kind not in "biuf":
         raise TypeError(f"Tensor: expected real numeric data, received {type(data).__name__} "
                         f"(dtype {array.dtype})")
-    return np.ascontiguousarray(array, dtype=_F32)
+    return np.array(array, dtype=_F32, order="C")  # np.ascontiguousarray would make 0-d 1-d
 
 
 class Tensor:
@@ -63,6 +63,8 @@ class Tensor:
     @classmethod
     def _wrap(cls, array, requires_grad):
         """A Tensor around an op's fresh float32 output, skipping conversion."""
+        if type(array) is not np.ndarray:  # NumPy returns scalars for 0-d arithmetic
+            array = np.asarray(array, dtype=_F32)
         t = cls.__new__(cls)
         t.data, t.grad, t.requires_grad, t._node = array, None, requires_grad, None
         return t
@@ -186,6 +188,8 @@ def _backpropagate(root, grad):
         for x, g, needed in zip(node.inputs, input_grads, node.ctx.needs_input_grad):
             if not needed or g is None:
                 continue
+            if type(g) is not np.ndarray:  # a NumPy scalar from 0-d arithmetic
+                g = np.asarray(g, dtype=_F32)
             if id(g) in handed_out:
                 g = g.copy()
             if x._node is None:  # a leaf: accumulate into .grad, PyTorch style

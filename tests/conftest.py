@@ -1,0 +1,28 @@
+"""Fixtures shared by the engine tests (kernels, ops, tensor, threads, bad input).
+
+Nothing here is autouse: other test files in this directory are unaffected.
+"""
+import numpy as np
+import pytest
+
+import minigrad as mg
+from minigrad import kernels, reference
+
+
+@pytest.fixture(params=[kernels, reference], ids=["C", "numpy"])
+def backend(request):
+    """The C kernels and their NumPy twins: golden-value tests run on both."""
+    return request.param
+
+
+@pytest.fixture
+def restore_threads():
+    """Put the kernels' thread count back as it was, whatever the test did."""
+    original = mg.get_num_threads()
+    yield original
+    mg.set_num_threads(original)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
