@@ -9,8 +9,8 @@ function with the same name and signature.
 
 >>> import numpy as np
 >>> from minigrad import kernels
->>> kernels.gemm(np.ones((2, 3), np.float32), np.ones((3, 4), np.float32))[0, 0]
-3.0
+>>> kernels.gemm(np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)).tolist()[0]
+[3.0, 3.0, 3.0, 3.0]
 """
 import numbers
 

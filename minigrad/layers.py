@@ -1,0 +1,259 @@
+"""Keras-style layers. ``Dense`` is one fused C op: activation(x @ kernel + bias).
+
+>>> import numpy as np, minigrad as mg
+>>> from minigrad import layers
+>>> layer = layers.Dense(3, activation="relu", input_shape=(4,))
+>>> layer.kernel.shape, layer.bias.shape, layer.count_params()
+((4, 3), (3,), 15)
+>>> layer(mg.Tensor(np.ones((2, 4), np.float32))).shape
+(2, 3)
+"""
+import collections
+import math
+
+import numpy as np
+
+from . import utils
+from .ops import dense, softmax
+from .tensor import Tensor
+
+_name_counts = collections.Counter()
+
+
+def unique_name(base):
+    """Keras naming: the first Dense is 'dense', then 'dense_1', 'dense_2', ..."""
+    n = _name_counts[base]
+    _name_counts[base] += 1
+    return base if n == 0 else f"{base}_{n}"
+
+
+def _snake(name):
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+def _positive_int(x):
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x > 0
+
+
+def normalize_input_shape(input_shape, where):
+    """A per-sample shape as a tuple of positive ints; a leading None (batch) is dropped."""
+    if isinstance(input_shape, (int, np.integer)) and not isinstance(input_shape, bool):
+        input_shape = (input_shape,)
+    if not isinstance(input_shape, (tuple, list)):
+        raise TypeError(f"{where}: expected input_shape to be a tuple such as (784,), "
+                        f"received {input_shape!r}")
+    shape = tuple(input_shape)
+    if len(shape) > 1 and shape[0] is None:
+        shape = shape[1:]
+    if not shape or not all(_positive_int(d) for d in shape):
+        raise ValueError(f"{where}: expected input_shape to be a tuple of positive integers "
+                         f"such as (784,), received {input_shape!r}")
+    return tuple(int(d) for d in shape)
+
+
+# ---------------------------------------------------------------- initializers
+
+def _fans(shape):
+    return (shape[0], shape[1]) if len(shape) == 2 else (shape[0], shape[0])
+
+
+def glorot_uniform(shape):
+    """U(-l, l) with l = sqrt(6 / (fan_in + fan_out)), drawn from minigrad's seeded generator."""
+    fan_in, fan_out = _fans(shape)
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return utils.rng().uniform(-limit, limit, size=shape).astype(np.float32)
+
+
+def he_uniform(shape):
+    """U(-l, l) with l = sqrt(6 / fan_in)."""
+    limit = math.sqrt(6.0 / _fans(shape)[0])
+    return utils.rng().uniform(-limit, limit, size=shape).astype(np.float32)
+
+
+def zeros(shape):
+    return np.zeros(shape, dtype=np.float32)
+
+
+def ones(shape):
+    return np.ones(shape, dtype=np.float32)
+
+
+INITIALIZERS = {"glorot_uniform": glorot_uniform, "he_uniform": he_uniform, "zeros": zeros, "ones": ones}
+
+
+def _initializer(identifier, where):
+    if callable(identifier):
+        return identifier
+    if isinstance(identifier, str) and identifier.lower() in INITIALIZERS:
+        return INITIALIZERS[identifier.lower()]
+    raise ValueError(f"{where}: unknown initializer {identifier!r}; expected one of "
+                     f"{sorted(INITIALIZERS)} or a callable shape -> array")
+
+
+def _initial_value(init, shape, where):
+    value = np.asarray(init(shape))
+    if value.shape != tuple(shape):
+        raise ValueError(f"{where}: the initializer returned shape {value.shape}, expected {tuple(shape)}")
+    return np.ascontiguousarray(value, dtype=np.float32)
+
+
+# ---------------------------------------------------------------- Layer base
+
+class Layer:
+    """Base class: owns weights (Tensors), builds them lazily from the first input shape."""
+
+    def __init__(self, name=None, input_shape=None, trainable=True):
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"{type(self).__name__}: expected name to be a non-empty string, "
+                             f"received {name!r}")
+        self.name = name or unique_name(_snake(type(self).__name__))
+        self.input_shape = (None if input_shape is None
+                            else normalize_input_shape(input_shape, type(self).__name__))
+        self.built = False
+        self._trainable = bool(trainable)
+        self._weights = []  # (attribute name, Tensor), in creation order
+
+    # -------------------------------------------------------- weights
+    def add_weight(self, attr, shape, initializer):
+        t = Tensor(_initial_value(initializer, shape, f'layer "{self.name}"'),
+                   requires_grad=self._trainable)
+        self._weights.append((attr, t))
+        setattr(self, attr, t)
+        return t
+
+    @property
+    def weights(self):
+        return [t for _, t in self._weights]
+
+    @property
+    def trainable_weights(self):
+        return self.weights if self._trainable else []
+
+    @property
+    def non_trainable_weights(self):
+        return [] if self._trainable else self.weights
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        # A frozen layer's weights get no gradient at all (nothing computed for them).
+        self._trainable = bool(value)
+        for t in self.weights:
+            t.requires_grad = self._trainable
+
+    def weight_names(self):
+        return [name for name, _ in self._weights]
+
+    def count_params(self):
+        return int(sum(t.size for t in self.weights))
+
+    # -------------------------------------------------------- building and calling
+    def build(self, input_shape):
+        """Create the weights for per-sample input shape ``input_shape`` (no batch axis)."""
+        self.input_shape = tuple(input_shape)
+        self.built = True
+
+    def weight_shapes(self, input_shape):
+        """[(name, shape)] the weights would have when built for ``input_shape``."""
+        return []
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def check_input_shape(self, shape):
+        """Raise Keras' incompatible-input error unless ``shape`` (with batch axis) fits."""
+
+    def __call__(self, x):
+        if not isinstance(x, Tensor):
+            x = Tensor(x)
+        if not self.built:
+            self.build(x.shape[1:])
+        self.check_input_shape(x.shape)
+        return self.call(x)
+
+    def call(self, x):
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name!r}, built={self.built}>"
+
+
+ACTIVATIONS = (None, "linear", "relu", "softmax")
+
+
+class Dense(Layer):
+    """A densely connected layer: ``activation(x @ kernel + bias)``, kernel of shape (in, units).
+
+    activation: None / 'linear', 'relu' or 'softmax'. The forward pass is one fused
+    op ``mg.dense`` (GEMM with a bias [+ relu] epilogue); a softmax layer then
+    applies ``mg.softmax``, unless the model fuses it into the loss (see ``call_logits``).
+
+    >>> import numpy as np, minigrad as mg
+    >>> layer = Dense(2, activation="softmax", input_shape=(3,))
+    >>> probs = layer(mg.Tensor(np.ones((4, 3), np.float32))).numpy()
+    >>> probs.shape, bool(np.allclose(probs.sum(axis=1), 1.0))
+    ((4, 2), True)
+    """
+
+    def __init__(self, units, activation=None, use_bias=True, input_shape=None,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None,
+                 trainable=True):
+        if not _positive_int(units):
+            raise ValueError(f"Dense: received an invalid value for `units`, expected a positive "
+                             f"integer, received units={units!r}")
+        if isinstance(activation, str):
+            activation = activation.lower()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"Dense: unknown activation {activation!r}; expected one of "
+                             f"None, 'linear', 'relu', 'softmax'")
+        super().__init__(name=name, input_shape=input_shape, trainable=trainable)
+        self.units = int(units)
+        self.activation = None if activation == "linear" else activation
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = _initializer(kernel_initializer, "Dense")
+        self.bias_initializer = _initializer(bias_initializer, "Dense")
+        self.kernel = self.bias = None
+        if self.input_shape is not None:
+            self.build(self.input_shape)
+
+    def weight_shapes(self, input_shape):
+        shapes = [("kernel", (input_shape[-1], self.units))]
+        return shapes + ([("bias", (self.units,))] if self.use_bias else [])
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 1:
+            raise ValueError(f'Input 0 of layer "{self.name}" is incompatible with the layer: '
+                             f"expected ndim=2, found ndim={len(input_shape) + 1}. "
+                             f"Full shape received: (None, {', '.join(map(str, input_shape))})")
+        for attr, shape in self.weight_shapes(input_shape):
+            init = self.kernel_initializer if attr == "kernel" else self.bias_initializer
+            self.add_weight(attr, shape, init)
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def check_input_shape(self, shape):
+        expected = self.kernel.shape[0]
+        if len(shape) != 2:
+            raise ValueError(f'Input 0 of layer "{self.name}" is incompatible with the layer: '
+                             f"expected ndim=2, found ndim={len(shape)}. Full shape received: {tuple(shape)}")
+        if shape[-1] != expected:
+            raise ValueError(f'Input 0 of layer "{self.name}" is incompatible with the layer: '
+                             f"expected axis -1 of input shape to have value {expected}, "
+                             f"but received input with shape {tuple(shape)}")
+
+    def call_logits(self, x):
+        """x @ kernel + bias, before any softmax (what a fused softmax-cross-entropy needs)."""
+        return dense(x, self.kernel, self.bias, "relu" if self.activation == "relu" else None)
+
+    def call(self, x):
+        y = self.call_logits(x)
+        return softmax(y) if self.activation == "softmax" else y
+
+    def __repr__(self):
+        return f"<Dense name={self.name!r}, units={self.units}, activation={self.activation!r}>"
