@@ -1,28 +1,35 @@
 /* Single-precision GEMM: C = alpha*op(A)*op(B) + beta*C [+ bias] [relu].
  *
  * Design (BLIS-style, see Goto & van de Geijn, "Anatomy of high-performance
- * matrix multiplication"):
- *   for each NC-wide column block of C            (jc)
- *     for each KC-deep slice of k                 (pc)  fixed order => fixed sums
- *       pack op(B)[pc, jc] into NR-wide panels    shared, packed by all threads
- *       for each work item = (MC row block, group of NR panels), dynamic schedule
- *         pack op(A)[ic, pc] into MR-tall panels  per thread, reused across items
- *         MR x NR micro-kernel over the group, epilogue applied from registers
+ * matrix multiplication"), with op(A) cut into MR-row and op(B) into NR-column
+ * panels packed contiguously, and an MR x NR register-blocked micro-kernel
+ * that applies alpha/beta/bias/relu while the tile is still in registers.
+ * k is cut into KC slices; a C tile is finished slice after slice.
  *
- * Determinism: every block size and the item grid are functions of (m, n, k)
- * only, and each C element is accumulated by one thread over p = 0..k-1 in
- * order (one FMA chain per KC slice, slices added in order), so the result is
- * bitwise the same for any thread count. Threads only pick which items they run.
+ * Two ways to share the work between threads, picked from the shape only:
+ *  - m > MC_MAX (several MC row blocks): per KC slice the team packs the slice
+ *    of B once into a shared buffer (barrier), then splits work items = (row
+ *    block, group of NR panels) statically; each thread packs the A block of
+ *    its items into its own buffer (L2-sized) and reuses it across items.
+ *  - m <= MC_MAX (one row block, e.g. a 128-row batch): each thread takes a
+ *    fixed range of COL_GROUP-panel column groups, packs all of A and its own
+ *    B panels privately and never waits for the others. Splitting columns is
+ *    what lets small-m products use every core.
+ * Narrow outputs (n <= NARROW_MAX_N, e.g. 10 classes) use a dot-product
+ * kernel instead (see gemm_narrow), and for n <= NR A is read in place.
+ *
+ * Determinism: block sizes, slices and the item grid depend on (m, n, k)
+ * only, and each C element is produced by one thread as one fixed sequence of
+ * operations (an FMA chain over each slice, slices added in order), so the
+ * result is bitwise the same for any thread count; threads only pick tiles.
  *
  * Micro-kernel: 6x16 on AVX2+FMA (12 ymm accumulators + 2 for B + 1 broadcast
- * = 15 of the 16 ymm registers, 12 FMAs per 8 loads). Selected at run time;
- * the environment variable MINIGRAD_GEMM_KERNEL=portable (read once) forces
- * the portable C kernel, which exists for non-AVX2 CPUs and for testing it.
- *
- * When n is much narrower than NR (e.g. a 10-class output layer) the problem
- * is computed as C^T = op(B)^T op(A)^T so the 16-wide direction runs along m
- * and less of each tile is padding; the product is the same, only the store
- * is transposed.
+ * = 15 of the 16 ymm registers, 12 FMAs per 8 loads), chosen at run time.
+ * The environment variable MINIGRAD_GEMM_KERNEL=portable (read once, at the
+ * first call) forces the portable C kernel, which non-AVX2 CPUs get anyway;
+ * it exists so that path can be tested on any machine. The two kernels round
+ * differently (FMA vs multiply+add), so results differ between them, but each
+ * is thread-invariant.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdatomic.h>
@@ -30,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "minigrad.h"
+#include "internal.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -49,6 +57,7 @@
 #define MC_MAX 144   /* A block (MC*KC floats = 144 KiB) stays in L2 */
 #define NC_MAX 4096  /* B block (KC*NC floats = 4 MiB) lives in L3 */
 #define ITEMS_MIN 16 /* split columns until there are this many work items */
+#define COL_GROUP 4  /* NR panels per work item in the small-m mode */
 #define PAR_MIN_FLOPS 400000.0 /* below this, waking threads costs more than it saves */
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -56,10 +65,13 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* ------------------------------------------------------------------ workspace */
 
-/* One packing buffer per thread that only grows, so steady-state calls never
- * allocate. On POSIX a key destructor frees it when its thread exits, so a
- * thread that dies (a shrinking OpenMP pool, a short-lived Python thread)
- * does not leave its buffer behind. */
+/* One buffer per calling thread that only grows, so steady-state calls never
+ * allocate; it holds the packing space of the caller's whole OpenMP team, so
+ * worker threads allocate nothing. Its size is bounded by the block sizes
+ * (about KC_MAX*NC_MAX + threads*KC_MAX*MC_MAX floats, or NARROW_MAX_BT).
+ * Thread-local rather than global so concurrent callers (cffi releases the
+ * GIL) never share it. On POSIX a key destructor frees it when its thread
+ * exits, so short-lived caller threads do not leave buffers behind. */
 struct workspace { void *raw; float *p; size_t cap; };
 static _Thread_local struct workspace tls_ws;
 
@@ -94,17 +106,17 @@ static float *ws_get(size_t nfloats)
 /* ------------------------------------------------------------------ plan */
 
 struct plan {
-    int ta, tb;                 /* op(A) = A^T when ta (after a possible swap) */
+    int ta, tb;                 /* op(A) = A^T when ta */
     int64_t m, n, k;
     const float *a, *b;
     int64_t lda, ldb;
     float *c;
-    int64_t rs, cs;             /* C(i, j) is c[i*rs + j*cs] */
+    int64_t ldc;
     float alpha, beta;
     const float *bias;
-    int64_t bias_rs, bias_cs;   /* bias term for C(i, j) is bias[i*bias_rs + j*bias_cs] */
     int relu;
     int a_direct;               /* kernels read op(A) in place instead of packing it */
+    int avx2;                   /* AVX2 packing helpers may be used */
     int64_t kc, nkb;            /* KC slice depth, number of slices */
     int64_t mc, nmb;            /* MC row block, number of row blocks */
     int64_t nc, nnb;            /* NC column block, number of column blocks */
@@ -121,37 +133,61 @@ struct epi {
 };
 
 /* A micro-kernel multiplies an MR x kc sliver of op(A) by a packed kc x NR
- * panel of B. The A sliver is read at pa[r*rsa + p*csa]: packed panels have
- * rsa = 1, csa = MR; when A is read in place (see gemm_body) the strides are
- * A's own, and rows r >= mr alias row mr-1 so nothing past A is touched (their
- * results are discarded). c != NULL: a full row-major tile of C, stored with
- * the epilogue. c == NULL: raw sums go to tmp (MR x NR, 64-byte aligned). */
-typedef void (*kernel_fn)(int64_t kc, const float *pa, int64_t rsa, int64_t csa, int64_t mr,
-                          const float *pb, float *c, int64_t ldc, const float *bias,
-                          const struct epi *ep, float *tmp);
-
-/* Scalar epilogue for tiles the vector path cannot store directly (edges, or
- * transposed C): t is an MR x NR tile of raw dot products. */
-static void epilogue_scalar(const float *t, int64_t mr, int64_t nr, float *c, int64_t rs,
-                            int64_t cs, const float *bias, int64_t brs, int64_t bcs,
-                            const struct epi *ep)
-{
-    for (int64_t r = 0; r < mr; ++r) {
-        for (int64_t q = 0; q < nr; ++q) {
-            float *dst = c + r * rs + q * cs;
-            float v = ep->alpha * t[r * NR + q];
-            if (ep->prev == PREV_C) v += *dst;
-            else if (ep->prev == PREV_BETA_C) v += ep->beta * *dst;
-            if (ep->last) {
-                if (bias) v += bias[r * brs + q * bcs];
-                if (ep->relu) v = 0.0f > v ? 0.0f : v; /* keeps NaN, like maxps(0, v) */
-            }
-            *dst = v;
-        }
-    }
-}
+ * panel of B and applies the epilogue to the top-left mr x nr corner of the
+ * tile at c. The A sliver is read at pa[r*rsa + p*csa]: packed panels have
+ * rsa = 1, csa = MR; when A is read in place the strides are A's own, and rows
+ * r >= mr alias row mr-1 so nothing past A is touched (those sums are dropped). */
+typedef void (*kernel_fn)(int64_t kc, const float *pa, int64_t rsa, int64_t csa,
+                          const float *pb, int64_t mr, int64_t nr, float *c, int64_t ldc,
+                          const float *bias, const struct epi *ep);
 
 /* ------------------------------------------------------------------ packing */
+
+#ifdef MG_X86_AVX2
+/* Packs one full MR-row panel of a row-major A (rows contiguous in k): an
+ * 8x8 transpose per 8 values of k (rows 6 and 7 are don't-cares), about 3x
+ * faster than the scalar gather, which matters when k is large and m small. */
+__attribute__((target("avx2,fma")))
+static void pack_a_panel_avx2(const float *src, int64_t lda, int64_t kc, float *restrict dst)
+{
+    const float *s0 = src, *s1 = s0 + lda, *s2 = s1 + lda;
+    const float *s3 = s2 + lda, *s4 = s3 + lda, *s5 = s4 + lda;
+    int64_t p = 0;
+    for (; p + 8 <= kc; p += 8, dst += 8 * MR) {
+        __m256 r0 = _mm256_loadu_ps(s0 + p), r1 = _mm256_loadu_ps(s1 + p);
+        __m256 r2 = _mm256_loadu_ps(s2 + p), r3 = _mm256_loadu_ps(s3 + p);
+        __m256 r4 = _mm256_loadu_ps(s4 + p), r5 = _mm256_loadu_ps(s5 + p);
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+        /* u_j holds rows 0-3 of column j (low 128: j, high 128: j+4). */
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        /* t4/t5 hold rows 4-5: (r4_j, r5_j) pairs for j = 0,1 | 4,5 and 2,3 | 6,7. */
+        __m128 lo4 = _mm256_castps256_ps128(t4), hi4 = _mm256_extractf128_ps(t4, 1);
+        __m128 lo5 = _mm256_castps256_ps128(t5), hi5 = _mm256_extractf128_ps(t5, 1);
+#define MG_PUT(j, u4, pair, sel)                                                      \
+    do {                                                                              \
+        _mm_storeu_ps(dst + (j) * MR, u4);                                            \
+        _mm_storel_pi((__m64 *)(dst + (j) * MR + 4),                                  \
+                      sel ? _mm_movehl_ps(pair, pair) : pair);                        \
+    } while (0)
+        MG_PUT(0, _mm256_castps256_ps128(u0), lo4, 0);
+        MG_PUT(1, _mm256_castps256_ps128(u1), lo4, 1);
+        MG_PUT(2, _mm256_castps256_ps128(u2), lo5, 0);
+        MG_PUT(3, _mm256_castps256_ps128(u3), lo5, 1);
+        MG_PUT(4, _mm256_extractf128_ps(u0, 1), hi4, 0);
+        MG_PUT(5, _mm256_extractf128_ps(u1, 1), hi4, 1);
+        MG_PUT(6, _mm256_extractf128_ps(u2, 1), hi5, 0);
+        MG_PUT(7, _mm256_extractf128_ps(u3, 1), hi5, 1);
+#undef MG_PUT
+    }
+    for (; p < kc; ++p, dst += MR) {
+        dst[0] = s0[p]; dst[1] = s1[p]; dst[2] = s2[p];
+        dst[3] = s3[p]; dst[4] = s4[p]; dst[5] = s5[p];
+    }
+}
+#endif
 
 /* op(A) rows [i0, i0+mc), k [p0, p0+kc) -> MR-row panels, each kc x MR
  * (element (r, p) at p*MR + r), rows past m zero-filled so the kernel needs
@@ -170,6 +206,12 @@ static void pack_a(const struct plan *P, int64_t i0, int64_t mc, int64_t p0, int
             }
         } else {     /* op(A)(i, p) = a[i*lda + p] */
             const float *src = P->a + (i0 + ir) * P->lda + p0;
+#ifdef MG_X86_AVX2
+            if (mr == MR && P->avx2) {
+                pack_a_panel_avx2(src, P->lda, kc, dst);
+                continue;
+            }
+#endif
             if (mr == MR) {
                 const float *s0 = src, *s1 = s0 + P->lda, *s2 = s1 + P->lda;
                 const float *s3 = s2 + P->lda, *s4 = s3 + P->lda, *s5 = s4 + P->lda;
@@ -189,30 +231,86 @@ static void pack_a(const struct plan *P, int64_t i0, int64_t mc, int64_t p0, int
     }
 }
 
-/* One NR-column panel of op(B): k [p0, p0+kc), columns [j0, j0+nr) -> kc x NR
- * (element (p, q) at p*NR + q), columns past n zero-filled. */
-static void pack_b_panel(const struct plan *P, int64_t p0, int64_t kc, int64_t j0, int64_t nr,
-                         float *restrict dst)
+#ifdef MG_X86_AVX2
+/* Full panel of a transposed B (NR rows of the stored n x k matrix, each
+ * contiguous in k): two 8x8 transposes per 8 values of k instead of a
+ * 16-stream scalar gather. */
+__attribute__((target("avx2,fma")))
+static void pack_bt_panel_avx2(const float *src, int64_t ldb, int64_t kc, float *restrict dst)
 {
-    if (!P->tb) { /* op(B)(p, j) = b[p*ldb + j]: each k row is contiguous */
-        const float *src = P->b + p0 * P->ldb + j0;
-        for (int64_t p = 0; p < kc; ++p) {
-            const float *s = src + p * P->ldb;
-            float *d = dst + p * NR;
+    int64_t p = 0;
+    for (; p + 8 <= kc; p += 8) {
+        for (int h = 0; h < NR; h += 8) {
+            const float *s = src + h * ldb + p;
+            __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + ldb);
+            __m256 r2 = _mm256_loadu_ps(s + 2 * ldb), r3 = _mm256_loadu_ps(s + 3 * ldb);
+            __m256 r4 = _mm256_loadu_ps(s + 4 * ldb), r5 = _mm256_loadu_ps(s + 5 * ldb);
+            __m256 r6 = _mm256_loadu_ps(s + 6 * ldb), r7 = _mm256_loadu_ps(s + 7 * ldb);
+            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+            __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+            __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+            __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            float *d = dst + p * NR + h;
+            _mm256_store_ps(d + 0 * NR, _mm256_permute2f128_ps(u0, u4, 0x20));
+            _mm256_store_ps(d + 1 * NR, _mm256_permute2f128_ps(u1, u5, 0x20));
+            _mm256_store_ps(d + 2 * NR, _mm256_permute2f128_ps(u2, u6, 0x20));
+            _mm256_store_ps(d + 3 * NR, _mm256_permute2f128_ps(u3, u7, 0x20));
+            _mm256_store_ps(d + 4 * NR, _mm256_permute2f128_ps(u0, u4, 0x31));
+            _mm256_store_ps(d + 5 * NR, _mm256_permute2f128_ps(u1, u5, 0x31));
+            _mm256_store_ps(d + 6 * NR, _mm256_permute2f128_ps(u2, u6, 0x31));
+            _mm256_store_ps(d + 7 * NR, _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
+    }
+    for (; p < kc; ++p)
+        for (int q = 0; q < NR; ++q) dst[p * NR + q] = src[q * ldb + p];
+}
+#endif
+
+/* Rows [p0+r0, p0+r0+nrows) of a non-transposed B slice (op(B)(p, j) =
+ * b[p*ldb + j]), columns [j0, j0+nc), scattered into the slice's NR-column
+ * panels, each kc x NR (element (p, q) at p*NR + q), columns past n zeroed.
+ * Walking B by rows keeps the reads contiguous. */
+static void pack_b_rows(const struct plan *P, int64_t p0, int64_t kc, int64_t r0, int64_t nrows,
+                        int64_t j0, int64_t nc, float *restrict bbuf)
+{
+    for (int64_t p = r0; p < r0 + nrows; ++p) {
+        const float *s = P->b + (p0 + p) * P->ldb + j0;
+        float *d = bbuf + p * NR;
+        int64_t j = 0;
+        for (; j + NR <= nc; j += NR, d += NR * kc) /* constant trip count: vector moves */
+            for (int q = 0; q < NR; ++q) d[q] = s[j + q];
+        if (j < nc) {
             int64_t q = 0;
-            for (; q < nr; ++q) d[q] = s[q];
+            for (; q < nc - j; ++q) d[q] = s[j + q];
             for (; q < NR; ++q) d[q] = 0.0f;
         }
-    } else {      /* op(B)(p, j) = b[j*ldb + p]: walk NR rows of B in parallel */
-        const float *src = P->b + j0 * P->ldb + p0;
-        int64_t q = 0;
-        for (; q < nr; ++q) {
-            const float *s = src + q * P->ldb;
-            for (int64_t p = 0; p < kc; ++p) dst[p * NR + q] = s[p];
-        }
-        for (; q < NR; ++q)
-            for (int64_t p = 0; p < kc; ++p) dst[p * NR + q] = 0.0f;
     }
+}
+
+/* One NR-column panel of a transposed B (op(B)(p, j) = b[j*ldb + p]):
+ * k [p0, p0+kc), columns [j0, j0+nr) -> kc x NR (element (p, q) at p*NR + q),
+ * columns past n zero-filled. */
+static void pack_bt_panel(const struct plan *P, int64_t p0, int64_t kc, int64_t j0, int64_t nr,
+                          float *restrict dst)
+{
+    const float *src = P->b + j0 * P->ldb + p0;
+#ifdef MG_X86_AVX2
+    if (nr == NR && P->avx2) {
+        pack_bt_panel_avx2(src, P->ldb, kc, dst);
+        return;
+    }
+#endif
+    int64_t q = 0;
+    for (; q < nr; ++q) {
+        const float *s = src + q * P->ldb;
+        for (int64_t p = 0; p < kc; ++p) dst[p * NR + q] = s[p];
+    }
+    for (; q < NR; ++q)
+        for (int64_t p = 0; p < kc; ++p) dst[p * NR + q] = 0.0f;
 }
 
 /* ------------------------------------------------------------------ kernels */
@@ -220,13 +318,13 @@ static void pack_b_panel(const struct plan *P, int64_t p0, int64_t kc, int64_t j
 /* Portable reference micro-kernel: plain C the compiler can vectorise for any
  * target. The two 8-column halves run as separate passes so the accumulators
  * fit in 16 SSE/NEON registers; each element is still one chain over p. */
-static void kernel_portable(int64_t kc, const float *pa, int64_t rsa, int64_t csa, int64_t mr,
-                            const float *restrict pb, float *c, int64_t ldc, const float *bias,
-                            const struct epi *ep, float *restrict tmp)
+static void kernel_portable(int64_t kc, const float *pa, int64_t rsa, int64_t csa,
+                            const float *restrict pb, int64_t mr, int64_t nr, float *c,
+                            int64_t ldc, const float *bias, const struct epi *ep)
 {
     int64_t off[MR];
     for (int r = 0; r < MR; ++r) off[r] = min64(r, mr - 1) * rsa;
-    float t[MR * NR];
+    float t[MR][NR];
     for (int h = 0; h < NR; h += 8) {
         float acc[MR][8] = {{0}};
         for (int64_t p = 0; p < kc; ++p) {
@@ -237,19 +335,32 @@ static void kernel_portable(int64_t kc, const float *pa, int64_t rsa, int64_t cs
             }
         }
         for (int r = 0; r < MR; ++r)
-            for (int q = 0; q < 8; ++q) t[r * NR + h + q] = acc[r][q];
+            for (int q = 0; q < 8; ++q) t[r][h + q] = acc[r][q];
     }
-    if (c) epilogue_scalar(t, MR, NR, c, ldc, 1, bias, 0, 1, ep);
-    else memcpy(tmp, t, sizeof t);
+    /* The AVX2 epilogue does exactly these operations, lane by lane. */
+    for (int64_t r = 0; r < mr; ++r) {
+        for (int64_t q = 0; q < nr; ++q) {
+            float *dst = c + r * ldc + q;
+            float v = t[r][q];
+            if (ep->alpha != 1.0f) v = ep->alpha * v;
+            if (ep->prev == PREV_C) v += *dst;
+            else if (ep->prev == PREV_BETA_C) v += ep->beta * *dst;
+            if (ep->last) {
+                if (bias) v += bias[q];
+                if (ep->relu) v = 0.0f > v ? 0.0f : v; /* keeps NaN, like maxps(0, v) */
+            }
+            *dst = v;
+        }
+    }
 }
 
 #ifdef MG_X86_AVX2
 /* 6x16 AVX2+FMA micro-kernel body, inlined into a packed-A instance (strides
  * are compile-time constants) and an in-place-A instance. */
 __attribute__((target("avx2,fma"), always_inline))
-static inline void avx2_core(int64_t kc, const float *pa, int64_t rsa, int64_t csa, int64_t mr,
-                             const float *restrict pb, float *c, int64_t ldc, const float *bias,
-                             const struct epi *ep, float *restrict tmp)
+static inline void avx2_core(int64_t kc, const float *pa, int64_t rsa, int64_t csa,
+                             const float *restrict pb, int64_t mr, int64_t nr, float *c,
+                             int64_t ldc, const float *bias, const struct epi *ep)
 {
     const int64_t o1 = min64(1, mr - 1) * rsa, o2 = min64(2, mr - 1) * rsa;
     const int64_t o3 = min64(3, mr - 1) * rsa, o4 = min64(4, mr - 1) * rsa;
@@ -260,11 +371,11 @@ static inline void avx2_core(int64_t kc, const float *pa, int64_t rsa, int64_t c
     __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
     __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
     __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
-    if (c) /* C is needed only after the loop: start fetching it now */
-        for (int r = 0; r < MR; ++r) {
-            _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
-            _mm_prefetch((const char *)(c + r * ldc + NR - 1), _MM_HINT_T0);
-        }
+    /* C is needed only after the loop: start fetching it now. */
+    for (int64_t r = 0; r < mr; ++r) {
+        _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + r * ldc + nr - 1), _MM_HINT_T0);
+    }
 #pragma GCC unroll 4
     for (int64_t p = 0; p < kc; ++p) {
         __m256 b0 = _mm256_load_ps(pb), b1 = _mm256_load_ps(pb + 8), a;
@@ -283,61 +394,63 @@ static inline void avx2_core(int64_t kc, const float *pa, int64_t rsa, int64_t c
         pa += csa;
         pb += NR;
     }
-    if (!c) {
-        _mm256_store_ps(tmp + 0, c00);   _mm256_store_ps(tmp + 8, c01);
-        _mm256_store_ps(tmp + 16, c10);  _mm256_store_ps(tmp + 24, c11);
-        _mm256_store_ps(tmp + 32, c20);  _mm256_store_ps(tmp + 40, c21);
-        _mm256_store_ps(tmp + 48, c30);  _mm256_store_ps(tmp + 56, c31);
-        _mm256_store_ps(tmp + 64, c40);  _mm256_store_ps(tmp + 72, c41);
-        _mm256_store_ps(tmp + 80, c50);  _mm256_store_ps(tmp + 88, c51);
-        return;
-    }
-    /* Same arithmetic as epilogue_scalar, element for element. */
+    /* Epilogue: the same operations as kernel_portable's, lane by lane.
+     * Edge columns use masked loads/stores so C outside the tile is never
+     * touched; the upper half is skipped entirely when nr <= 8. */
     const __m256 alpha = _mm256_set1_ps(ep->alpha), beta = _mm256_set1_ps(ep->beta);
     const __m256 zero = _mm256_setzero_ps();
     const int prev = ep->prev, last = ep->last, relu = ep->relu;
-    const int scale = ep->alpha != 1.0f;
+    const int scale = ep->alpha != 1.0f, full = nr == NR, hi = nr > 8;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr), lane);
+    const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr - 8), lane);
+#define MG_LD(p, m) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps((p), (m)))
     __m256 bias0 = zero, bias1 = zero;
-    if (last && bias) { bias0 = _mm256_loadu_ps(bias); bias1 = _mm256_loadu_ps(bias + 8); }
+    if (last && bias) { bias0 = MG_LD(bias, m0); if (hi) bias1 = MG_LD(bias + 8, m1); }
+#define MG_HALF(cr, v, bv, m)                                                         \
+    do {                                                                              \
+        if (scale) v = _mm256_mul_ps(alpha, v);                                       \
+        if (prev == PREV_C) v = _mm256_add_ps(v, MG_LD(cr, m));                       \
+        else if (prev == PREV_BETA_C) v = _mm256_add_ps(v, _mm256_mul_ps(beta, MG_LD(cr, m))); \
+        if (last) {                                                                   \
+            if (bias) v = _mm256_add_ps(v, bv);                                       \
+            if (relu) v = _mm256_max_ps(zero, v);                                     \
+        }                                                                             \
+        if (full) _mm256_storeu_ps(cr, v); else _mm256_maskstore_ps(cr, m, v);       \
+    } while (0)
 #define MG_ROW(r, x0, x1)                                                             \
     do {                                                                              \
         float *cr = c + (r) * ldc;                                                    \
         __m256 v0 = x0, v1 = x1;                                                      \
-        if (scale) { v0 = _mm256_mul_ps(alpha, v0); v1 = _mm256_mul_ps(alpha, v1); } \
-        if (prev == PREV_C) {                                                         \
-            v0 = _mm256_add_ps(v0, _mm256_loadu_ps(cr));                              \
-            v1 = _mm256_add_ps(v1, _mm256_loadu_ps(cr + 8));                          \
-        } else if (prev == PREV_BETA_C) {                                             \
-            v0 = _mm256_add_ps(v0, _mm256_mul_ps(beta, _mm256_loadu_ps(cr)));         \
-            v1 = _mm256_add_ps(v1, _mm256_mul_ps(beta, _mm256_loadu_ps(cr + 8)));     \
-        }                                                                             \
-        if (last) {                                                                   \
-            if (bias) { v0 = _mm256_add_ps(v0, bias0); v1 = _mm256_add_ps(v1, bias1); } \
-            if (relu) { v0 = _mm256_max_ps(zero, v0); v1 = _mm256_max_ps(zero, v1); } \
-        }                                                                             \
-        _mm256_storeu_ps(cr, v0);                                                     \
-        _mm256_storeu_ps(cr + 8, v1);                                                 \
+        MG_HALF(cr, v0, bias0, m0);                                                   \
+        if (hi) MG_HALF(cr + 8, v1, bias1, m1);                                       \
     } while (0)
-    MG_ROW(0, c00, c01); MG_ROW(1, c10, c11); MG_ROW(2, c20, c21);
-    MG_ROW(3, c30, c31); MG_ROW(4, c40, c41); MG_ROW(5, c50, c51);
+    MG_ROW(0, c00, c01);
+    if (mr > 1) MG_ROW(1, c10, c11);
+    if (mr > 2) MG_ROW(2, c20, c21);
+    if (mr > 3) MG_ROW(3, c30, c31);
+    if (mr > 4) MG_ROW(4, c40, c41);
+    if (mr > 5) MG_ROW(5, c50, c51);
 #undef MG_ROW
+#undef MG_HALF
+#undef MG_LD
 }
 
 __attribute__((target("avx2,fma")))
-static void kernel_avx2_packed(int64_t kc, const float *pa, int64_t rsa, int64_t csa, int64_t mr,
-                               const float *pb, float *c, int64_t ldc, const float *bias,
-                               const struct epi *ep, float *tmp)
+static void kernel_avx2_packed(int64_t kc, const float *pa, int64_t rsa, int64_t csa,
+                               const float *pb, int64_t mr, int64_t nr, float *c, int64_t ldc,
+                               const float *bias, const struct epi *ep)
 {
-    (void)rsa; (void)csa; (void)mr;
-    avx2_core(kc, pa, 1, MR, MR, pb, c, ldc, bias, ep, tmp);
+    (void)rsa; (void)csa;
+    avx2_core(kc, pa, 1, MR, pb, mr, nr, c, ldc, bias, ep);
 }
 
 __attribute__((target("avx2,fma")))
-static void kernel_avx2_direct(int64_t kc, const float *pa, int64_t rsa, int64_t csa, int64_t mr,
-                               const float *pb, float *c, int64_t ldc, const float *bias,
-                               const struct epi *ep, float *tmp)
+static void kernel_avx2_direct(int64_t kc, const float *pa, int64_t rsa, int64_t csa,
+                               const float *pb, int64_t mr, int64_t nr, float *c, int64_t ldc,
+                               const float *bias, const struct epi *ep)
 {
-    avx2_core(kc, pa, rsa, csa, mr, pb, c, ldc, bias, ep, tmp);
+    avx2_core(kc, pa, rsa, csa, pb, mr, nr, c, ldc, bias, ep);
 }
 #endif
 
@@ -369,37 +482,82 @@ const char *mg_gemm_kernel_name(void)
 /* ------------------------------------------------------------------ driver */
 
 /* Runs on every thread of the team (or alone without OpenMP). bbuf is the
- * shared packed-B block, abuf this thread's packed-A block, tmp its edge tile. */
+ * shared packed-B block, abuf this thread's packed-A block. */
 struct kernels { kernel_fn packed, direct; };
 
-static void gemm_body(const struct plan *P, const struct kernels *K, float *bbuf, float *abuf,
-                      float *tmp)
+static struct epi epi_for_slice(const struct plan *P, int64_t pb)
+{
+    return (struct epi){
+        .alpha = P->alpha, .beta = P->beta, .relu = P->relu,
+        .last = pb == P->nkb - 1,
+        .prev = pb > 0 ? PREV_C : P->beta == 0.0f ? PREV_ZERO
+                : P->beta == 1.0f ? PREV_C : PREV_BETA_C,
+    };
+}
+
+/* All micro-tiles of rows [i0, i0+mc) x npanels NR-column panels starting at
+ * column j_first, for one KC slice. abuf: packed A block (unless a_direct),
+ * bpan: the first of the packed B panels. */
+static void run_tiles(const struct plan *P, const struct kernels *K, const struct epi *ep,
+                      int64_t p0, int64_t kc, int64_t i0, int64_t mc, const float *abuf,
+                      int64_t j_first, int64_t npanels, const float *bpan)
+{
+    for (int64_t t = 0; t < npanels; ++t) {
+        const int64_t j = j_first + t * NR, nr = min64(NR, P->n - j);
+        const float *pbp = bpan + t * NR * kc;
+        for (int64_t ir = 0; ir < mc; ir += MR) {
+            const int64_t i = i0 + ir, mr = min64(MR, P->m - i);
+            const float *pap = abuf + ir * kc;
+            int64_t rsa = 1, csa = MR;
+            kernel_fn kern = K->packed;
+            if (P->a_direct) {
+                rsa = P->ta ? 1 : P->lda;
+                csa = P->ta ? P->lda : 1;
+                pap = P->a + i * rsa + p0 * csa;
+                kern = K->direct;
+            }
+            kern(kc, pap, rsa, csa, pbp, mr, nr, P->c + i * P->ldc + j, P->ldc,
+                 P->bias ? P->bias + j : NULL, ep);
+        }
+    }
+}
+
+
+static void gemm_body(const struct plan *P, const struct kernels *K, float *bbuf, float *abuf)
 {
     int64_t cached_ib = -1, cached_pb = -1; /* which A block abuf holds */
     for (int64_t jb = 0; jb < P->nnb; ++jb) {
         const int64_t j0 = jb * P->nc, nc = min64(P->nc, P->n - j0);
         const int64_t npan = ceil_div(nc, NR);
-        /* Column groups per row block: enough items to balance threads and
-         * absorb a busy core, but computed from the shape only. */
+        /* Column groups per row block: enough items to balance a few threads,
+         * computed from the shape only. Static scheduling hands each thread a
+         * contiguous run of items, so it packs few distinct A blocks. */
         const int64_t njg = min64(npan, ceil_div(ITEMS_MIN, P->nmb));
         const int64_t gw = ceil_div(npan, njg);
         const int64_t nitems = P->nmb * ceil_div(npan, gw);
         for (int64_t pb = 0; pb < P->nkb; ++pb) {
             const int64_t p0 = pb * P->kc, kc = min64(P->kc, P->k - p0);
-            const struct epi ep = {
-                .alpha = P->alpha, .beta = P->beta, .relu = P->relu,
-                .last = pb == P->nkb - 1,
-                .prev = pb > 0 ? PREV_C : P->beta == 0.0f ? PREV_ZERO
-                        : P->beta == 1.0f ? PREV_C : PREV_BETA_C,
-            };
+            const struct epi ep = epi_for_slice(P, pb);
+            if (!P->tb) {
+                /* Row-major B: split the slice by rows of B so each thread
+                 * streams through contiguous memory (panel by panel would
+                 * read a 64-byte strip per row, which prefetches poorly). */
+                const int64_t nrows = ceil_div(kc, 8);
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-            for (int64_t jp = 0; jp < npan; ++jp)
-                pack_b_panel(P, p0, kc, j0 + jp * NR, min64(NR, nc - jp * NR),
-                             bbuf + jp * NR * kc);
+                for (int64_t rb = 0; rb < nrows; ++rb)
+                    pack_b_rows(P, p0, kc, rb * 8, min64(8, kc - rb * 8), j0, nc, bbuf);
+            } else {
 #ifdef _OPENMP
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(static)
+#endif
+                for (int64_t jp = 0; jp < npan; ++jp)
+                    pack_bt_panel(P, p0, kc, j0 + jp * NR, min64(NR, nc - jp * NR),
+                                 bbuf + jp * NR * kc);
+            }
+#ifdef _OPENMP
+#pragma omp for schedule(static)
 #endif
             for (int64_t it = 0; it < nitems; ++it) {
                 const int64_t ib = it / ceil_div(npan, gw), g = it % ceil_div(npan, gw);
@@ -409,36 +567,39 @@ static void gemm_body(const struct plan *P, const struct kernels *K, float *bbuf
                     cached_ib = ib;
                     cached_pb = pb;
                 }
-                const int64_t jp_end = min64(npan, (g + 1) * gw);
-                for (int64_t jp = g * gw; jp < jp_end; ++jp) {
-                    const int64_t j = j0 + jp * NR, nr = min64(NR, P->n - j);
-                    const float *pbp = bbuf + jp * NR * kc;
-                    for (int64_t ir = 0; ir < mc; ir += MR) {
-                        const int64_t i = i0 + ir, mr = min64(MR, P->m - i);
-                        float *cij = P->c + i * P->rs + j * P->cs;
-                        const float *pap;
-                        int64_t rsa = 1, csa = MR;
-                        kernel_fn kern = K->packed;
-                        if (P->a_direct) {
-                            rsa = P->ta ? 1 : P->lda;
-                            csa = P->ta ? P->lda : 1;
-                            pap = P->a + i * rsa + p0 * csa;
-                            kern = K->direct;
-                        } else {
-                            pap = abuf + ir * kc;
-                        }
-                        if (mr == MR && nr == NR && P->cs == 1) {
-                            kern(kc, pap, rsa, csa, mr, pbp, cij, P->rs,
-                                 P->bias ? P->bias + j : NULL, &ep, tmp);
-                        } else {
-                            kern(kc, pap, rsa, csa, mr, pbp, NULL, 0, NULL, &ep, tmp);
-                            epilogue_scalar(tmp, mr, nr, cij, P->rs, P->cs,
-                                            P->bias ? P->bias + i * P->bias_rs + j * P->bias_cs : NULL,
-                                            P->bias_rs, P->bias_cs, &ep);
-                        }
-                    }
-                }
+                const int64_t jp0 = g * gw, jp1 = min64(npan, jp0 + gw);
+                run_tiles(P, K, &ep, p0, kc, i0, mc, abuf, j0 + jp0 * NR, jp1 - jp0,
+                          bbuf + jp0 * NR * kc);
             }
+        }
+    }
+}
+
+/* Small-m mode (a single row block): each thread owns a fixed, contiguous
+ * range of column groups and packs A and its own B panels privately, so the
+ * threads never wait for each other and no packed data moves between cores.
+ * A is packed once per slice by every thread, which is cheap when m is small. */
+static void gemm_body_cols(const struct plan *P, const struct kernels *K, float *abuf,
+                           float *bbuf, int tid, int nth)
+{
+    const int64_t npan = ceil_div(P->n, NR), ng = ceil_div(npan, COL_GROUP);
+    const int64_t g0 = ng * tid / nth, g1 = ng * (tid + 1) / nth;
+    if (g0 == g1) return;
+    for (int64_t pb = 0; pb < P->nkb; ++pb) {
+        const int64_t p0 = pb * P->kc, kc = min64(P->kc, P->k - p0);
+        const struct epi ep = epi_for_slice(P, pb);
+        if (!P->a_direct) pack_a(P, 0, P->m, p0, kc, abuf);
+        for (int64_t g = g0; g < g1; ++g) {
+            const int64_t jp0 = g * COL_GROUP, jp1 = min64(npan, jp0 + COL_GROUP);
+            const int64_t j0 = jp0 * NR, ncg = min64(P->n - j0, (jp1 - jp0) * NR);
+            if (!P->tb) {
+                pack_b_rows(P, p0, kc, 0, kc, j0, ncg, bbuf);
+            } else {
+                for (int64_t jp = jp0; jp < jp1; ++jp)
+                    pack_bt_panel(P, p0, kc, jp * NR, min64(NR, P->n - jp * NR),
+                                 bbuf + (jp - jp0) * NR * kc);
+            }
+            run_tiles(P, K, &ep, p0, kc, 0, P->m, abuf, j0, jp1 - jp0, bbuf);
         }
     }
 }
@@ -472,6 +633,114 @@ static void split(int64_t total, int64_t max, int64_t unit, int64_t *size, int64
     *count = ceil_div(total, s);
 }
 
+#ifdef MG_X86_AVX2
+/* ------------------------------------------------------------------ narrow n
+ *
+ * For a handful of output columns (a 10-class output layer) a 16-wide tile
+ * would be mostly padding. Instead each C element is a dot product vectorised
+ * along k: lane l sums p = l, l+8, ... in order, then the 8 lanes are added in
+ * a fixed tree ((0+1)+(2+3))+((4+5)+(6+7)). A tile is DR rows x DC columns
+ * (10 accumulators, 7 loads per 10 FMAs); A rows are read in place and op(B)
+ * is packed transposed (n x k, zero-padded) once per call. */
+#define DR 2
+#define DC 5
+#define NARROW_MAX_N 10        /* wider than this, the 6x16 path wins */
+#define NARROW_MAX_BT (1 << 20) /* floats of packed op(B)^T, bounds the workspace */
+
+__attribute__((target("avx2,fma")))
+static void narrow_tile(int64_t k, const float *a0, const float *a1, const float *bt, int64_t ldbt,
+                        float out[DR][DC])
+{
+    __m256 s00 = _mm256_setzero_ps(), s01 = _mm256_setzero_ps(), s02 = _mm256_setzero_ps();
+    __m256 s03 = _mm256_setzero_ps(), s04 = _mm256_setzero_ps(), s10 = _mm256_setzero_ps();
+    __m256 s11 = _mm256_setzero_ps(), s12 = _mm256_setzero_ps(), s13 = _mm256_setzero_ps();
+    __m256 s14 = _mm256_setzero_ps();
+    const float *b0 = bt, *b1 = b0 + ldbt, *b2 = b1 + ldbt, *b3 = b2 + ldbt, *b4 = b3 + ldbt;
+    const int64_t k8 = k & ~(int64_t)7;
+#define MG_STEP(x0, x1, p)                                                            \
+    do {                                                                              \
+        __m256 w;                                                                     \
+        w = _mm256_load_ps(b0 + p); s00 = _mm256_fmadd_ps(x0, w, s00); s10 = _mm256_fmadd_ps(x1, w, s10); \
+        w = _mm256_load_ps(b1 + p); s01 = _mm256_fmadd_ps(x0, w, s01); s11 = _mm256_fmadd_ps(x1, w, s11); \
+        w = _mm256_load_ps(b2 + p); s02 = _mm256_fmadd_ps(x0, w, s02); s12 = _mm256_fmadd_ps(x1, w, s12); \
+        w = _mm256_load_ps(b3 + p); s03 = _mm256_fmadd_ps(x0, w, s03); s13 = _mm256_fmadd_ps(x1, w, s13); \
+        w = _mm256_load_ps(b4 + p); s04 = _mm256_fmadd_ps(x0, w, s04); s14 = _mm256_fmadd_ps(x1, w, s14); \
+    } while (0)
+#pragma GCC unroll 2
+    for (int64_t p = 0; p < k8; p += 8)
+        MG_STEP(_mm256_loadu_ps(a0 + p), _mm256_loadu_ps(a1 + p), p);
+    if (k8 < k) { /* masked lanes read as 0 and meet zero padding in bt */
+        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(k - k8)),
+                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        MG_STEP(_mm256_maskload_ps(a0 + k8, m), _mm256_maskload_ps(a1 + k8, m), k8);
+    }
+#undef MG_STEP
+    /* Reduce: hadd pairs lanes (0+1),(2+3) per 128-bit half; the final add
+     * joins the halves, giving the tree described above for every sum. */
+    __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(s00, s01), _mm256_hadd_ps(s02, s03));
+    __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(s10, s11), _mm256_hadd_ps(s12, s13));
+    __m256 t4 = _mm256_hadd_ps(s04, s14);
+    __m256 u4 = _mm256_hadd_ps(t4, t4);
+    __m128 r0 = _mm_add_ps(_mm256_castps256_ps128(u0), _mm256_extractf128_ps(u0, 1));
+    __m128 r1 = _mm_add_ps(_mm256_castps256_ps128(u1), _mm256_extractf128_ps(u1, 1));
+    __m128 r4 = _mm_add_ps(_mm256_castps256_ps128(u4), _mm256_extractf128_ps(u4, 1));
+    _mm_storeu_ps(out[0], r0);
+    _mm_storeu_ps(out[1], r1);
+    out[0][4] = _mm_cvtss_f32(r4);
+    out[1][4] = _mm_cvtss_f32(_mm_shuffle_ps(r4, r4, 1));
+}
+
+/* !trans_a, n <= NARROW_MAX_N: C = alpha * A op(B) + beta*C [+bias][relu]. */
+static int gemm_narrow(int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                       const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                       float *c, int64_t ldc, const float *bias, int relu)
+{
+    const int64_t ldbt = ceil_div(k, 8) * 8, nt = ceil_div(n, DC) * DC;
+    float *bt = ws_get((size_t)(nt * ldbt));
+    if (!bt) return MG_ENOMEM;
+    for (int64_t j = 0; j < nt; ++j) {
+        float *d = bt + j * ldbt;
+        int64_t p = 0;
+        if (j < n) {
+            if (trans_b) for (; p < k; ++p) d[p] = b[j * ldb + p];
+            else for (; p < k; ++p) d[p] = b[p * ldb + j];
+        }
+        for (; p < ldbt; ++p) d[p] = 0.0f;
+    }
+    const int64_t ntiles = ceil_div(m, DR) * (nt / DC);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(mg_get_num_threads()) \
+    if (2.0 * (double)m * (double)n * (double)k >= PAR_MIN_FLOPS)
+#endif
+    {
+        MG_FTZ_BEGIN;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t t = 0; t < ntiles; ++t) {
+            const int64_t i = (t / (nt / DC)) * DR, j = (t % (nt / DC)) * DC;
+            const int64_t mr = min64(DR, m - i), nr = min64(DC, n - j);
+            float s[DR][DC];
+            narrow_tile(k, a + i * lda, a + (i + mr - 1) * lda, bt + j * ldbt, ldbt, s);
+            for (int64_t r = 0; r < mr; ++r) {
+                for (int64_t q = 0; q < nr; ++q) {
+                    float *dst = c + (i + r) * ldc + j + q;
+                    float v = s[r][q];
+                    if (alpha != 1.0f) v = alpha * v;
+                    if (beta == 1.0f) v += *dst;
+                    else if (beta != 0.0f) v += beta * *dst;
+                    if (bias) v += bias[j + q];
+                    if (relu) v = 0.0f > v ? 0.0f : v;
+                    *dst = v;
+                }
+            }
+        }
+        MG_FTZ_END;
+    }
+    return MG_OK;
+}
+#endif
+
 int mg_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
             float alpha, const float *a, int64_t lda,
             const float *b, int64_t ldb,
@@ -487,60 +756,68 @@ int mg_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
         return MG_OK;
     }
     if (!a || !b) return MG_EINVAL;
+#ifdef MG_X86_AVX2
+    if (kernel_kind() && !trans_a && n <= NARROW_MAX_N && k >= 8 &&
+        ceil_div(n, DC) * DC * (ceil_div(k, 8) * 8) <= NARROW_MAX_BT)
+        return gemm_narrow(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, relu);
+#endif
 
     struct plan P = {
         .ta = trans_a, .tb = trans_b, .m = m, .n = n, .k = k,
-        .a = a, .b = b, .lda = lda, .ldb = ldb, .c = c, .rs = ldc, .cs = 1,
-        .alpha = alpha, .beta = beta, .bias = bias, .bias_rs = 0, .bias_cs = 1, .relu = relu,
+        .a = a, .b = b, .lda = lda, .ldb = ldb, .c = c, .ldc = ldc,
+        .alpha = alpha, .beta = beta, .bias = bias, .relu = relu,
     };
-    /* Padded tile area both ways round; transpose only for a clear gain since
-     * the transposed store goes through the scalar epilogue. */
-    double area = (double)(ceil_div(m, MR) * MR) * (double)(ceil_div(n, NR) * NR);
-    double area_t = (double)(ceil_div(n, MR) * MR) * (double)(ceil_div(m, NR) * NR);
-    if (getenv("NOSWAP") == NULL && area_t < 0.85 * area) {
-        P.ta = !trans_b; P.tb = !trans_a;
-        P.m = n; P.n = m;
-        P.a = b; P.lda = ldb; P.b = a; P.ldb = lda;
-        P.rs = 1; P.cs = ldc;
-        P.bias_rs = 1; P.bias_cs = 0;
-    }
     /* With a single column panel each A element is used once per slice:
      * packing it would cost as much as the multiply saves. */
-    P.a_direct = getenv("NODIRECT") == NULL && P.n <= NR;
+    P.a_direct = P.n <= NR;
     split(P.k, KC_MAX, 1, &P.kc, &P.nkb);
     split(P.m, MC_MAX, MR, &P.mc, &P.nmb);
     split(P.n, NC_MAX, NR, &P.nc, &P.nnb);
 
     struct kernels K = { kernel_portable, kernel_portable };
 #ifdef MG_X86_AVX2
-    if (kernel_kind()) K = (struct kernels){ kernel_avx2_packed, kernel_avx2_direct };
-#endif
-    const size_t bsize = (size_t)P.kc * (size_t)P.nc;     /* nc is a multiple of NR */
-    /* Per-thread part: the 64-byte aligned edge tile, then the A block. */
-    const size_t asize = MR * NR + (size_t)P.kc * (size_t)P.mc;
-    float *w0 = ws_get(bsize + asize);
-    if (!w0) return MG_ENOMEM;
-
-#ifdef _OPENMP
-    int err = 0;
-    const double flops = 2.0 * (double)m * (double)n * (double)k;
-#pragma omp parallel num_threads(mg_get_num_threads()) if (flops >= PAR_MIN_FLOPS)
-    {
-        /* The calling thread is thread 0 and already holds B + its A block. */
-        float *wa = omp_get_thread_num() == 0 ? w0 + bsize : ws_get(asize);
-        if (!wa) {
-#pragma omp atomic write
-            err = 1;
-        }
-#pragma omp barrier
-        int failed;
-#pragma omp atomic read
-        failed = err;
-        if (!failed) gemm_body(&P, &K, w0, wa + MR * NR, wa);
+    if (kernel_kind()) {
+        K = (struct kernels){ kernel_avx2_packed, kernel_avx2_direct };
+        P.avx2 = 1;
     }
-    return err ? MG_ENOMEM : MG_OK;
-#else
-    gemm_body(&P, &K, w0, w0 + bsize + MR * NR, w0 + bsize);
-    return MG_OK;
 #endif
+    /* The calling thread's workspace holds every thread's packing buffers, so
+     * nothing is allocated inside the parallel region (no failure for the
+     * team to agree on, no extra barrier). */
+    int nthreads = 1;
+#ifdef _OPENMP
+    const double flops = 2.0 * (double)m * (double)n * (double)k;
+    if (flops >= PAR_MIN_FLOPS) nthreads = mg_get_num_threads();
+    if (nthreads < 1) nthreads = 1;
+#endif
+    /* Small m: private A and B per thread (see gemm_body_cols). Otherwise a
+     * shared B block plus one A block per thread. Blocks are rounded to 16
+     * floats to keep them all 64-byte aligned. */
+    const int cols_mode = P.nmb == 1;
+    const size_t bsize = cols_mode ? 0 : (size_t)P.kc * (size_t)P.nc;
+    const size_t asize = (((size_t)P.kc * (size_t)P.mc + 15) & ~(size_t)15) +
+                         (cols_mode ? (size_t)P.kc * COL_GROUP * NR : 0);
+    if ((SIZE_MAX - bsize) / asize < (size_t)nthreads) return MG_ENOMEM;
+    float *w0 = ws_get(bsize + asize * (size_t)nthreads);
+    if (!w0) return MG_ENOMEM;
+    const size_t bofs = asize - (cols_mode ? (size_t)P.kc * COL_GROUP * NR : 0);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+        MG_FTZ_BEGIN; /* see internal.h: subnormals would slow the FMAs many times */
+        const int tid = omp_get_thread_num();
+        float *wa = w0 + bsize + asize * (size_t)tid;
+        if (cols_mode) gemm_body_cols(&P, &K, wa, wa + bofs, tid, omp_get_num_threads());
+        else gemm_body(&P, &K, w0, wa);
+        MG_FTZ_END;
+    }
+#else
+    {
+        MG_FTZ_BEGIN;
+        if (cols_mode) gemm_body_cols(&P, &K, w0, w0 + bofs, 0, 1);
+        else gemm_body(&P, &K, w0, w0 + bsize);
+        MG_FTZ_END;
+    }
+#endif
+    return MG_OK;
 }

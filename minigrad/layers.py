@@ -166,13 +166,15 @@ class Layer:
     def check_input_shape(self, shape):
         """Raise Keras' incompatible-input error unless ``shape`` (with batch axis) fits."""
 
-    def __call__(self, x):
+    def __call__(self, x, workspace=None):
+        """Forward pass. ``workspace`` (training loops only, see minigrad.workspace)
+        lets the layer write its outputs into buffers reused from step to step."""
         if not isinstance(x, Tensor):
             x = Tensor(x)
         if not self.built:
             self.build(x.shape[1:])
         self.check_input_shape(x.shape)
-        return self.call(x)
+        return self.call(x) if workspace is None else self.call(x, workspace=workspace)
 
     def call(self, x):
         raise NotImplementedError
@@ -247,12 +249,13 @@ class Dense(Layer):
                              f"expected axis -1 of input shape to have value {expected}, "
                              f"but received input with shape {tuple(shape)}")
 
-    def call_logits(self, x):
+    def call_logits(self, x, workspace=None):
         """x @ kernel + bias, before any softmax (what a fused softmax-cross-entropy needs)."""
-        return dense(x, self.kernel, self.bias, "relu" if self.activation == "relu" else None)
+        return dense(x, self.kernel, self.bias, "relu" if self.activation == "relu" else None,
+                     workspace=workspace)
 
-    def call(self, x):
-        y = self.call_logits(x)
+    def call(self, x, workspace=None):
+        y = self.call_logits(x, workspace)
         return softmax(y) if self.activation == "softmax" else y
 
     def __repr__(self):

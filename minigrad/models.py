@@ -33,6 +33,7 @@ from .layers import Dense, Layer, normalize_input_shape, unique_name
 from .ops import softmax_cross_entropy
 from .progress import Progbar
 from .tensor import Tensor
+from .workspace import Workspace
 
 _F32 = np.dtype(np.float32)
 
@@ -147,15 +148,25 @@ class Sequential:
         return sum(layer.count_params() for layer in self._layers)
 
     # ------------------------------------------------------------ forward
-    def _forward(self, x, logits=False):
-        """The layers applied to Tensor x; with logits=True the last softmax is left out."""
-        for layer in self._layers[:-1]:
-            x = layer(x)
+    def _forward(self, x, logits=False, reuse_buffers=False):
+        """The layers applied to Tensor x; with logits=True the last softmax is left out.
+
+        reuse_buffers: write every output into per-layer workspaces (train_step only:
+        the previous step's graph must be dead)."""
+        workspaces = self._workspaces() if reuse_buffers else [None] * len(self._layers)
+        for layer, ws in zip(self._layers[:-1], workspaces):
+            x = layer(x, workspace=ws)
         last = self._layers[-1]
         if logits and isinstance(last, Dense):
             last.check_input_shape(x.shape)
-            return last.call_logits(x)
-        return last(x)
+            return last.call_logits(x, workspaces[-1])
+        return last(x, workspace=workspaces[-1])
+
+    def _workspaces(self):
+        """One Workspace per layer plus one for the loss, created on first use."""
+        if getattr(self, "_workspace_list", None) is None or len(self._workspace_list) != len(self._layers) + 1:
+            self._workspace_list = [Workspace() for _ in range(len(self._layers) + 1)]
+        return self._workspace_list
 
     def __call__(self, x):
         """Forward pass as a Tensor (graph recorded), for hand-written loops."""
@@ -193,9 +204,9 @@ class Sequential:
                 and not self.loss.from_logits
                 and isinstance(last, Dense) and last.activation == "softmax")
 
-    def _compute_loss(self, y, out):
+    def _compute_loss(self, y, out, reuse_buffers=False):
         if self._fused:
-            return softmax_cross_entropy(out, y)
+            return softmax_cross_entropy(out, y, self._workspaces()[-1] if reuse_buffers else None)
         return self.loss(y, out)
 
     # ------------------------------------------------------------ compile
@@ -258,8 +269,9 @@ class Sequential:
         The output is the logits when the softmax is fused into the loss (same argmax).
         """
         # ---------------- the training step ----------------
-        out = self._forward(Tensor(x), logits=self._fused)  # images need no gradient
-        loss = self._compute_loss(y, out)
+        # images need no gradient; outputs go into buffers reused every step
+        out = self._forward(Tensor(x), logits=self._fused, reuse_buffers=True)
+        loss = self._compute_loss(y, out, reuse_buffers=True)
         loss.backward()
         params = self.trainable_weights
         self.optimizer.step(params)

@@ -241,6 +241,15 @@ class Transpose(Function):
 
 # ---------------------------------------------------------------- the C-kernel ops
 
+def _no_buffer(role, shape):
+    return None
+
+
+def _buffers(workspace):
+    """buffer(role, shape): the workspace's reusable array, or None (the kernel allocates)."""
+    return workspace.get if workspace is not None else _no_buffer
+
+
 def _check_matmul(a, b):
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"matmul: expected (N, K) @ (K, M), received {a.shape} @ {b.shape}")
@@ -278,16 +287,18 @@ class Dense(Function):
 
     Backward masks the gradient by relu' and sums its columns for the bias in
     one pass, then does dW = x.T @ dz and, only if needed, dx = dz @ w.T.
+    With a ``workspace`` (see minigrad.workspace) every output goes into a
+    buffer reused from step to step.
     """
     @staticmethod
-    def forward(ctx, x, w, b, relu=False):
+    def forward(ctx, x, w, b, relu=False, workspace=None):
         if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
             raise ValueError(f"dense: expected x (N, K) and kernel (K, M), "
                              f"received {x.shape} and {w.shape}")
         if b is not None and b.shape != (w.shape[1],):
             raise ValueError(f"dense: expected bias of shape ({w.shape[1]},), received {b.shape}")
-        y = kernels.gemm(x, w, bias=b, relu=relu)
-        ctx.relu = relu
+        y = kernels.gemm(x, w, _buffers(workspace)("y", (x.shape[0], w.shape[1])), bias=b, relu=relu)
+        ctx.relu, ctx.workspace = relu, workspace
         ctx.save_for_backward(x, w, y)
         return y
 
@@ -295,12 +306,13 @@ class Dense(Function):
     def backward(ctx, grad):
         x, w, y = ctx.saved
         need_x, need_w, need_b = ctx.needs_input_grad
+        buf = _buffers(ctx.workspace)
         if ctx.relu:
-            dz, db = kernels.relu_backward_bias_grad(y, grad)
+            dz, db = kernels.relu_backward_bias_grad(y, grad, buf("dz", y.shape), buf("db", (y.shape[1],)))
         else:
-            dz, db = grad, (kernels.bias_grad(grad) if need_b else None)
-        dw = kernels.gemm(x, dz, trans_a=True) if need_w else None
-        dx = kernels.gemm(dz, w, trans_b=True) if need_x else None
+            dz, db = grad, (kernels.bias_grad(grad, buf("db", (y.shape[1],))) if need_b else None)
+        dw = kernels.gemm(x, dz, buf("dw", w.shape), trans_a=True) if need_w else None
+        dx = kernels.gemm(dz, w, buf("dx", x.shape), trans_b=True) if need_x else None
         return dx, dw, (db if need_b else None)
 
 
@@ -326,8 +338,11 @@ class SoftmaxCrossEntropy(Function):
     target: integer class indices (N,) or float target rows (N, C); it gets no gradient.
     """
     @staticmethod
-    def forward(ctx, logits, target):
-        loss, probs, _ = kernels.softmax_xent_forward(logits, target)
+    def forward(ctx, logits, target, workspace=None):
+        buf = _buffers(workspace)
+        loss, probs, _ = kernels.softmax_xent_forward(logits, target, buf("probs", logits.shape),
+                                                      buf("row_loss", logits.shape[:1]))
+        ctx.workspace = workspace
         ctx.save_for_backward(probs, target)
         return np.array(loss, dtype=_F32)
 
@@ -336,7 +351,8 @@ class SoftmaxCrossEntropy(Function):
         probs, target = ctx.saved
         rows = probs.shape[0]
         scale = float(grad) / rows if rows else 0.0
-        return kernels.softmax_xent_backward(probs, target, scale), None
+        out = _buffers(ctx.workspace)("dlogits", probs.shape)
+        return kernels.softmax_xent_backward(probs, target, scale, out), None
 
 
 # ---------------------------------------------------------------- functional entry points
@@ -395,7 +411,7 @@ def relu(x):
     return ReLU.apply(_tensor(x, "relu"))
 
 
-def dense(x, w, b=None, activation=None):
+def dense(x, w, b=None, activation=None, workspace=None):
     """activation(x @ w + b) as one fused op; activation is None, 'linear' or 'relu'.
 
     >>> import minigrad as mg
@@ -406,14 +422,15 @@ def dense(x, w, b=None, activation=None):
     if activation not in (None, "linear", "relu"):
         raise ValueError(f"dense: expected activation None, 'linear' or 'relu', received {activation!r}")
     b = None if b is None else _tensor(b, "dense")
-    return Dense.apply(_tensor(x, "dense"), _tensor(w, "dense"), b, relu=activation == "relu")
+    return Dense.apply(_tensor(x, "dense"), _tensor(w, "dense"), b, relu=activation == "relu",
+                       workspace=workspace)
 
 
 def softmax(x):
     return Softmax.apply(_tensor(x, "softmax"))
 
 
-def softmax_cross_entropy(logits, target):
+def softmax_cross_entropy(logits, target, workspace=None):
     """Mean cross-entropy of softmax(logits) against target, fused in C.
 
     target: integer class indices of shape (N,), or float target rows (N, C)
@@ -433,7 +450,7 @@ def softmax_cross_entropy(logits, target):
         if target.dtype.kind not in "biuf":
             raise TypeError(f"softmax_cross_entropy: expected float target rows, received {target.dtype}")
         target = target.astype(_F32)
-    return SoftmaxCrossEntropy.apply(logits, target)
+    return SoftmaxCrossEntropy.apply(logits, target, workspace=workspace)
 
 
 def _tensor(x, op):

@@ -196,6 +196,12 @@ def _backpropagate(root, grad):
                 if x.grad is None:
                     x.grad = g
                     handed_out.add(id(g))
+                elif np.may_share_memory(x.grad, g):
+                    # only a reused workspace buffer can do this: the previous
+                    # step's gradient was not cleared before this backward
+                    raise RuntimeError("backward: a gradient buffer is being reused while the "
+                                       "previous gradient is still in .grad; clear the "
+                                       "gradients (optimizer.zero_grad) between steps")
                 else:
                     x.grad += g
             elif id(x) in pending:
