@@ -15,6 +15,19 @@
 #define MG_OMP(directive)
 #endif
 
+/* Element-wise loops are compiled twice, for AVX2 and for baseline x86-64, and
+ * the loader picks one per CPU (GCC function multi-versioning). Without it the
+ * wheel's baseline build would use 4-wide SSE only. The two versions compute
+ * the same bits: -ffp-contract=off keeps FMA out of both. Outlined OpenMP
+ * bodies are not cloned, so the cloned function is the per-thread chunk. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define MG_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define MG_CLONES
+#endif
+/* Element-wise kernels hand chunks of this many elements to threads. */
+#define MG_CHUNK 8192
+
 /* Subnormal floats. Late in training, softmax outputs and gradients underflow
  * into float32 subnormals, and x86 arithmetic on subnormals is many times
  * slower. Every kernel therefore runs with flush-to-zero and

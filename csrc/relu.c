@@ -21,8 +21,10 @@ int mg_relu_backward(const float *y, const float *dy, float *dx, int64_t n)
     if (n < 0)
         return MG_EINVAL;
     MG_OMP(omp parallel for schedule(static) num_threads(MG_THREADS(n)))
-    for (int64_t i = 0; i < n; i++)
-        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        float d = dy[i]; /* loaded unconditionally so the select vectorises */
+        dx[i] = y[i] > 0.0f ? d : 0.0f;
+    }
     return MG_OK;
 }
 
@@ -52,7 +54,8 @@ int mg_relu_backward_bias_grad(const float *y, const float *dy, float *dx, float
                 const float *gr = dy + i * cols;
                 float *dr = dx + i * cols;
                 for (int64_t j = j0; j < j1; j++) {
-                    float g = yr[j] > 0.0f ? gr[j] : 0.0f;
+                    float gj = gr[j]; /* loaded unconditionally so the select vectorises */
+                float g = yr[j] > 0.0f ? gj : 0.0f;
                     dr[j] = g;
                     acc[j - j0] += g;
                 }

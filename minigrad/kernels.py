@@ -321,10 +321,31 @@ def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
+# The last validated table per op. A training loop passes the very same array
+# objects every step (parameters, optimizer slots, workspace gradient buffers);
+# an ndarray's shape, dtype and memory cannot change, so only the writeable
+# flag is re-checked and the table is reused.
+_table_cache = {}
+
+
 def _param_table(op, ws, gs, slot_lists):
-    """Validate parameters, gradients and slots; return (cffi table, keep-alive list)."""
+    """Validate parameters, gradients and slots; return (cffi table, count, keep-alive list)."""
     ws, gs = _as_list(ws), _as_list(gs)
     slot_lists = [_as_list(s) for s in slot_lists]
+    arrays = ws + gs + [s for slots in slot_lists for s in slots]
+    cached = _table_cache.get(op)
+    if (cached is not None and len(cached[0]) == len(arrays)
+            and all(a is b for a, b in zip(arrays, cached[0]))
+            and all(w.flags.writeable for w in cached[3])):
+        return cached[1], len(ws), cached[2]
+    table, count, keep = _validate_params(op, ws, gs, slot_lists)
+    if all(isinstance(g, np.ndarray) and g.dtype == F32 and g.flags.c_contiguous for g in gs):
+        written = ws + [s for slots in slot_lists for s in slots]
+        _table_cache[op] = (arrays, table, keep, written)
+    return table, count, keep
+
+
+def _validate_params(op, ws, gs, slot_lists):
     for name, items in [("grads", gs)] + [(f"slot {i + 1}", s) for i, s in enumerate(slot_lists)]:
         if len(items) != len(ws):
             raise ValueError(f"{op}: expected as many {name} as parameters ({len(ws)}), received {len(items)}")

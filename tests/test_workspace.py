@@ -81,3 +81,19 @@ def test_training_with_and_without_workspaces_is_bitwise_equal():
         results.append([p.data.copy() for p in params])
     for a, b in zip(*results):
         assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def test_optimizer_table_reuse_still_catches_a_parameter_made_read_only():
+    # The validated parameter table is reused while the same arrays come back;
+    # the one property an ndarray can change in place, writeability, is rechecked.
+    from minigrad import kernels
+    w = np.ones(4, np.float32)
+    g = np.full(4, 0.5, np.float32)
+    v = np.zeros(4, np.float32)
+    kernels.rmsprop_update([w], [g], [v], 0.1, 0.9, 1e-7)
+    kernels.rmsprop_update([w], [g], [v], 0.1, 0.9, 1e-7)   # served from the cache
+    expected = w.copy()
+    w.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        kernels.rmsprop_update([w], [g], [v], 0.1, 0.9, 1e-7)
+    np.testing.assert_array_equal(w, expected)
