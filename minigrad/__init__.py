@@ -11,7 +11,7 @@ C kernels, with a Keras-style layer on top.
 [3.0, 4.0]
 """
 from . import kernels
-from .function import Function, is_grad_enabled, no_grad
+from .function import Function, get_check_finite, is_grad_enabled, no_grad, set_check_finite
 from .gradcheck import GradcheckError, gradcheck
 from .kernels import get_num_threads, set_num_threads
 from .ops import dense, matmul, relu, softmax, softmax_cross_entropy
@@ -26,7 +26,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Tensor", "Function", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "matmul", "relu", "dense", "softmax", "softmax_cross_entropy",
-    "set_num_threads", "get_num_threads", "kernels", "Workspace", "workspace_stats",
+    "set_num_threads", "get_num_threads", "set_check_finite", "get_check_finite",
+    "kernels", "Workspace", "workspace_stats",
     "Sequential", "models", "layers", "optimizers", "losses", "metrics", "callbacks", "utils",
     "datasets",
 ]

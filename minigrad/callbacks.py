@@ -66,7 +66,9 @@ class CallbackList:
 class History(Callback):
     """Records the epoch logs: ``history.history["loss"]`` is one value per epoch.
 
-    ``fit`` returns it (and sets ``model.history``).
+    ``fit`` returns it (and sets ``model.history``). If a batch's loss was NaN or
+    infinite, ``invalid_loss`` is ``{"epoch", "batch", "loss"}`` (0-based) of that
+    batch, whose update was not applied; otherwise None.
 
     >>> h = History()
     >>> h.on_epoch_end(0, {"loss": 0.5, "accuracy": 0.9}); h.on_epoch_end(1, {"loss": 0.25, "accuracy": 0.95})
@@ -77,6 +79,7 @@ class History(Callback):
     def __init__(self):
         super().__init__()
         self.history, self.epoch = {}, []
+        self.invalid_loss = None
 
     def on_train_begin(self, logs=None):
         self.epoch = []
@@ -200,16 +203,20 @@ class ModelCheckpoint(Callback):
 
     ``filepath`` may hold ``{epoch:02d}`` and any log key (``{val_loss:.4f}``);
     epochs count from 1. With ``save_best_only=True`` a file is written only
-    when ``monitor`` improves.
+    when ``monitor`` improves. ``include_optimizer=True`` also saves the
+    optimizer's state, so that ``load_weights`` of a checkpoint resumes training
+    exactly (see ``Sequential.save_weights``).
 
     >>> ckpt = ModelCheckpoint("weights_{epoch:02d}.npz", monitor="val_accuracy", save_best_only=True)
     >>> ckpt.mode
     'max'
     """
 
-    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, mode="auto"):
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, mode="auto",
+                 include_optimizer=False):
         super().__init__()
         self.filepath = os.fspath(filepath)
+        self.include_optimizer = bool(include_optimizer)
         self.monitor, self.verbose = monitor, verbose
         self.save_best_only = bool(save_best_only)
         self.mode = _monitor_mode(mode, monitor, "ModelCheckpoint")
@@ -233,11 +240,15 @@ class ModelCheckpoint(Callback):
             self.best = current
         elif self.verbose > 0:
             print(f"Epoch {epoch + 1}: saving model to {path}")
-        self.model.save_weights(path)
+        self.model.save_weights(path, include_optimizer=self.include_optimizer)
 
 
 class TerminateOnNaN(Callback):
     """Stop training as soon as a batch's loss is NaN or infinite.
+
+    ``fit`` itself already stops on such a batch (and, unlike Keras, does not apply
+    its update); this callback stays for Keras compatibility and for custom
+    ``train_step``s. It prints nothing when training is already stopping.
 
     >>> class Model: stop_training = False
     >>> cb = TerminateOnNaN(); cb.set_model(Model())
@@ -250,5 +261,6 @@ class TerminateOnNaN(Callback):
     def on_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
-            print(f"Batch {batch}: Invalid loss, terminating training")
+            if not getattr(self.model, "stop_training", False):
+                print(f"Batch {batch}: Invalid loss, terminating training")
             self.model.stop_training = True

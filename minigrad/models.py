@@ -20,6 +20,9 @@ import math
 import os
 import sys
 import tempfile
+import warnings
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -266,17 +269,24 @@ class Sequential:
         x: float32 (B, features); y: targets as prepared by fit. The graph is built
         with the same Tensor ops a hand-written loop uses, then ONE optimizer call
         updates every trainable weight, so a step is applied completely or not at all.
+        A NaN or infinite loss applies no update at all and sets ``stop_training``.
         The output is the logits when the softmax is fused into the loss (same argmax).
         """
         # ---------------- the training step ----------------
         # images need no gradient; outputs go into buffers reused every step
         out = self._forward(Tensor(x), logits=self._fused, reuse_buffers=True)
         loss = self._compute_loss(y, out, reuse_buffers=True)
+        value = loss.item()  # a scalar: always checked, it costs nothing
+        if not math.isfinite(value):
+            # Never apply an update computed from a NaN/inf loss: the model keeps
+            # its last finite weights, and fit stops.
+            self.stop_training = True
+            return value, out.data
         loss.backward()
         params = self.trainable_weights
         self.optimizer.step(params)
         self.optimizer.zero_grad(params)
-        return loss.item(), out.data
+        return value, out.data
         # ----------------------------------------------------
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
@@ -287,6 +297,13 @@ class Sequential:
         permutation per epoch when ``shuffle``; ``validation_split`` holds out the LAST
         fraction of the samples (before shuffling). All arguments and data are
         checked before any weight changes.
+
+        A batch whose loss is NaN or infinite stops training (Keras' TerminateOnNaN
+        message is printed) WITHOUT applying that batch's update, so the model keeps
+        the weights of the last finite step; ``history.invalid_loss`` then records
+        ``{"epoch", "batch", "loss"}`` (0-based), and the epoch's logs show the
+        invalid loss. With ``mg.set_check_finite(True)`` a NaN/inf anywhere in a
+        step raises ``FloatingPointError`` naming the op, the epoch and the step.
         """
         where = "fit"
         self._require_compiled(where)
@@ -357,7 +374,17 @@ class Sequential:
                         idx, k = order[start:stop], stop - start
                         xb = np.take(x, idx, axis=0, out=xbuf[:k], mode="clip")
                         yb = np.take(y, idx, axis=0, out=ybuf[:k], mode="clip")
-                    loss_value, out = self.train_step(xb, yb)
+                    try:
+                        loss_value, out = self.train_step(xb, yb)
+                    except FloatingPointError as exc:
+                        raise FloatingPointError(f"{exc} [in fit: epoch {epoch + 1}/{epochs}, "
+                                                 f"step {step + 1}/{steps}]") from exc
+                    if not math.isfinite(loss_value):
+                        self.stop_training = True
+                        history.invalid_loss = {"epoch": epoch, "batch": step, "loss": loss_value}
+                        print(f"Batch {step}: Invalid loss, terminating training "
+                              f"(epoch {epoch + 1}, loss {loss_value}; this batch's update "
+                              f"was not applied)", flush=True)
                     loss_mean.update_state(loss_value, stop - start)
                     for m in metrics:
                         m.update_state(yb, out)
@@ -368,14 +395,20 @@ class Sequential:
                         break
                 logs = dict(logs)
                 if val is not None:
-                    val_logs = self._test_loop(*val, batch_size, self._make_metrics(val[1], fresh=True))
+                    try:
+                        val_logs = self._test_loop(*val, batch_size,
+                                                   self._make_metrics(val[1], fresh=True))
+                    except FloatingPointError as exc:
+                        raise FloatingPointError(f"{exc} [in fit: validation after epoch "
+                                                 f"{epoch + 1}/{epochs}]") from exc
                     logs.update({"val_" + k: v for k, v in val_logs.items()})
                 cbs.on_epoch_end(epoch, logs)
                 if self.stop_training:
                     break
-        except KeyboardInterrupt:
-            # Weights are consistent (the optimizer updates all or none); drop any
-            # gradients of the interrupted step so a later fit starts clean.
+        except (KeyboardInterrupt, FloatingPointError):
+            # Weights are consistent (the optimizer updates all or none, and a
+            # FloatingPointError comes before the update); drop any gradients of
+            # the interrupted step so a later fit starts clean.
             self.optimizer.zero_grad(self.trainable_weights)
             cbs.on_train_end(logs)
             raise
@@ -468,18 +501,39 @@ class Sequential:
         return [(f"layer{i}/{attr}", layer, t)
                 for i, layer in enumerate(self._layers) for attr, t in layer._weights]
 
-    def save_weights(self, filepath):
-        """Write all weights to ``filepath`` as an .npz archive (exactly that path; atomic)."""
+    def save_weights(self, filepath, include_optimizer=False):
+        """Write all weights to ``filepath`` as an .npz archive (exactly that path).
+
+        The write is atomic: a temporary file in the same directory is written,
+        flushed to disk and renamed over ``filepath``, so a reader (or a crash)
+        never sees a half-written file. With ``include_optimizer=True`` the
+        optimizer's state (its slots, e.g. RMSprop's ``v``, and ``iterations``)
+        is saved too, under ``optimizer/...`` keys, so that ``load_weights``
+        resumes training exactly; by default only the weights are saved (Keras).
+        """
         if not self.built:
             raise ValueError("save_weights: the model is not built yet (no weights); call it on "
                              "data or give the first layer an input_shape")
         filepath = os.fspath(filepath)
-        arrays = {key: t.data for key, _, t in self._weight_keys()}
+        keys = self._weight_keys()
+        arrays = {key: t.data for key, _, t in keys}
+        if include_optimizer:
+            if self.optimizer is None:
+                raise ValueError("save_weights: include_optimizer=True needs a compiled model "
+                                 "(there is no optimizer state to save)")
+            arrays[_OPT_ITERATIONS] = np.array(self.optimizer.iterations, dtype=np.int64)
+            names = self.optimizer._slot_names
+            for key, _, t in keys:
+                for name, slot in zip(names, self.optimizer._slots.get(t, ())):
+                    arrays[f"{_OPT_PREFIX}{key}/{name}"] = slot
         directory = os.path.dirname(os.path.abspath(filepath))
         fd, tmp = tempfile.mkstemp(prefix=".tmp_weights_", suffix=".npz", dir=directory)
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a plain open would not
             os.replace(tmp, filepath)  # a reader never sees a half-written file
         except BaseException:
             if os.path.exists(tmp):
@@ -487,30 +541,51 @@ class Sequential:
             raise
 
     def load_weights(self, filepath):
-        """Load weights saved by ``save_weights``. The file must match this architecture;
-        every array is checked before any weight is changed."""
-        where = f"load_weights({os.fspath(filepath)!r})"
-        archive = np.load(filepath, allow_pickle=False)  # never unpickles
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError(f"{where}: expected an .npz archive written by save_weights, "
-                             f"received a single .npy array")
-        with archive:
-            saved = {k: archive[k] for k in archive.files}
+        """Load weights saved by ``save_weights``; the file must match this architecture.
+
+        The file is read without ever unpickling, and everything is checked before
+        any weight changes; a bad file raises ValueError naming it and the problem:
+        not an .npz (or truncated), missing or unexpected arrays, a wrong shape, or a
+        dtype other than float16/32/64 (floats are cast to float32, as Keras does;
+        float64 values outside the float32 range are rejected). Shapes and dtypes are
+        read from each array's header first, so a forged header cannot make it
+        allocate more than the model's own size. Optimizer state saved with
+        ``include_optimizer=True`` is restored when the model is compiled with the
+        same kind of optimizer (with a warning and skipped when it is not compiled).
+        """
+        filepath = os.fspath(filepath)
+        where = f"load_weights({filepath!r})"
         if not self._layers:
             raise ValueError(f"{where}: the model has no layers")
-        if self.built:
-            expected = [(key, t.shape) for key, _, t in self._weight_keys()]
-        else:  # build from the saved first kernel's input size, if all shapes agree
-            first = saved.get("layer0/kernel")
-            if first is None or first.ndim != 2:
-                raise ValueError(f"{where}: the model is not built and the file has no first-layer "
-                                 f"kernel to infer the input shape from")
-            expected = self._expected_shapes((first.shape[0],))
-        self._check_saved(where, saved, expected)
+        with _NpzReader(filepath, where) as archive:
+            opt_keys = [k for k in archive.keys if k.startswith(_OPT_PREFIX)]
+            weight_keys = [k for k in archive.keys if not k.startswith(_OPT_PREFIX)]
+            if self.built:
+                expected = [(key, t.shape) for key, _, t in self._weight_keys()]
+            else:
+                self._check_keys(where, weight_keys, [k for k, _ in self._expected_shapes((1,))])
+                first = archive.header("layer0/kernel")[0]
+                if len(first) != 2 or first[0] < 1:
+                    raise ValueError(f"{where}: the model is not built and the file's layer0/kernel "
+                                     f"has shape {first}, not (inputs, units)")
+                expected = self._expected_shapes((first[0],))
+            self._check_keys(where, weight_keys, [k for k, _ in expected])
+            names = {f"layer{i}": layer.name for i, layer in enumerate(self._layers)}
+            for key, shape in expected:
+                _check_float_header(where, archive, key, shape,
+                                    f'(layer "{names[key.split("/")[0]]}")')
+            opt_state = self._check_optimizer_keys(where, archive, opt_keys, dict(expected))
+            values = {key: archive.read_float32(key) for key, _ in expected}
+            if opt_state is not None:
+                opt_state = {k: (archive.read_float32(k) if k != _OPT_ITERATIONS
+                                 else archive.read_iterations(k)) for k in opt_state}
+        # Everything is read and checked: from here on nothing can fail half-way.
         if not self.built:
-            self.build((saved["layer0/kernel"].shape[0],))
+            self.build((expected[0][1][0],))
         for key, _, t in self._weight_keys():
-            np.copyto(t.data, saved[key], casting="unsafe")
+            np.copyto(t.data, values[key])
+        if opt_state is not None:
+            self._restore_optimizer(opt_state)
 
     def _expected_shapes(self, input_shape):
         out, shape = [], input_shape
@@ -519,19 +594,62 @@ class Sequential:
             shape = layer.compute_output_shape(shape)
         return out
 
-    def _check_saved(self, where, saved, expected):
-        names = {f"layer{i}": layer.name for i, layer in enumerate(self._layers)}
-        missing = [k for k, _ in expected if k not in saved]
-        extra = sorted(set(saved) - {k for k, _ in expected})
-        msg = f"{where}: the file holds weights of a different architecture"
+    @staticmethod
+    def _check_keys(where, saved, expected):
+        missing = [k for k in expected if k not in saved]
+        extra = sorted(set(saved) - set(expected))
         if missing or extra:
-            raise ValueError(f"{msg}: expected {len(expected)} arrays {[k for k, _ in expected]}, "
-                             f"received {len(saved)} {sorted(saved)}")
-        for key, shape in expected:
-            if saved[key].shape != tuple(shape) or saved[key].dtype.kind != "f":
-                layer = names[key.split("/")[0]]
-                raise ValueError(f'{msg}: expected {key} (layer "{layer}") of shape {tuple(shape)}, '
-                                 f"received shape {saved[key].shape} and dtype {saved[key].dtype}")
+            details = "".join([f"; missing: {missing}" if missing else "",
+                               f"; unexpected: {extra}" if extra else ""])
+            raise ValueError(f"{where}: the file holds weights of a different architecture: "
+                             f"expected {len(expected)} arrays {list(expected)}, received "
+                             f"{len(saved)} {sorted(saved)}{details}")
+
+    def _check_optimizer_keys(self, where, archive, opt_keys, weight_shapes):
+        """The optimizer keys to restore (checked), or None when there are none to restore."""
+        if not opt_keys:
+            return None
+        if self.optimizer is None:
+            warnings.warn(f"{where}: the file holds optimizer state but the model is not "
+                          f"compiled; only the weights were loaded", stacklevel=3)
+            return None
+        names = self.optimizer._slot_names
+        trainable = {id(t) for t in self.trainable_weights}
+        allowed = {_OPT_ITERATIONS}
+        groups = []
+        for key, _, t in self._weight_keys():
+            if id(t) in trainable:
+                group = [f"{_OPT_PREFIX}{key}/{name}" for name in names]
+                allowed.update(group)
+                groups.append(group)
+        unexpected = sorted(set(opt_keys) - allowed)
+        partial = [g for g in groups if 0 < sum(k in opt_keys for k in g) < len(g)]
+        if unexpected or partial or _OPT_ITERATIONS not in opt_keys:
+            problem = (f"unexpected {unexpected}" if unexpected else
+                       f"incomplete slots {partial[0]}" if partial else f"no {_OPT_ITERATIONS}")
+            raise ValueError(f"{where}: the file's optimizer state does not fit this model's "
+                             f"{type(self.optimizer).__name__} (slots {list(names)} per trainable "
+                             f"weight): {problem}")
+        for k in opt_keys:
+            if k == _OPT_ITERATIONS:
+                shape, _, dtype = archive.header(k)
+                if shape != () or dtype.kind not in "iu" or dtype.hasobject:
+                    raise ValueError(f"{where}: expected {k} to be an integer scalar, received "
+                                     f"shape {shape} and dtype {dtype}")
+            else:
+                weight_key = k[len(_OPT_PREFIX):].rsplit("/", 1)[0]
+                _check_float_header(where, archive, k, weight_shapes[weight_key], "")
+        return opt_keys
+
+    def _restore_optimizer(self, state):
+        optimizer = self.optimizer
+        for key, _, t in self._weight_keys():
+            slots = [state.get(f"{_OPT_PREFIX}{key}/{name}") for name in optimizer._slot_names]
+            if optimizer._slot_names and slots[0] is not None:
+                optimizer._slots[t] = tuple(np.array(s, dtype=_F32, order="C") for s in slots)
+            else:
+                optimizer._slots.pop(t, None)
+        optimizer.iterations = state[_OPT_ITERATIONS]
 
     # ------------------------------------------------------------ summary
     def summary(self, print_fn=None):
@@ -577,3 +695,154 @@ def _memory(nbytes):
             break
         size /= 1024
     return f"{size:.2f} {unit}"
+
+
+# ---------------------------------------------------------------- weights files
+
+_OPT_PREFIX = "optimizer/"
+_OPT_ITERATIONS = "optimizer/iterations"
+_FLOAT_SIZES = (2, 4, 8)  # float16, float32, float64
+
+
+def _umask():
+    """The process umask, read without changing it where /proc allows."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _check_float_header(where, archive, key, shape, what):
+    shape_got, _, dtype = archive.header(key)
+    if shape_got != tuple(shape):
+        raise ValueError(f"{where}: the file holds weights of a different architecture: expected "
+                         f"{key} {what}{' ' if what else ''}of shape {tuple(shape)}, received "
+                         f"shape {shape_got} and dtype {dtype}")
+    if dtype.kind != "f" or dtype.itemsize not in _FLOAT_SIZES or dtype.hasobject:
+        raise ValueError(f"{where}: expected {key} to hold floats (float16/32/64, cast to "
+                         f"float32), received dtype {dtype}")
+
+
+class _NpzReader:
+    """An .npz archive read member by member through zipfile, never unpickling.
+
+    ``header(key)`` parses only the .npy header (shape, order, dtype), so shapes can
+    be checked before a byte of data is read or allocated; ``read_*`` reads exactly
+    the bytes the header declares and rejects short or trailing data.
+    """
+    _ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError,
+               RuntimeError, NotImplementedError, zlib.error, SyntaxError, TypeError)
+
+    def __init__(self, path, where):
+        self.path, self.where = path, where
+        try:
+            self.zip = zipfile.ZipFile(path)
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            raise
+        except self._ERRORS as exc:
+            with open(path, "rb") as f:
+                magic = f.read(6)
+            if magic == b"\x93NUMPY":
+                raise ValueError(f"{where}: expected an .npz archive written by save_weights, "
+                                 f"received a single .npy array") from None
+            raise ValueError(f"{where}: not a readable .npz archive (not a zip file, or "
+                             f"truncated or corrupted): {exc}") from None
+        try:
+            names = self.zip.namelist()
+            self.members, self.keys = {}, []
+            for name in names:
+                if not name.endswith(".npy"):
+                    raise ValueError(f"{where}: unexpected member {name!r} in the archive "
+                                     f"(an .npz written by save_weights holds only .npy arrays)")
+                key = name[:-4]
+                if key in self.members:
+                    raise ValueError(f"{where}: the archive holds {name!r} twice")
+                self.members[key] = self.zip.getinfo(name)
+                self.keys.append(key)
+        except BaseException:
+            self.zip.close()
+            raise
+        self._headers = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.zip.close()
+        return False
+
+    def _fail(self, key, exc):
+        return ValueError(f"{self.where}: {key} is not a readable .npy array (truncated or "
+                          f"corrupted file?): {type(exc).__name__}: {exc}")
+
+    @staticmethod
+    def _read_header(fp):
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            return np.lib.format.read_array_header_1_0(fp)
+        if version in ((2, 0), (3, 0)):  # 3.0 differs only in allowing utf-8 names
+            return np.lib.format.read_array_header_2_0(fp)
+        raise ValueError(f"unsupported .npy format version {version}")
+
+    def header(self, key):
+        """(shape, fortran_order, dtype) from the member's .npy header alone."""
+        if key not in self._headers:
+            try:
+                with self.zip.open(self.members[key]) as fp:
+                    shape, fortran, dtype = self._read_header(fp)
+                    self._headers[key] = (shape, fortran, dtype, fp.tell())
+            except self._ERRORS as exc:
+                raise self._fail(key, exc) from None
+        return self._headers[key][:3]
+
+    def _read(self, key):
+        shape, fortran, dtype = self.header(key)
+        nbytes = math.prod(shape) * dtype.itemsize
+        # The shape was checked against the model, but an unbuilt model takes its
+        # input size from the file: the header must also agree with the member's size
+        # (zipfile never yields more than that), and data is read in chunks, so memory
+        # follows the bytes really present, never a size a forged header declares.
+        held = self.members[key].file_size - self._headers[key][3]
+        if nbytes != held:
+            raise ValueError(f"{self.where}: {key}'s header declares shape {shape} of {dtype} "
+                             f"({nbytes} bytes) but the archive member holds {held} bytes of data")
+        try:
+            with self.zip.open(self.members[key]) as fp:
+                self._read_header(fp)
+                chunks, remaining = [], nbytes
+                while remaining:
+                    chunk = fp.read(min(remaining, 1 << 22))
+                    if not chunk:
+                        raise EOFError(f"the data ends {remaining} bytes short of the "
+                                       f"{nbytes} its header declares")
+                    chunks.append(chunk)
+                    remaining -= len(chunk)
+                if fp.read(1):  # also makes zipfile verify the member's CRC
+                    raise ValueError(f"more data than the {nbytes} bytes its header declares")
+        except self._ERRORS as exc:
+            raise self._fail(key, exc) from None
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return np.frombuffer(data, dtype=dtype, count=math.prod(shape)).reshape(
+            shape, order="F" if fortran else "C")
+
+    def read_float32(self, key):
+        array = self._read(key)
+        if array.dtype == _F32:
+            return array
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = array.astype(_F32)
+        if array.dtype.itemsize > 4 and not np.array_equal(np.isfinite(array), np.isfinite(cast)):
+            raise ValueError(f"{self.where}: {key} holds float64 values outside the float32 range")
+        return cast
+
+    def read_iterations(self, key):
+        value = int(self._read(key)[()])
+        if value < 0:
+            raise ValueError(f"{self.where}: expected {key} >= 0, received {value}")
+        return value

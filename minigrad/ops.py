@@ -256,6 +256,8 @@ def _check_matmul(a, b):
 
 
 class MatMul(Function):
+    name = "matmul"  # in error messages (set_check_finite)
+
     @staticmethod
     def forward(ctx, a, b):
         _check_matmul(a, b)

@@ -20,6 +20,7 @@ Graph semantics (PyTorch conventions):
 """
 import numpy as np
 
+from . import function as _function
 from .function import Function, is_grad_enabled  # noqa: F401  (re-exported)
 
 _F32 = np.dtype(np.float32)
@@ -185,6 +186,8 @@ def _backpropagate(root, grad):
         input_grads = node.function.backward(node.ctx, grad)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
+        if _function._check_finite:
+            _function.check_backward(node.function, input_grads)
         for x, g, needed in zip(node.inputs, input_grads, node.ctx.needs_input_grad):
             if not needed or g is None:
                 continue
