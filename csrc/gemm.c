@@ -83,6 +83,15 @@ static void ws_free(void *raw) { free(raw); }
 static void ws_key_init(void) { ws_key_ok = pthread_key_create(&ws_key, ws_free) == 0; }
 #endif
 
+/* How many times any thread's packing workspace was (re)allocated: flat once
+ * a training loop is warm (see mg_gemm_workspace_allocations). */
+static atomic_llong ws_allocations;
+
+long long mg_gemm_workspace_allocations(void)
+{
+    return atomic_load(&ws_allocations);
+}
+
 static float *ws_get(size_t nfloats)
 {
     if (nfloats > (SIZE_MAX - 128) / sizeof(float)) return NULL;
@@ -96,6 +105,7 @@ static float *ws_get(size_t nfloats)
     tls_ws.raw = raw;
     tls_ws.p = (float *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
     tls_ws.cap = bytes;
+    atomic_fetch_add(&ws_allocations, 1);
 #ifdef MG_HAVE_PTHREAD
     pthread_once(&ws_once, ws_key_init);
     if (ws_key_ok) pthread_setspecific(ws_key, raw);

@@ -26,6 +26,9 @@ int mg_default_num_threads(void);
 int mg_has_openmp(void);
 /* Which GEMM micro-kernel runs on this CPU: "avx2-fma" or "portable". */
 const char *mg_gemm_kernel_name(void);
+/* How many times a GEMM packing workspace was (re)allocated, over all threads:
+ * each calling thread keeps one that only grows, so this stays flat in a loop. */
+long long mg_gemm_workspace_allocations(void);
 
 /* C = alpha * op(A) * op(B) + beta * C, then optionally C += bias (row vector of
  * length n, broadcast over rows) and C = max(C, 0) when relu != 0.

@@ -134,7 +134,13 @@ def has_openmp():
 
 
 def gemm_kernel_name():
+    """The GEMM micro-kernel this CPU runs: "avx2-fma" or "portable"."""
     return ffi.string(lib.mg_gemm_kernel_name()).decode()
+
+
+def gemm_workspace_allocations():
+    """How many times a GEMM packing buffer was (re)allocated, over all threads."""
+    return int(lib.mg_gemm_workspace_allocations())
 
 
 # ---------------------------------------------------------------- gemm

@@ -18,13 +18,16 @@ gradients before starting the next (``Sequential.train_step``) may pass one.
 """
 import numpy as np
 
+from . import kernels
+
 _F32 = np.dtype(np.float32)
 _stats = {"allocations": 0, "bytes": 0}
 
 
 def workspace_stats():
-    """Buffers allocated by all workspaces so far (count and bytes): flat once a loop is warm."""
-    return dict(_stats)
+    """Buffers allocated so far: by all workspaces (count and bytes) and for GEMM
+    packing in C (count). All three stay flat once a training loop is warm."""
+    return dict(_stats, gemm_allocations=kernels.gemm_workspace_allocations())
 
 
 class Workspace:

@@ -28,10 +28,10 @@ class _Recorder(callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self.after_first_step is None:
-            self.after_first_step = workspace_stats()["allocations"]
+            self.after_first_step = workspace_stats()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.per_epoch.append(workspace_stats()["allocations"])
+        self.per_epoch.append(workspace_stats())
 
 
 def test_fit_allocates_no_buffers_after_the_first_step():
