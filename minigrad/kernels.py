@@ -46,8 +46,14 @@ def _describe(x):
     return f"{type(x).__name__}"
 
 
+def _usable_in_place(x):
+    """C can read/write x directly: C-contiguous and aligned for its dtype (an
+    unaligned float load is undefined behaviour in C, even where x86 tolerates it)."""
+    return x.flags.c_contiguous and x.flags.aligned
+
+
 def _input(op, name, x, ndim):
-    """A float32 C-contiguous view of `x` (copied only if not contiguous)."""
+    """A float32 C-contiguous, aligned view of `x` (copied only if it is not one)."""
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{op}: expected {name} to be a numpy float32 array, received {_describe(x)}")
     if x.dtype != F32:
@@ -55,8 +61,8 @@ def _input(op, name, x, ndim):
     if x.ndim != ndim:
         raise ValueError(f"{op}: expected {name} with {ndim} dimension(s), "
                          f"received shape {x.shape}")
-    if not x.flags.c_contiguous:
-        x = np.ascontiguousarray(x)
+    if not _usable_in_place(x):
+        x = np.array(x, order="C")  # a fresh array is always aligned
     return x
 
 
@@ -68,10 +74,11 @@ def _output(op, name, out, shape, inputs=()):
         raise TypeError(f"{op}: expected {name} to be a float32 array, received {_describe(out)}")
     if out.shape != tuple(shape):
         raise ValueError(f"{op}: expected {name} of shape {tuple(shape)}, received {out.shape}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError(f"{op}: expected {name} to be writeable and C-contiguous "
-                         f"(it is written in place), received a "
-                         f"{'read-only' if not out.flags.writeable else 'non-contiguous'} array")
+    if not _usable_in_place(out) or not out.flags.writeable:
+        problem = ("read-only" if not out.flags.writeable else
+                   "non-contiguous" if not out.flags.c_contiguous else "misaligned")
+        raise ValueError(f"{op}: expected {name} to be writeable, C-contiguous and aligned "
+                         f"(it is written in place), received a {problem} array")
     for other_name, other in inputs:
         if other is not None and np.may_share_memory(out, other):
             raise ValueError(f"{op}: {name} must not share memory with {other_name}")
@@ -101,7 +108,9 @@ def _labels(op, target, rows, cols):
         if lo < 0 or hi >= cols:
             bad = lo if lo < 0 else hi
             raise ValueError(f"{op}: expected class indices in [0, {cols}), received {bad}")
-    return np.ascontiguousarray(target, dtype=I64)
+    if target.dtype == I64 and _usable_in_place(target):
+        return target
+    return np.array(target, dtype=I64, order="C")
 
 
 def _ptr(x):
@@ -339,15 +348,19 @@ def _param_table(op, ws, gs, slot_lists):
     ws, gs = _as_list(ws), _as_list(gs)
     slot_lists = [_as_list(s) for s in slot_lists]
     arrays = ws + gs + [s for slots in slot_lists for s in slots]
+    # the grouping is part of the key: the same arrays split differently into
+    # parameters, gradients and slots make a different (or invalid) table
+    layout = (len(ws), len(gs)) + tuple(len(s) for s in slot_lists)
     cached = _table_cache.get(op)
-    if (cached is not None and len(cached[0]) == len(arrays)
-            and all(a is b for a, b in zip(arrays, cached[0]))
-            and all(w.flags.writeable for w in cached[3])):
-        return cached[1], len(ws), cached[2]
+    if (cached is not None and cached[0] == layout and len(cached[1]) == len(arrays)
+            and all(a is b for a, b in zip(arrays, cached[1]))
+            and all(w.flags.writeable for w in cached[4])):
+        return cached[2], len(ws), cached[3]
     table, count, keep = _validate_params(op, ws, gs, slot_lists)
-    if all(isinstance(g, np.ndarray) and g.dtype == F32 and g.flags.c_contiguous for g in gs):
+    # cache only tables that point at the caller's own arrays (no gradient was copied)
+    if all(isinstance(g, np.ndarray) and g.dtype == F32 and _usable_in_place(g) for g in gs):
         written = ws + [s for slots in slot_lists for s in slots]
-        _table_cache[op] = (arrays, table, keep, written)
+        _table_cache[op] = (layout, arrays, table, keep, written)
     return table, count, keep
 
 

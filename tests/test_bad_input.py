@@ -300,8 +300,8 @@ OUT_CALLS = [  # (op, call taking out)
 def test_bad_out_arrays_raise_value_error(op, call, shape, name):
     for kind, out in _bad_outs(shape):
         before = out.copy()
-        raises(ValueError, f"{op}: expected {name} to be writeable and C-contiguous (it is written in place), "
-               f"received a {kind} array", call, out)
+        raises(ValueError, f"{op}: expected {name} to be writeable, C-contiguous and aligned (it is written "
+               f"in place), received a {kind} array", call, out)
         np.testing.assert_array_equal(out, before)  # untouched
 
 
@@ -594,3 +594,34 @@ def test_relu_backward_into_read_only_memmap_does_not_crash(tmp_path):
         """)
     assert proc.returncode == 0, f"exit status {proc.returncode} (-11 = SIGSEGV)\n{proc.stderr}"
     assert "ValueError: relu_backward" in proc.stdout
+
+
+def _misaligned_f32(n):
+    """A C-contiguous float32 array whose data starts one byte past alignment."""
+    return np.zeros(n * 4 + 1, np.uint8)[1:].view(np.float32)
+
+
+def test_misaligned_output_is_rejected_and_misaligned_input_is_copied():
+    # Found by the sanitizer stage: a misaligned float load/store is undefined
+    # behaviour in C even where x86 tolerates it, so C only ever sees aligned data.
+    out = _misaligned_f32(3)
+    assert out.flags.c_contiguous and not out.flags.aligned
+    raises(ValueError, "bias_grad: expected out to be writeable, C-contiguous and aligned (it is written "
+           "in place), received a misaligned array", kernels.bias_grad, np.ones((4, 3), F32), out)
+    x = _misaligned_f32(12).reshape(4, 3)
+    x[:] = np.arange(12, dtype=F32).reshape(4, 3)
+    np.testing.assert_array_equal(kernels.bias_grad(x), [18.0, 22.0, 26.0])
+    labels = np.zeros(3 * 8 + 1, np.uint8)[1:].view(np.int64)
+    labels[:] = [0, 1, 2]
+    loss, probs, _ = kernels.softmax_xent_forward(np.zeros((3, 3), F32), labels)
+    assert abs(loss - np.log(3.0)) < 1e-6
+
+
+def test_optimizer_table_cache_keys_on_the_grouping_of_arrays():
+    # Found by fuzzing: the same arrays regrouped (w, g as two parameters with no
+    # gradients) once hit the cached one-parameter table and overflowed it in C.
+    w, g = np.ones(3, F32), np.ones(3, F32)
+    kernels.sgd_update(w, g, None, 0.01)
+    raises(ValueError, "sgd_update: expected as many grads as parameters (2), received 0",
+           kernels.sgd_update, [w, g], [], None, 0.01)
+
