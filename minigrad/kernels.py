@@ -12,6 +12,7 @@ function with the same name and signature.
 >>> kernels.gemm(np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)).tolist()[0]
 [3.0, 3.0, 3.0, 3.0]
 """
+import math
 import numbers
 
 import numpy as np
@@ -27,6 +28,8 @@ except ImportError as exc:  # pragma: no cover - depends on how minigrad was ins
 
 F32 = np.dtype(np.float32)
 I64 = np.dtype(np.int64)
+_FLT_MIN = float(np.finfo(np.float32).tiny)
+_FLT_MAX = float(np.finfo(np.float32).max)
 _ERRORS = {lib.MG_EINVAL: "invalid size or leading dimension",
            lib.MG_ENOMEM: "out of memory",
            lib.MG_ELABEL: "a class index is outside [0, number of classes)"}
@@ -62,14 +65,18 @@ def _input(op, name, x, ndim):
         raise ValueError(f"{op}: expected {name} with {ndim} dimension(s), "
                          f"received shape {x.shape}")
     if not _usable_in_place(x):
-        x = np.array(x, order="C")  # a fresh array is always aligned
+        try:
+            x = np.array(x, order="C")  # a fresh array is always aligned
+        except (MemoryError, ValueError) as exc:
+            raise MemoryError(f"{op}: cannot copy {name} of shape {x.shape} into a contiguous "
+                              f"array ({x.size * 4:,} bytes): {exc}") from None
     return x
 
 
 def _output(op, name, out, shape, inputs=()):
     """A new float32 array of `shape`, or `out` checked to be a safe destination."""
     if out is None:
-        return np.empty(shape, dtype=F32)
+        return _allocate(op, name, shape)
     if not isinstance(out, np.ndarray) or out.dtype != F32:
         raise TypeError(f"{op}: expected {name} to be a float32 array, received {_describe(out)}")
     if out.shape != tuple(shape):
@@ -118,10 +125,46 @@ def _ptr(x):
 
 
 def _scalar(op, name, value):
+    """A real hyperparameter as a float that C will round to float32 without surprise.
+
+    A finite value that float32 cannot represent (|x| > 3.4e38 becomes inf, a
+    non-zero |x| < 1.2e-38 becomes a subnormal that flush-to-zero reads as 0)
+    would make C compute something the caller did not ask for, so it is refused.
+    NaN and inf are passed through: IEEE arithmetic then says what happens.
+    """
     if not isinstance(value, numbers.Real):
         raise TypeError(f"{op}: expected {name} to be a real number, "
                         f"received {type(value).__name__}")
-    return float(value)
+    try:
+        x = float(value)
+    except OverflowError:
+        x = math.inf  # an int beyond float64: certainly beyond float32
+        finite = True
+    else:
+        finite = math.isfinite(x)
+    if finite and x != 0.0:
+        x32 = abs(float(np.float32(x))) if math.isfinite(x) else math.inf
+        if not _FLT_MIN <= x32 <= _FLT_MAX:
+            raise ValueError(f"{op}: expected {name} to be 0 or a float32-representable magnitude "
+                             f"in [1.2e-38, 3.4e38], received {value!r}")
+    return x
+
+
+def _flag(op, name, value):
+    """A yes/no option: bool, int or None (no). Arrays are refused: their truth is ambiguous."""
+    if value is None:
+        return False
+    if not isinstance(value, (bool, int, np.bool_, np.integer)):
+        raise TypeError(f"{op}: expected {name} to be a bool, received {type(value).__name__}")
+    return bool(value)
+
+
+def _allocate(op, name, shape):
+    try:
+        return np.empty(shape, dtype=F32)
+    except (MemoryError, ValueError) as exc:
+        raise MemoryError(f"{op}: cannot allocate {name} of shape {tuple(shape)} "
+                          f"({math.prod(shape) * 4:,} bytes): {exc}") from None
 
 
 # ---------------------------------------------------------------- threads
@@ -162,6 +205,8 @@ def gemm(a, b, out=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
     beta != 0 (it is read); `bias` has one value per output column.
     """
     op = "gemm"
+    trans_a, trans_b = _flag(op, "trans_a", trans_a), _flag(op, "trans_b", trans_b)
+    relu = _flag(op, "relu", relu)
     a = _input(op, "a", a, 2)
     b = _input(op, "b", b, 2)
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
@@ -354,13 +399,16 @@ def _param_table(op, ws, gs, slot_lists):
     cached = _table_cache.get(op)
     if (cached is not None and cached[0] == layout and len(cached[1]) == len(arrays)
             and all(a is b for a, b in zip(arrays, cached[1]))
+            # an ndarray's dtype, shape and strides can be reassigned in place
+            and all(a.dtype == F32 and a.shape == shape and _usable_in_place(a)
+                    for a, shape in zip(arrays, cached[5]))
             and all(w.flags.writeable for w in cached[4])):
         return cached[2], len(ws), cached[3]
     table, count, keep = _validate_params(op, ws, gs, slot_lists)
     # cache only tables that point at the caller's own arrays (no gradient was copied)
     if all(isinstance(g, np.ndarray) and g.dtype == F32 and _usable_in_place(g) for g in gs):
         written = ws + [s for slots in slot_lists for s in slots]
-        _table_cache[op] = (layout, arrays, table, keep, written)
+        _table_cache[op] = (layout, arrays, table, keep, written, [a.shape for a in arrays])
     return table, count, keep
 
 

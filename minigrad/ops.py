@@ -232,11 +232,11 @@ class Transpose(Function):
     """Reverses the axes (x.T); the result is a contiguous copy, as kernels expect."""
     @staticmethod
     def forward(ctx, x):
-        return np.ascontiguousarray(x.T)
+        return np.array(x.T, order="C")  # not ascontiguousarray, which makes 0-d arrays 1-d
 
     @staticmethod
     def backward(ctx, grad):
-        return np.ascontiguousarray(grad.T)
+        return np.array(grad.T, order="C")
 
 
 # ---------------------------------------------------------------- the C-kernel ops

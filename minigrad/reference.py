@@ -31,7 +31,7 @@ def gemm(a, b, out=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
          bias=None, relu=False):
     opa = a.T if trans_a else a
     opb = b.T if trans_b else b
-    if alpha == 0.0:  # BLAS convention: a and b are not read, so NaN in them does not leak
+    if alpha == 0.0 or opa.shape[1] == 0:  # BLAS convention: a and b (and alpha) are not used
         result = np.zeros((opa.shape[0], opb.shape[1]))
     else:
         result = alpha * (opa.astype(np.float64) @ opb.astype(np.float64))

@@ -625,3 +625,11 @@ def test_optimizer_table_cache_keys_on_the_grouping_of_arrays():
     raises(ValueError, "sgd_update: expected as many grads as parameters (2), received 0",
            kernels.sgd_update, [w, g], [], None, 0.01)
 
+
+
+def test_gemm_flags_must_be_bools():
+    a = np.ones((2, 2), F32)
+    raises(TypeError, "gemm: expected trans_a to be a bool, received str", kernels.gemm, a, a, trans_a="yes")
+    raises(TypeError, "gemm: expected relu to be a bool, received ndarray", kernels.gemm, a, a,
+           relu=np.array([True, False]))
+    np.testing.assert_array_equal(kernels.gemm(a, a, trans_b=None), np.full((2, 2), 2.0, F32))

@@ -75,3 +75,22 @@ def test_missing_dataset_exits_1_with_the_loaders_message(tmp_path):
 def test_main_returns_1_for_missing_data(tmp_path, capsys):
     assert train_mnist.main(["--data", str(tmp_path)]) == 1
     assert "train_mnist: error: could not load MNIST" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from Linux /proc")
+def test_main_job_peak_memory_stays_under_400_mb():
+    # The performance target: the whole main job (60000 float32 images, one-hot
+    # labels, the model, the test set) peaks under 400 MB; PyTorch's run is ~530 MB.
+    code = ("import runpy, sys\n"
+            "sys.argv = ['train_mnist', '--epochs', '1', '--threads', '1', '--verbose', '0']\n"
+            "try:\n"
+            "    runpy.run_module('minigrad.train_mnist', run_name='__main__')\n"
+            "except SystemExit as exit:\n"
+            "    assert not exit.code, exit.code\n"
+            "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n")
+    env = dict(os.environ, MINIGRAD_DATA=str(mnist_dir()))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                            timeout=300, cwd=str(Path(__file__).resolve().parent))
+    assert result.returncode == 0, result.stderr
+    peak_kb = int(re.search(r"VmHWM:\s+(\d+) kB", result.stdout).group(1))
+    assert peak_kb < 400 * 1024, f"peak RSS {peak_kb / 1024:.0f} MB"

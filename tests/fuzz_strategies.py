@@ -1,0 +1,440 @@
+"""Building blocks for tests/test_fuzz.py: arbitrary arrays (any dtype, ndim,
+layout, values), arbitrary non-arrays, scalars, class labels, output buffers
+and aliases, and a short description of a call for reproducers.
+
+Everything is drawn through hypothesis' ``st.data()`` so that shrinking works
+and each choice is printed in a falsifying example. The draws are written so
+that shrinking goes towards the simplest case: index 0 of every choice is the
+plain valid one (a C-contiguous float32 array of zeros of the right shape).
+Bulk values come from NumPy generators seeded from one integer drawn per case
+(``begin_case``), which keeps the cost per example low (hypothesis costs about
+0.1 ms per draw) for arrays of tens of thousands of elements.
+"""
+import functools
+import os
+
+import numpy as np
+from hypothesis import strategies as st
+
+import minigrad as mg
+
+F32 = np.dtype(np.float32)
+TINY32 = float(np.finfo(np.float32).tiny)       # smallest normal float32
+EPS32 = float(np.finfo(np.float32).eps)
+
+# Inputs that trigger the library bugs found by this suite (each has a strict
+# xfail reproducer in test_fuzz.py). While they are open the fuzz families do not
+# generate them (or, for messages only, the oracle tolerates them), so the suite
+# stays green. After a fix, run with MINIGRAD_FUZZ_KNOWN_BUGS=1 to fuzz them too.
+AVOID_KNOWN_BUGS = os.environ.get("MINIGRAD_FUZZ_KNOWN_BUGS", "") != "1"
+
+INT_DTYPES = [np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64,
+                                     np.uint8, np.uint16, np.uint32, np.uint64)]
+BAD_DTYPES = ([np.dtype(t) for t in (np.float64, np.float16, np.bool_, object,
+                                     np.complex64, np.complex128)]
+              + INT_DTYPES
+              + [np.dtype(">f4"), np.dtype("<U3"), np.dtype("S3"), np.dtype("M8[s]"),
+                 np.dtype("m8[s]"), np.dtype([("x", "<f4")])])
+ALL_DTYPES = [F32] + BAD_DTYPES
+
+# Memory layouts with the same values. Index 0 is plain C order.
+LAYOUTS = ["C", "F", "strided", "negative", "transposed", "readonly", "unaligned",
+           "offset", "broadcast"]
+# Layouts a kernel may write into (out, parameters, optimizer slots): C-contiguous,
+# writeable and aligned (kernels.py rejects a misaligned destination).
+WRITABLE_LAYOUTS = ["C", "offset"]
+
+VALUE_PROFILES = ["zeros", "ints", "normal", "wide", "specials", "huge", "subnormal"]
+
+
+# Hypothesis costs about 0.1 ms per draw, so strategies are built once and cached,
+# an argument's kind, value profile and layout are one draw, and bulk values come
+# from one seed per case (see begin_case).
+_CACHE = {}
+_BY_ID = {}  # id of a long constant tuple -> (the tuple, its strategy)
+_CASE = {"seed": 0, "arrays": 0}
+
+
+def begin_case(data):
+    """Draw the seed every array of this case derives its values from."""
+    _CASE["seed"] = integer(data, 0, 2**32 - 1, "seed")
+    _CASE["arrays"] = 0
+
+
+def _rng():
+    _CASE["arrays"] += 1
+    return np.random.default_rng([_CASE["seed"], _CASE["arrays"]])
+
+
+def draw(data, strategy, label):
+    return data.draw(strategy, label=label)
+
+
+def pick(data, options, label):
+    """One of `options` (shrinks towards the first)."""
+    entry = _BY_ID.get(id(options))
+    if entry is not None and entry[0] is options:
+        return data.draw(entry[1], label=label)
+    as_tuple = tuple(options)
+    try:
+        key = tuple((type(v), v) for v in as_tuple)
+        hash(key)
+    except TypeError:  # unhashable options (arrays): draw an index
+        return as_tuple[integer(data, 0, len(as_tuple) - 1, label)]
+    strategy = _CACHE.get(key)
+    if strategy is None:
+        strategy = _CACHE[key] = st.sampled_from(as_tuple)
+    if type(options) is tuple and len(options) > 16:
+        _BY_ID[id(options)] = (options, strategy)
+    return data.draw(strategy, label=label)
+
+
+def integer(data, lo, hi, label):
+    key = ("int", lo, hi)
+    strategy = _CACHE.get(key)
+    if strategy is None:
+        strategy = _CACHE[key] = st.integers(lo, hi)
+    return data.draw(strategy, label=label)
+
+
+def boolean(data, label):
+    return pick(data, (False, True), label)
+
+
+# ---------------------------------------------------------------- values
+
+def float_values(shape, profile, **kw):
+    """float64 values of `shape` for a value profile: zeros, small integers (ties,
+    exact zeros), normal, a wide range of magnitudes (up to `mag`), NaN/inf/-0.0
+    sprinkled in, huge (up to `huge`), or float32 subnormals mixed with normal values."""
+    return np.array(_float_values(shape, profile, **kw), dtype=np.float64).reshape(shape)
+
+
+def _float_values(shape, profile, *, mag=1e3, huge=1e15):
+    if profile == "zeros":
+        return np.zeros(shape)
+    rng = _rng()
+    if profile == "ints":
+        return rng.integers(-3, 4, shape).astype(np.float64)
+    if profile == "normal":
+        return rng.standard_normal(shape)
+    if profile == "huge":
+        return rng.uniform(-huge, huge, shape)
+    sign = rng.choice([-1.0, 1.0], shape)
+    if profile == "subnormal":
+        tiny = sign * 10.0 ** rng.uniform(-45, -38, shape)  # float32 subnormals (and a few 0)
+        return np.where(rng.random(shape) < 0.5, tiny, rng.standard_normal(shape))
+    wide = sign * 10.0 ** rng.uniform(-6, np.log10(mag), shape)
+    if profile == "wide":
+        return wide
+    special = rng.choice([np.nan, np.inf, -np.inf, 0.0, -0.0], shape)
+    return np.where(rng.random(shape) < 0.3, special, wide)
+
+
+def cast(values, dtype):
+    """values (float64) as an array of `dtype`, whatever the dtype."""
+    dtype = np.dtype(dtype)
+    with np.errstate(all="ignore"):
+        if dtype.fields:
+            out = np.zeros(values.shape, dtype)
+            out["x"] = values
+            return out
+        if dtype.kind in "USMm":
+            return np.nan_to_num(values).astype(np.int64).astype(dtype)
+        if dtype.kind in "iub":
+            return np.nan_to_num(values, posinf=0, neginf=0).astype(dtype)
+        return values.astype(dtype)
+
+
+def lay_out(x, layout, axis=0):
+    """x (C-contiguous) rearranged in memory as `layout`; same shape and, except
+    for 'broadcast' (constant along `axis`), the same values."""
+    if x.ndim == 0 and layout in ("F", "strided", "negative", "transposed", "broadcast"):
+        layout = "C"
+    axis = axis % max(x.ndim, 1)
+    if layout == "C":
+        return np.array(x, order="C", copy=True)
+    if layout == "F":
+        return np.asfortranarray(x)
+    if layout == "strided":
+        big_shape = list(x.shape)
+        big_shape[axis] *= 2
+        big = np.zeros(big_shape, x.dtype)
+        index = [slice(None)] * x.ndim
+        index[axis] = slice(None, None, 2)
+        big[tuple(index)] = x
+        return big[tuple(index)]
+    if layout == "negative":
+        return np.flip(np.flip(x, axis).copy(), axis)
+    if layout == "transposed":
+        return x.T.copy().T
+    if layout == "readonly":
+        y = x.copy()
+        y.setflags(write=False)
+        return y
+    if layout == "unaligned":
+        if x.dtype.hasobject or x.dtype.itemsize == 1:
+            return x.copy()
+        buf = np.zeros(x.nbytes + 1, np.uint8)
+        y = buf[1:].view(x.dtype).reshape(x.shape)
+        y[...] = x
+        return y
+    if layout == "offset":  # contiguous, inside a larger buffer it does not own
+        buf = np.zeros(x.size + 3, x.dtype)
+        y = buf[2:2 + x.size].reshape(x.shape)
+        y[...] = x
+        return y
+    if layout == "broadcast":  # zero stride along axis, read-only
+        return np.broadcast_to(x.take([0] if x.shape[axis] else [], axis=axis)
+                               if x.shape[axis] else x, x.shape)
+    raise AssertionError(layout)
+
+
+@functools.lru_cache(maxsize=None)
+def _specs(subnormal, specials, layouts, p_bad=0.0):
+    """Every (value profile, layout, axis) combination, simplest first, then (for
+    arguments) enough "bad" entries to make up p_bad of the choices."""
+    profiles = [p for p in VALUE_PROFILES
+                if (subnormal or p != "subnormal") and (specials or p != "specials")]
+    specs = tuple((p, layout, axis) for p in profiles for layout in layouts
+                  for axis in ((0, 1, 2, 3) if layout in ("strided", "negative", "broadcast") else (0,)))
+    return specs + ("bad",) * int(round(len(specs) * p_bad / (1 - p_bad))) if p_bad < 1 else ("bad",)
+
+
+def array(data, shape, label, *, dtype=F32, layouts=LAYOUTS, subnormal=False, specials=True,
+          spec=None, **value_kw):
+    """An array of `shape` and `dtype` with drawn values and memory layout."""
+    if spec is None:
+        spec = pick(data, _specs(subnormal, specials, tuple(layouts)), f"{label}.spec")
+    profile, layout, axis = spec
+    values = float_values(shape, profile, **value_kw)
+    return lay_out(cast(values, dtype), layout, axis)
+
+
+# ---------------------------------------------------------------- wrong arguments
+
+def wrong_shape(data, shape, label):
+    """A shape that differs from `shape`: another ndim, or one dimension changed."""
+    shape = list(shape)
+    how = pick(data, ["dim", "add", "drop"] if shape else ["add"], f"{label}.wrong")
+    if how == "add":
+        pos = integer(data, 0, len(shape), f"{label}.pos")
+        return tuple(shape[:pos] + [integer(data, 0, 3, f"{label}.new")] + shape[pos:])
+    pos = integer(data, 0, len(shape) - 1, f"{label}.pos")
+    if how == "drop":
+        return tuple(shape[:pos] + shape[pos + 1:])
+    new = pick(data, [0, 1, shape[pos] + 1, max(shape[pos] - 1, 0), 2 * shape[pos] + 3], f"{label}.new")
+    if new == shape[pos]:
+        new += 1
+    shape[pos] = new
+    return tuple(shape)
+
+
+NON_ARRAYS = ["list", "float", "int", "None", "str", "bytes", "complex", "Tensor",
+              "np.float32 scalar", "0-d float64", "dict", "memoryview", "bool", "nested ragged"]
+
+
+def non_array(data, shape, label):
+    """Something that is not a NumPy array (or a plainly wrong one)."""
+    kind = pick(data, NON_ARRAYS, f"{label}.non_array")
+    values = np.zeros(shape, np.float32)
+    return {
+        "list": lambda: values.tolist(),
+        "float": lambda: 1.5,
+        "int": lambda: 3,
+        "None": lambda: None,
+        "str": lambda: "1.0",
+        "bytes": lambda: b"\x00\x00\x80?",
+        "complex": lambda: 1 + 2j,
+        "Tensor": lambda: mg.Tensor(values),
+        "np.float32 scalar": lambda: np.float32(2.0),
+        "0-d float64": lambda: np.array(2.0),
+        "dict": lambda: {"x": values},
+        "memoryview": lambda: memoryview(values.reshape(-1)),
+        "bool": lambda: True,
+        "nested ragged": lambda: [[1.0, 2.0], [3.0]],
+    }[kind]()
+
+
+# A broadcast view of HUGE_DIM**2 float32 would need 1 PiB: more than the address
+# space, so a copy fails at once whatever the kernel's overcommit setting.
+HUGE_DIM = 2**24
+
+
+def arg(data, shape, label, *, p_bad=0.2, allow_huge=True, **array_kw):
+    """An argument meant to be a float32 array of `shape`: usually one (any layout,
+    any values), otherwise a wrong dtype, a wrong shape, a non-array or a huge
+    broadcast view (whose contiguous copy cannot be allocated)."""
+    layouts = tuple(array_kw.pop("layouts", LAYOUTS))
+    spec = pick(data, _specs(array_kw.get("subnormal", False), array_kw.get("specials", True),
+                             layouts, p_bad), f"{label}.spec")
+    if spec != "bad":
+        return array(data, shape, label, spec=spec, **array_kw)
+    bad = pick(data, ["dtype", "shape", "non_array", "huge"] if allow_huge
+                                     else ["dtype", "shape", "non_array"], f"{label}.bad")
+    if bad == "dtype":
+        dtype = pick(data, BAD_DTYPES, f"{label}.dtype")
+        return array(data, shape, label, dtype=dtype, **array_kw)
+    if bad == "shape":
+        return array(data, wrong_shape(data, shape, label), label, **array_kw)
+    if bad == "huge" and len(shape) >= 1:
+        dims = (HUGE_DIM, HUGE_DIM) + (1,) * (len(shape) - 2) if len(shape) > 1 else (HUGE_DIM**2,)
+        return np.broadcast_to(np.float32(1.0), dims)
+    return non_array(data, shape, label)
+
+
+def alias_of(base, shape):
+    """A float32 view of `shape` into the memory of `base` (or of the buffer `base`
+    is a view of), overlapping it at least partly; None if there is none."""
+    for buf in (base, getattr(base, "base", None)):
+        if (isinstance(buf, np.ndarray) and buf.dtype == F32 and buf.flags.c_contiguous
+                and buf.flags.writeable):
+            flat = buf.reshape(-1)
+            size = int(np.prod(shape))
+            if size == 0 or flat.size < size:
+                continue
+            start = (flat.size - size) // 2
+            return flat[start:start + size].reshape(shape)
+    return None
+
+
+def out_arg(data, shape, label, others=()):
+    """An output buffer argument: None, a valid destination (any writable layout),
+    a bad one (read-only, non-contiguous, wrong dtype/shape, non-array) or an
+    alias of another argument (the same object, a view, a partial overlap)."""
+    kind = pick(data, ["None", "fresh", "bad layout", "bad", "alias"], f"{label}.out")
+    if kind == "None":
+        return None
+    if kind == "fresh":
+        return array(data, shape, label, layouts=WRITABLE_LAYOUTS)
+    if kind == "bad layout":
+        layout = pick(data, [x for x in LAYOUTS if x not in WRITABLE_LAYOUTS], f"{label}.layout")
+        return lay_out(np.zeros(shape, F32), layout, 0)
+    if kind == "bad":
+        return arg(data, shape, label, p_bad=1.0, allow_huge=False)
+    candidates = [o for o in others if isinstance(o, np.ndarray)]
+    if not candidates:
+        return np.full(shape, np.nan, F32)
+    other = pick(data, candidates, f"{label}.alias_of")
+    how = pick(data, ["same", "view", "overlap"], f"{label}.alias")
+    if how == "same" and other.shape == tuple(shape):
+        return other
+    if how == "view" and other.shape == tuple(shape):
+        return other.view()
+    view = alias_of(other, shape)
+    return view if view is not None else np.full(shape, np.nan, F32)
+
+
+# ---------------------------------------------------------------- scalars, flags, labels
+
+_SCALARS_COMMON = (0.0, 1.0, 0.5, 0.9, 0.999, 1e-3, 2.0, -1.0, -0.5, 1e-7, 10.0,
+                   float("nan"), float("inf"), float("-inf"), -0.0, 1e30, -1e30, 1e-30,
+                   0, 1, -1, 3, 2**31, True, False,
+                   np.float32(0.5), np.float64(0.1), np.int64(2), np.float16(1.0), np.uint8(1),
+                   np.float32("nan"),
+                   None, "0.1", 1 + 0j, np.array(0.5), [0.5], np.bool_(True), object())
+_SCALARS_BEYOND_FLOAT32 = (1e39, -1e300, 1e-40, 1e-50, 5e-324)  # overflow / subnormal / 0 in float32
+_SCALARS_HUGE_INT = (10**400, -10**400)                       # float(x) raises OverflowError
+_NO_DEFAULT = object()
+
+
+def real_scalar(data, label, *, default=_NO_DEFAULT, finite32=False):
+    """A hyper-parameter: `default` half the time, otherwise a sensible value, NaN,
+    +-inf, huge, tiny, negative, an integer, a bool, a NumPy scalar, or a
+    non-number (None, str, complex, 0-d array, list, object). With finite32, values
+    whose float32 rounding is not like them (overflow to inf, subnormal, 0) are
+    left out."""
+    options = _SCALARS_COMMON
+    if not finite32:
+        options = options + _SCALARS_BEYOND_FLOAT32
+    if not AVOID_KNOWN_BUGS:
+        options = options + _SCALARS_HUGE_INT
+    if default is not _NO_DEFAULT and boolean(data, f"{label}.default") is False:
+        return default
+    return options[integer(data, 0, len(options) - 1, label)]
+
+
+def flag(data, label):
+    """A boolean option: bools, integers and None (strings and arrays are refused
+    by kernels._flag; with the known bugs enabled, arrays are drawn too)."""
+    values = [False, True, 0, 1, np.bool_(True), np.bool_(False), None, 2]
+    if not AVOID_KNOWN_BUGS:
+        values.append(np.array([True, False]))
+    return pick(data, values, label)
+
+
+def labels(data, rows, cols, label):
+    """Class indices for `rows` rows of `cols` classes: usually valid, else of any
+    dtype, shape or value (negative, >= cols, huge int64, uint64 > 2**63)."""
+    kind = integer(data, 0, 9, f"{label}.kind")
+    rng = _rng()
+    valid = rng.integers(0, max(cols, 1), rows)
+    dtype = pick(data, INT_DTYPES if kind < 9 else ALL_DTYPES, f"{label}.dtype")
+    if kind < 6:  # valid values (if cols > 0 and they fit the dtype)
+        values = valid
+    elif kind < 8:  # one bad value
+        bad = pick(data, [-1, cols, cols + 1, 2**31 - 1, 2**62, 2**63 - 1, -2**63,
+                                          2**63, 2**64 - 1, -2**31], f"{label}.bad")
+        values = valid.astype(object)
+        if rows:
+            values[integer(data, 0, rows - 1, f"{label}.at")] = bad
+    else:  # wrong shape
+        values = rng.integers(0, max(cols, 1), wrong_shape(data, (rows,), label))
+    with np.errstate(all="ignore"):
+        try:
+            out = np.array(values, dtype=dtype) if dtype.kind in "iub" else cast(
+                np.asarray(values, dtype=np.float64), dtype)
+        except OverflowError:  # the bad value does not fit this dtype: wrap it
+            out = np.array([int(v) % 2**(8 * dtype.itemsize) for v in np.ravel(values)],
+                           dtype=np.uint64).astype(dtype).reshape(np.shape(values))
+    layout = pick(data, LAYOUTS, f"{label}.layout")
+    return lay_out(out, layout, 0)
+
+
+DIM_CHOICES = tuple(list(range(10)) * 8 + list(range(10, 41)) + [48, 63, 64, 65, 97, 128, 130, 145])
+
+
+def dims(data, label):
+    """One dimension: mostly small (0..9, with 0 and 1 common), sometimes medium,
+    rarely big enough for the blocked and multi-threaded paths (one draw)."""
+    return pick(data, DIM_CHOICES, label)
+
+
+LONG_DIM_CHOICES = DIM_CHOICES + (8191, 8192, 8193, 40_000)  # element-wise kernels chunk by 8192
+
+
+def shape(data, label, *, min_ndim=0, max_ndim=4, max_size=50_000):
+    ndim = integer(data, min_ndim, max_ndim, f"{label}.ndim")
+    result = [pick(data, LONG_DIM_CHOICES if ndim == 1 else DIM_CHOICES, f"{label}[{i}]")
+              for i in range(ndim)]
+    while np.prod(result, dtype=np.int64) > max_size:
+        result[int(np.argmax(result))] //= 2
+    return tuple(result)
+
+
+# ---------------------------------------------------------------- describing a call
+
+def describe(x):
+    """A short, exact enough description of an argument for a reproducer."""
+    if isinstance(x, np.ndarray):
+        flags = []
+        if not x.flags.c_contiguous:
+            flags.append("non-C-contiguous")
+        if not x.flags.writeable:
+            flags.append("read-only")
+        if not x.flags.aligned:
+            flags.append("unaligned")
+        text = f"array(shape={x.shape}, dtype={x.dtype}, strides={x.strides}{', ' if flags else ''}{', '.join(flags)}"
+        if x.size <= 12 and not x.dtype.fields:
+            text += f", values={x.tolist()!r}"
+        return text + f", id=0x{id(x):x})"
+    if isinstance(x, (list, tuple)) and any(isinstance(y, np.ndarray) for y in x):
+        inner = ", ".join(describe(y) for y in x)
+        return f"[{inner}]" if isinstance(x, list) else f"({inner})"
+    text = repr(x)
+    return text if len(text) < 120 else text[:117] + "..."
+
+
+def describe_call(name, args, kwargs):
+    parts = [describe(a) for a in args] + [f"{k}={describe(v)}" for k, v in kwargs.items()]
+    return f"{name}({', '.join(parts)})"
