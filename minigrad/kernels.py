@@ -207,6 +207,7 @@ def gemm(a, b, out=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
     op = "gemm"
     trans_a, trans_b = _flag(op, "trans_a", trans_a), _flag(op, "trans_b", trans_b)
     relu = _flag(op, "relu", relu)
+    given = (("a", a), ("b", b), ("bias", bias))  # as passed: an input copied below may still overlap out
     a = _input(op, "a", a, 2)
     b = _input(op, "b", b, 2)
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
@@ -223,7 +224,7 @@ def gemm(a, b, out=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
         bias = _input(op, "bias", bias, 1)
         if bias.shape != (n,):
             raise ValueError(f"{op}: expected bias of shape ({n},), received {bias.shape}")
-    out = _output(op, "out", out, (m, n), (("a", a), ("b", b), ("bias", bias)))
+    out = _output(op, "out", out, (m, n), given + (("a", a), ("b", b), ("bias", bias)))
     status = lib.mg_gemm(bool(trans_a), bool(trans_b), m, n, k, alpha,
                          _ptr(a), a.shape[1], _ptr(b), b.shape[1], beta,
                          _ptr(out), n, _ptr(bias) if bias is not None else ffi.NULL,
@@ -237,14 +238,15 @@ def gemm(a, b, out=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
 def add_bias(x, b, out=None):
     """out = x + b with b broadcast over rows; out may be x itself."""
     op = "add_bias"
+    given = (("x", x), ("b", b))
     x = _input(op, "x", x, 2)
     b = _input(op, "b", b, 1)
     if b.shape != (x.shape[1],):
         raise ValueError(f"{op}: expected (N, C) + (C,), received {x.shape} + {b.shape}")
     if out is not x:
-        out = _output(op, "out", out, x.shape, (("x", x), ("b", b)))
+        out = _output(op, "out", out, x.shape, given + (("x", x), ("b", b)))
     else:
-        _in_place(op, "out", out, (("b", b),))
+        _in_place(op, "out", out, given[1:] + (("b", b),))
     _check_status(op, lib.mg_add_bias(_ptr(x), _ptr(b), _ptr(out), x.shape[0], x.shape[1]))
     return out
 
@@ -252,8 +254,9 @@ def add_bias(x, b, out=None):
 def bias_grad(dy, out=None):
     """Column sums of dy (the gradient of a bias added over rows)."""
     op = "bias_grad"
+    given = (("dy", dy),)
     dy = _input(op, "dy", dy, 2)
-    out = _output(op, "out", out, (dy.shape[1],), (("dy", dy),))
+    out = _output(op, "out", out, (dy.shape[1],), given + (("dy", dy),))
     _check_status(op, lib.mg_bias_grad(_ptr(dy), _ptr(out), dy.shape[0], dy.shape[1]))
     return out
 
@@ -273,9 +276,10 @@ def _any_input(op, name, x):
 def relu_forward(x, out=None):
     """out = max(x, 0); out may be x itself."""
     op = "relu_forward"
+    given = (("x", x),)
     x = _any_input(op, "x", x)
     if out is not x:
-        out = _output(op, "out", out, x.shape, (("x", x),))
+        out = _output(op, "out", out, x.shape, given + (("x", x),))
     else:
         _in_place(op, "out", out)
     _check_status(op, lib.mg_relu_forward(_ptr(x), _ptr(out), x.size))
@@ -285,13 +289,14 @@ def relu_forward(x, out=None):
 def relu_backward(y, dy, out=None):
     """out = dy where y > 0 else 0, with y the forward output; out may be dy itself."""
     op = "relu_backward"
+    given = (("y", y), ("dy", dy))
     y = _any_input(op, "y", y)
     dy = _any_input(op, "dy", dy)
     _same_shape(op, "y and dy", y, dy)
     if out is not dy:
-        out = _output(op, "out", out, y.shape, (("y", y), ("dy", dy)))
+        out = _output(op, "out", out, y.shape, given + (("y", y), ("dy", dy)))
     else:
-        _in_place(op, "out", out, (("y", y),))
+        _in_place(op, "out", out, given[:1] + (("y", y),))
     _check_status(op, lib.mg_relu_backward(_ptr(y), _ptr(dy), _ptr(out), y.size))
     return out
 
@@ -299,14 +304,15 @@ def relu_backward(y, dy, out=None):
 def relu_backward_bias_grad(y, dy, out=None, db_out=None):
     """(dx, db): dx = dy * (y > 0) and db = column sums of dx, in one pass."""
     op = "relu_backward_bias_grad"
+    given = (("y", y), ("dy", dy))
     y = _input(op, "y", y, 2)
     dy = _input(op, "dy", dy, 2)
     _same_shape(op, "y and dy", y, dy)
     if out is not dy:
-        out = _output(op, "out", out, y.shape, (("y", y), ("dy", dy)))
+        out = _output(op, "out", out, y.shape, given + (("y", y), ("dy", dy)))
     else:
-        _in_place(op, "out", out, (("y", y),))
-    db_out = _output(op, "db_out", db_out, (y.shape[1],), (("y", y), ("dy", dy), ("out", out)))
+        _in_place(op, "out", out, given[:1] + (("y", y),))
+    db_out = _output(op, "db_out", db_out, (y.shape[1],), given + (("y", y), ("dy", dy), ("out", out)))
     _check_status(op, lib.mg_relu_backward_bias_grad(_ptr(y), _ptr(dy), _ptr(out), _ptr(db_out),
                                                      y.shape[0], y.shape[1]))
     return out, db_out

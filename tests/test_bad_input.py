@@ -633,3 +633,16 @@ def test_gemm_flags_must_be_bools():
     raises(TypeError, "gemm: expected relu to be a bool, received ndarray", kernels.gemm, a, a,
            relu=np.array([True, False]))
     np.testing.assert_array_equal(kernels.gemm(a, a, trans_b=None), np.full((2, 2), 2.0, F32))
+
+
+def test_out_overlapping_a_non_contiguous_input_is_refused():
+    # Found by fuzzing: the overlap check used to see only the contiguous copy of
+    # the input, so the caller's array was silently overwritten where out lay.
+    base = np.arange(16, dtype=F32).reshape(4, 4)
+    before = base.copy()
+    a = base[:, ::2]                                  # non-contiguous: copied before C runs
+    out = base.reshape(-1)[:8].reshape(4, 2)          # contiguous, overlaps a's memory
+    raises(ValueError, "gemm: out must not share memory with a", kernels.gemm, a, np.ones((2, 2), F32), out)
+    raises(ValueError, "relu_forward: out must not share memory with x", kernels.relu_forward, base.T,
+           base.reshape(4, 4))
+    np.testing.assert_array_equal(base, before)
