@@ -322,6 +322,9 @@ class Softmax(Function):
     """Softmax over the last axis."""
     @staticmethod
     def forward(ctx, x):
+        if x.ndim and x.shape[-1] == 0:
+            raise ValueError(f"softmax: expected at least one value along the last axis, "
+                             f"received shape {x.shape}")
         z = x - x.max(axis=-1, keepdims=True)
         e = np.exp(z)
         y = (e / e.sum(axis=-1, keepdims=True)).astype(_F32, copy=False)

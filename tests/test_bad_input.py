@@ -646,3 +646,9 @@ def test_out_overlapping_a_non_contiguous_input_is_refused():
     raises(ValueError, "relu_forward: out must not share memory with x", kernels.relu_forward, base.T,
            base.reshape(4, 4))
     np.testing.assert_array_equal(base, before)
+
+
+@pytest.mark.parametrize("shape", [(3, 0), (0,)])
+def test_softmax_needs_values_along_the_last_axis(shape):
+    raises(ValueError, f"softmax: expected at least one value along the last axis, received shape {shape}",
+           mg.softmax, mg.Tensor(np.zeros(shape, F32)))
