@@ -23,6 +23,15 @@ static float softmax_row(const float *z, float *p, int64_t cols, float *zmax)
     return logf(sum);
 }
 
+/* Checked before anything is written, so a bad label leaves every output untouched. */
+static int labels_in_range(const int64_t *labels, int64_t rows, int64_t cols)
+{
+    for (int64_t i = 0; i < rows; i++)
+        if (labels[i] < 0 || labels[i] >= cols)
+            return 0;
+    return 1;
+}
+
 static float mean_in_row_order(const float *row_loss, int64_t rows)
 {
     double total = 0.0;
@@ -37,9 +46,8 @@ int mg_softmax_xent_forward_index(const float *logits, const int64_t *labels,
 {
     if (rows < 0 || cols <= 0)
         return MG_EINVAL;
-    for (int64_t i = 0; i < rows; i++)
-        if (labels[i] < 0 || labels[i] >= cols)
-            return MG_ELABEL;
+    if (!labels_in_range(labels, rows, cols))
+        return MG_ELABEL;
     MG_OMP(omp parallel num_threads(MG_THREADS(rows * cols * 8)))
     {
         MG_FTZ_BEGIN;
@@ -89,9 +97,8 @@ int mg_softmax_xent_backward_index(const float *probs, const int64_t *labels, fl
 {
     if (rows < 0 || cols <= 0)
         return MG_EINVAL;
-    for (int64_t i = 0; i < rows; i++)
-        if (labels[i] < 0 || labels[i] >= cols)
-            return MG_ELABEL;
+    if (!labels_in_range(labels, rows, cols))
+        return MG_ELABEL;
     MG_OMP(omp parallel num_threads(MG_THREADS(rows * cols)))
     {
         MG_FTZ_BEGIN;
