@@ -44,17 +44,13 @@ def _fresh(array):
     return np.array(array, dtype=_F32, order="C")
 
 
-def _shape_of(x):
-    return np.shape(x)
-
-
 
 # ---------------------------------------------------------------- element-wise, broadcasting
 
 class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = (_shape_of(a), _shape_of(b))
+        ctx.shapes = (np.shape(a), np.shape(b))
         return np.add(a, b, dtype=_F32)
 
     @staticmethod
@@ -80,7 +76,7 @@ class AddBias(Function):
 class Sub(Function):
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = (_shape_of(a), _shape_of(b))
+        ctx.shapes = (np.shape(a), np.shape(b))
         return np.subtract(a, b, dtype=_F32)
 
     @staticmethod
