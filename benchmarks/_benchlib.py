@@ -50,6 +50,41 @@ def synthetic_mnist(n=N_TRAIN, seed=0):
     return x, y
 
 
+def real_mnist(directory, n=N_TRAIN):
+    """The first n MNIST training images as float32 in [0, 1] (81% exact zeros), labels int64.
+
+    Reads the canonical IDX .gz files itself, so that no engine's worker has to
+    import minigrad (its loader) next to PyTorch. Raises FileNotFoundError if absent.
+    """
+    import gzip
+    import pathlib
+    d = pathlib.Path(directory)
+    with gzip.open(d / "train-images-idx3-ubyte.gz", "rb") as f:
+        raw = f.read()
+    count = int.from_bytes(raw[4:8], "big")
+    if raw[:4] != b"\x00\x00\x08\x03" or len(raw) != 16 + count * D_IN:
+        raise ValueError(f"{d}: not an MNIST image file")
+    with gzip.open(d / "train-labels-idx1-ubyte.gz", "rb") as f:
+        lab = f.read()
+    if lab[:4] != b"\x00\x00\x08\x01" or len(lab) != 8 + count:
+        raise ValueError(f"{d}: not an MNIST label file")
+    if n > count:
+        raise ValueError(f"{d}: {count} images, {n} requested")
+    x = np.frombuffer(raw, np.uint8, n * D_IN, 16).reshape(n, D_IN).astype(np.float32)
+    x /= np.float32(255.0)
+    y = np.frombuffer(lab, np.uint8, n, 8).astype(np.int64)
+    return x, y
+
+
+def default_mnist_dir():
+    """$MINIGRAD_DATA, else ../shared/mnist next to the repository (as in README)."""
+    env = os.environ.get("MINIGRAD_DATA")
+    if env:
+        return env
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        os.pardir, "shared", "mnist")
+
+
 # ---------------------------------------------------------------- environment
 
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",

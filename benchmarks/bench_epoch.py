@@ -21,7 +21,11 @@ All engines start from the same Glorot weights and see the same batches (fit dra
 its permutation from minigrad's generator, reseeded with the same seed).
 
 Cases:
-  normal  the first epoch from the initial weights;
+  normal  the first epoch from the initial weights on the synthetic data above
+          (dense images: no exact zeros);
+  mnist   the same on the real MNIST training set (--mnist-dir, default $MINIGRAD_DATA
+          or ../shared/mnist): 81% of its pixels are exact zeros, which minigrad's GEMM
+          skips (see csrc/gemm_sparse.c) and the other engines multiply;
   late    late training: each engine first trains --late-epochs epochs on a small
           learnable subset (--late-subset samples whose images are a class prototype
           plus noise), then the timed epoch runs over 60000 samples made by repeating
@@ -57,7 +61,7 @@ if HERE not in sys.path:
 import _benchlib as bl  # noqa: E402
 
 ENGINES = ("minigrad-fit", "minigrad-loop", "numpy", "torch")
-CASES = ("normal", "late")
+CASES = ("normal", "mnist", "late")
 B = bl.BATCH
 DATA_SEED, INIT_SEED, LATE_SEED = 0, 1, 3
 F32 = np.float32
@@ -434,6 +438,9 @@ def worker_main(conn, engine_name, cfg):
         engine = ENGINE_CLASSES[engine_name](params0)
         x, y = bl.synthetic_mnist(cfg["samples"], DATA_SEED)
         data = {"normal": (x, engine.targets(y), y)}
+        if "mnist" in cfg["cases"]:
+            xm, ym = bl.real_mnist(cfg["mnist_dir"], cfg["samples"])
+            data["mnist"] = (xm, engine.targets(ym), ym)
         info = {"engine": engine_name, "rss_after_setup_mib": None}
         states = {}
         if "late" in cfg["cases"]:
@@ -547,7 +554,8 @@ def available_engines(requested):
 def run_timing(args, engines, log):
     ctx = mp.get_context("spawn")
     cfg = {"samples": args.samples, "cases": args.cases, "threads": args.threads,
-           "late_subset": args.late_subset, "late_epochs": args.late_epochs}
+           "late_subset": args.late_subset, "late_epochs": args.late_epochs,
+           "mnist_dir": args.mnist_dir}
     workers, infos, skipped = {}, {}, {}
     log(f"starting {len(engines)} worker processes, one after the other (data, model"
         f"{', late-training pre-training' if 'late' in args.cases else ''}) ...")
@@ -766,6 +774,9 @@ def parse_args(argv=None):
     p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     p.add_argument("--samples", type=int, default=bl.N_TRAIN, help="samples per epoch (default 60000)")
+    p.add_argument("--mnist-dir", default=bl.default_mnist_dir(),
+                   help="folder with MNIST's train-*-ubyte.gz for the mnist case "
+                        "(default $MINIGRAD_DATA or ../shared/mnist)")
     p.add_argument("--late-subset", type=int, default=1280,
                    help="size of the subset the late-training model has fitted (default 1280)")
     p.add_argument("--late-epochs", type=int, default=100,
@@ -780,6 +791,11 @@ def parse_args(argv=None):
     p.add_argument("--json", metavar="PATH", help="write environment, every run and the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="print only the final report")
     args = p.parse_args(argv)
+    if "mnist" in args.cases and not os.path.exists(
+            os.path.join(args.mnist_dir, "train-images-idx3-ubyte.gz")):
+        print(f"bench_epoch: no MNIST in {args.mnist_dir}: skipping the mnist case "
+              "(give --mnist-dir)", file=sys.stderr)
+        args.cases = [c for c in args.cases if c != "mnist"]
     if any(t < 1 for t in args.threads) or args.repeats < 0 or args.samples < 1:
         p.error("--threads must be >= 1, --repeats >= 0, --samples >= 1")
     return args

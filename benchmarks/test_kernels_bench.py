@@ -94,6 +94,51 @@ def _dense_relu(torch):
     return impls, lambda: _check_close(impls["minigrad"](), impls["numpy"]())
 
 
+def _mnist_batch():
+    """128 real MNIST images in [0, 1]: 81% exact zeros, which minigrad's GEMM skips."""
+    try:
+        x, _ = bl.real_mnist(bl.default_mnist_dir(), B)
+    except (FileNotFoundError, ValueError) as exc:
+        pytest.skip(f"no MNIST for the zero-skipping rows ({exc}); set MINIGRAD_DATA")
+    return x
+
+
+def _mnist_dense_relu(torch):
+    rng = _rng()
+    x, w, b = _mnist_batch(), _normal(rng, D_IN, D_HID) * 0.05, _normal(rng, D_HID)
+    impls = {
+        "minigrad": lambda: kernels.gemm(x, w, bias=b, relu=True),
+        "numpy": lambda: np.maximum(x @ w + b, 0),
+    }
+    if torch is not None:
+        tx, tw, tb = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
+        impls["torch"] = lambda: torch.relu(torch.addmm(tb, tx, tw))
+
+    def check():
+        before = kernels.zero_skipping_calls()
+        _check_close(impls["minigrad"](), impls["numpy"]())
+        assert kernels.zero_skipping_calls() == before + 1, "the zero-skipping path was not taken"
+    return impls, check
+
+
+def _mnist_dW1(torch):
+    rng = _rng()
+    x, dz = _mnist_batch(), _normal(rng, B, D_HID)
+    impls = {
+        "minigrad": lambda: kernels.gemm(x, dz, trans_a=True),
+        "numpy": lambda: x.T @ dz,
+    }
+    if torch is not None:
+        tx, tdz = torch.from_numpy(x), torch.from_numpy(dz)
+        impls["torch"] = lambda: torch.mm(tx.t(), tdz)
+
+    def check():
+        before = kernels.zero_skipping_calls()
+        _check_close(impls["minigrad"](), impls["numpy"]())
+        assert kernels.zero_skipping_calls() == before + 1, "the zero-skipping path was not taken"
+    return impls, check
+
+
 def _add_bias(torch):
     rng = _rng()
     x, b = _normal(rng, B, D_HID), _normal(rng, D_HID)
@@ -270,6 +315,12 @@ OPS = {
                     _gemm(D_HID, B, D_OUT, trans_a=True)),
     "dense_relu": ("fused dense relu(x@W1+b1) 128x784x512", 2 * B * D_IN * D_HID, None,
                    _dense_relu),
+    # Real MNIST images as op(a): minigrad skips their zero pixels, NumPy and
+    # PyTorch multiply them. GFLOP/s count the dense FLOPs (same work done).
+    "mnist_dense_relu": ("MNIST batch: relu(x@W1+b1) 128x784x512, zero-skipping",
+                         2 * B * D_IN * D_HID, None, _mnist_dense_relu),
+    "mnist_dW1_tn": ("MNIST batch: x.T@dz (784x128)@(128x512), zero-skipping",
+                     2 * B * D_IN * D_HID, None, _mnist_dW1),
     "add_bias": ("add_bias 128x512", None, None, _add_bias),
     "relu_fwd": ("relu forward 128x512", None, None, _relu_fwd),
     "relu_bwd": ("relu backward 128x512", None, None, _relu_bwd),

@@ -46,9 +46,8 @@
 #define MG_HAVE_PTHREAD 1
 #endif
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#ifdef MG_X86_AVX2
 #include <immintrin.h>
-#define MG_X86_AVX2 1
 #endif
 
 #define MR 6
@@ -92,7 +91,7 @@ long long mg_gemm_workspace_allocations(void)
     return atomic_load(&ws_allocations);
 }
 
-static float *ws_get(size_t nfloats)
+float *mg_gemm_ws_get(size_t nfloats)
 {
     if (nfloats > (SIZE_MAX - 128) / sizeof(float)) return NULL;
     size_t bytes = (nfloats * sizeof(float) + 63) & ~(size_t)63;
@@ -132,12 +131,9 @@ struct plan {
     int64_t nc, nnb;            /* NC column block, number of column blocks */
 };
 
-/* What the epilogue does with C before adding alpha*AB for one KC slice. */
-enum { PREV_ZERO, PREV_C, PREV_BETA_C };
-
 struct epi {
     float alpha, beta;
-    int prev;                   /* PREV_* */
+    int prev;                   /* MG_PREV_* */
     int last;                   /* last slice: add bias and apply relu */
     int relu;
 };
@@ -353,8 +349,8 @@ static void kernel_portable(int64_t kc, const float *pa, int64_t rsa, int64_t cs
             float *dst = c + r * ldc + q;
             float v = t[r][q];
             if (ep->alpha != 1.0f) v = ep->alpha * v;
-            if (ep->prev == PREV_C) v += *dst;
-            else if (ep->prev == PREV_BETA_C) v += ep->beta * *dst;
+            if (ep->prev == MG_PREV_C) v += *dst;
+            else if (ep->prev == MG_PREV_BETA_C) v += ep->beta * *dst;
             if (ep->last) {
                 if (bias) v += bias[q];
                 if (ep->relu) v = 0.0f > v ? 0.0f : v; /* keeps NaN, like maxps(0, v) */
@@ -420,8 +416,8 @@ static inline void avx2_core(int64_t kc, const float *pa, int64_t rsa, int64_t c
 #define MG_HALF(cr, v, bv, m)                                                         \
     do {                                                                              \
         if (scale) v = _mm256_mul_ps(alpha, v);                                       \
-        if (prev == PREV_C) v = _mm256_add_ps(v, MG_LD(cr, m));                       \
-        else if (prev == PREV_BETA_C) v = _mm256_add_ps(v, _mm256_mul_ps(beta, MG_LD(cr, m))); \
+        if (prev == MG_PREV_C) v = _mm256_add_ps(v, MG_LD(cr, m));                       \
+        else if (prev == MG_PREV_BETA_C) v = _mm256_add_ps(v, _mm256_mul_ps(beta, MG_LD(cr, m))); \
         if (last) {                                                                   \
             if (bias) v = _mm256_add_ps(v, bv);                                       \
             if (relu) v = _mm256_max_ps(zero, v);                                     \
@@ -500,8 +496,8 @@ static struct epi epi_for_slice(const struct plan *P, int64_t pb)
     return (struct epi){
         .alpha = P->alpha, .beta = P->beta, .relu = P->relu,
         .last = pb == P->nkb - 1,
-        .prev = pb > 0 ? PREV_C : P->beta == 0.0f ? PREV_ZERO
-                : P->beta == 1.0f ? PREV_C : PREV_BETA_C,
+        .prev = pb > 0 ? MG_PREV_C : P->beta == 0.0f ? MG_PREV_ZERO
+                : P->beta == 1.0f ? MG_PREV_C : MG_PREV_BETA_C,
     };
 }
 
@@ -706,7 +702,7 @@ static int gemm_narrow(int trans_b, int64_t m, int64_t n, int64_t k, float alpha
                        float *c, int64_t ldc, const float *bias, int relu)
 {
     const int64_t ldbt = ceil_div(k, 8) * 8, nt = ceil_div(n, DC) * DC;
-    float *bt = ws_get((size_t)(nt * ldbt));
+    float *bt = mg_gemm_ws_get((size_t)(nt * ldbt));
     if (!bt) return MG_ENOMEM;
     for (int64_t j = 0; j < nt; ++j) {
         float *d = bt + j * ldbt;
@@ -772,6 +768,18 @@ int mg_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
         return gemm_narrow(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, relu);
 #endif
 
+    int64_t kc, nkb;
+    split(k, KC_MAX, 1, &kc, &nkb);
+    if (kernel_kind()) {
+        const struct mg_gemm_args g = {
+            .trans_a = trans_a, .trans_b = trans_b, .m = m, .n = n, .k = k,
+            .alpha = alpha, .beta = beta, .a = a, .b = b, .lda = lda, .ldb = ldb,
+            .c = c, .ldc = ldc, .bias = bias, .relu = relu,
+        };
+        const int status = mg_gemm_sparse(&g, kc);
+        if (status != MG_SPARSE_DECLINED) return status;
+    }
+
     struct plan P = {
         .ta = trans_a, .tb = trans_b, .m = m, .n = n, .k = k,
         .a = a, .b = b, .lda = lda, .ldb = ldb, .c = c, .ldc = ldc,
@@ -780,7 +788,8 @@ int mg_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
     /* With a single column panel each A element is used once per slice:
      * packing it would cost as much as the multiply saves. */
     P.a_direct = P.n <= NR;
-    split(P.k, KC_MAX, 1, &P.kc, &P.nkb);
+    P.kc = kc;
+    P.nkb = nkb;
     split(P.m, MC_MAX, MR, &P.mc, &P.nmb);
     split(P.n, NC_MAX, NR, &P.nc, &P.nnb);
 
@@ -808,7 +817,7 @@ int mg_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
     const size_t asize = (((size_t)P.kc * (size_t)P.mc + 15) & ~(size_t)15) +
                          (cols_mode ? (size_t)P.kc * COL_GROUP * NR : 0);
     if ((SIZE_MAX - bsize) / asize < (size_t)nthreads) return MG_ENOMEM;
-    float *w0 = ws_get(bsize + asize * (size_t)nthreads);
+    float *w0 = mg_gemm_ws_get(bsize + asize * (size_t)nthreads);
     if (!w0) return MG_ENOMEM;
     const size_t bofs = asize - (cols_mode ? (size_t)P.kc * COL_GROUP * NR : 0);
 #ifdef _OPENMP

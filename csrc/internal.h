@@ -1,6 +1,7 @@
 /* Helpers shared by the kernel files; not part of the public C API. */
 #ifndef MINIGRAD_INTERNAL_H
 #define MINIGRAD_INTERNAL_H
+#include <stddef.h>
 #include <stdint.h>
 
 /* Parallelise a loop only when it has enough work to pay for waking threads:
@@ -48,5 +49,36 @@
 #define MG_FTZ_BEGIN ((void)0)
 #define MG_FTZ_END ((void)0)
 #endif
+
+/* ------------------------------------------------------------ GEMM internals
+ * shared by gemm.c (the dense driver) and gemm_sparse.c (zero-skipping). */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define MG_X86_AVX2 1 /* AVX2 code can be compiled (it runs only if the CPU has it) */
+#endif
+
+/* One mg_gemm call, as validated by mg_gemm. */
+struct mg_gemm_args {
+    int trans_a, trans_b;
+    int64_t m, n, k;
+    float alpha, beta;
+    const float *a, *b;
+    int64_t lda, ldb;
+    float *c;
+    int64_t ldc;
+    const float *bias;
+    int relu;
+};
+
+/* What a KC slice's epilogue adds to alpha*AB before storing it in C. */
+enum { MG_PREV_ZERO, MG_PREV_C, MG_PREV_BETA_C };
+
+/* The calling thread's grow-only GEMM workspace (NULL when out of memory). */
+float *mg_gemm_ws_get(size_t nfloats);
+
+/* Zero-skipping GEMM (gemm_sparse.c) for an AVX2 mg_gemm whose KC slices are
+ * kc deep: MG_OK or MG_ENOMEM when it did the product, MG_SPARSE_DECLINED
+ * (C untouched) when op(A) is not sparse enough or the shape does not suit. */
+#define MG_SPARSE_DECLINED 1
+int mg_gemm_sparse(const struct mg_gemm_args *g, int64_t kc);
 
 #endif

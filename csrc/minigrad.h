@@ -30,6 +30,15 @@ const char *mg_gemm_kernel_name(void);
  * each calling thread keeps one that only grows, so this stays flat in a loop. */
 long long mg_gemm_workspace_allocations(void);
 
+/* Zero-skipping (on by default; AVX2 kernel only): when at least 60% of op(A) is
+ * exact zeros (like MNIST images), mg_gemm skips their terms. The result is the
+ * dense kernel's bit for bit, except possibly the sign of a zero result or
+ * which NaN is kept where two meet; turning it off only changes speed. See gemm_sparse.c. */
+void mg_set_zero_skipping(int on);
+int mg_get_zero_skipping(void);
+/* How many mg_gemm calls took the zero-skipping path so far (all threads). */
+long long mg_zero_skipping_calls(void);
+
 /* C = alpha * op(A) * op(B) + beta * C, then optionally C += bias (row vector of
  * length n, broadcast over rows) and C = max(C, 0) when relu != 0.
  * op(A) is m x k (A stored k x m when trans_a), op(B) is k x n (B stored n x k

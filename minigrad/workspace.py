@@ -26,7 +26,8 @@ _stats = {"allocations": 0, "bytes": 0}
 
 def workspace_stats():
     """Buffers allocated so far: by all workspaces (count and bytes) and for GEMM
-    packing in C (count). All three stay flat once a training loop is warm."""
+    packing and zero-skipping lists in C (count). All three stay flat once a
+    training loop is warm."""
     return dict(_stats, gemm_allocations=kernels.gemm_workspace_allocations())
 
 

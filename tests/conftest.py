@@ -2,11 +2,18 @@
 
 Nothing here is autouse: other test files in this directory are unaffected.
 """
+import os
+
 import numpy as np
 import pytest
 
 import minigrad as mg
 from minigrad import kernels, reference
+
+# Tests run subprocesses from other directories: a relative MINIGRAD_DATA
+# (e.g. ../shared/mnist, as in README) must mean the folder it meant here.
+if os.environ.get("MINIGRAD_DATA"):
+    os.environ["MINIGRAD_DATA"] = os.path.abspath(os.environ["MINIGRAD_DATA"])
 
 
 @pytest.fixture(params=[kernels, reference], ids=["C", "numpy"])

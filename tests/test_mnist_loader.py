@@ -30,7 +30,7 @@ from minigrad.datasets import mnist
 SHARED = Path(
     os.environ.get("MINIGRAD_DATA")
     or Path(__file__).resolve().parents[2] / "shared" / "mnist"
-)
+).resolve()  # absolute: tests symlink to it from temporary directories
 GZ_NAMES = [
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
