@@ -57,15 +57,15 @@ int mg_gemm_sparse(const struct mg_gemm_args *g, int64_t kc)
 #define SPARSE_MIN_FLOPS 2000000.0       /* below this the scan costs more than it saves */
 #define SPARSE_MAX_ELEMS ((int64_t)1 << 28) /* bounds the list workspace */
 #define GW 64                            /* columns per group: 8 ymm accumulators */
-#define KS 128                            /* panel rows per sub-slice: 16 KiB, in L1 */
+#define KS 128                           /* panel rows per sub-slice (<= 32 KiB in use) */
 #define RB 32                            /* rows per pass over a sub-slice */
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* The non-zero entries of op(A), row by row: row r's are idx/val[beg[r] ..
- * end[r]), p increasing. Each thread lists a range of rows into a region of
- * its own, so the lists are built in parallel without any shared counter. */
+ * end[r]), p increasing. Each thread counts, then lists, a range of rows, so
+ * the lists are built in parallel without any shared counter. */
 struct lists { int64_t *beg, *end; int32_t *idx; float *val; };
 
 /* Bit i set where x[i] is not 0 (NaN counts as non-zero, -0 as zero). */
@@ -76,7 +76,17 @@ static inline unsigned nonzero_mask8(const float *x)
     return ~(unsigned)_mm256_movemask_ps(eq) & 0xffu;
 }
 
-/* Appends the non-zeros of row[0..k) to idx/val at n; returns the new n. */
+/* How many of row[0..k) are not 0. */
+__attribute__((target("avx2,popcnt")))
+static int64_t count_row(const float *row, int64_t k)
+{
+    int64_t n = 0, p = 0;
+    for (; p + 8 <= k; p += 8) n += __builtin_popcount(nonzero_mask8(row + p));
+    for (; p < k; ++p) n += !(row[p] == 0.0f);
+    return n;
+}
+
+/* Writes the non-zeros of row[0..k) to idx/val from n on; returns the new n. */
 __attribute__((target("avx2")))
 static int64_t list_row(const float *row, int64_t k, int32_t *idx, float *val, int64_t n)
 {
@@ -113,44 +123,43 @@ static void scatter_row(const float *seg, int64_t len, int64_t r0, int32_t p,
 #undef MG_VISIT
 }
 
-/* Room for the lists of rows [r0, r1): all their entries, or the most a
- * caller can write before noticing that op(A) has more than `limit`
- * non-zeros (a row adds at most k after the last check). */
-static int64_t region_size(int64_t r0, int64_t r1, int64_t k, int64_t limit)
+/* How many non-zeros rows [r0, r1) of op(A) have. With op(A) = A (not
+ * transposed) the count of each row is left in end[r] for list_rows. Only
+ * counting, with no store per entry, keeps a dense op(A)'s decline cheap. */
+static int64_t count_rows(const struct mg_gemm_args *g, int64_t r0, int64_t r1,
+                          const struct lists *L)
 {
-    return min64((r1 - r0) * k, limit + k);
+    int64_t n = 0;
+    if (!g->trans_a) {
+        for (int64_t r = r0; r < r1; ++r) n += L->end[r] = count_row(g->a + r * g->lda, g->k);
+    } else { /* op(A)(r, p) = a[p*lda + r]: the same entries, walked by rows of A */
+        for (int64_t p = 0; p < g->k; ++p) n += count_row(g->a + p * g->lda + r0, r1 - r0);
+    }
+    return n;
 }
 
-/* Lists rows [r0, r1) of op(A) (k columns) into the region starting at
- * entry `base`. Returns how many non-zeros they have, or -1 as soon as that
- * exceeds `limit` (then op(A) as a whole is too dense too). */
-static int64_t list_rows(const struct mg_gemm_args *g, int64_t r0, int64_t r1, int64_t base,
-                         int64_t limit, const struct lists *L)
+/* Lists rows [r0, r1) of op(A) into the entries from `base` on (exactly as
+ * many as count_rows found). */
+static void list_rows(const struct mg_gemm_args *g, int64_t r0, int64_t r1, int64_t base,
+                      const struct lists *L)
 {
-    const int64_t k = g->k;
-    if (!g->trans_a) { /* op(A)'s rows are A's rows */
-        int64_t n = base;
-        for (int64_t r = r0; r < r1; ++r) {
-            L->beg[r] = n;
-            n = list_row(g->a + r * g->lda, k, L->idx, L->val, n);
-            L->end[r] = n;
-            if (n - base > limit) return -1;
-        }
-        return n - base;
+    if (g->trans_a) { /* per-row counts, walking A by rows */
+        for (int64_t r = r0; r < r1; ++r) L->end[r] = 0;
+        for (int64_t p = 0; p < g->k; ++p)
+            scatter_row(g->a + p * g->lda + r0, r1 - r0, r0, (int32_t)p, L, 0);
     }
-    /* op(A)(r, p) = a[p*lda + r]: count per r, then fill walking A by rows so
-     * every list comes out in increasing p. */
-    for (int64_t r = r0; r < r1; ++r) L->end[r] = 0;
-    for (int64_t p = 0; p < k; ++p) scatter_row(g->a + p * g->lda + r0, r1 - r0, r0, (int32_t)p, L, 0);
-    int64_t n = base;
     for (int64_t r = r0; r < r1; ++r) {
         const int64_t cnt = L->end[r];
-        L->beg[r] = L->end[r] = n;
-        n += cnt;
+        L->beg[r] = L->end[r] = base; /* end[r]: the fill cursor of transposed A */
+        base += cnt;
     }
-    if (n - base > limit) return -1;
-    for (int64_t p = 0; p < k; ++p) scatter_row(g->a + p * g->lda + r0, r1 - r0, r0, (int32_t)p, L, 1);
-    return n - base;
+    if (!g->trans_a) {
+        for (int64_t r = r0; r < r1; ++r)
+            L->end[r] = list_row(g->a + r * g->lda, g->k, L->idx, L->val, L->beg[r]);
+    } else { /* in increasing p, so every list comes out sorted */
+        for (int64_t p = 0; p < g->k; ++p)
+            scatter_row(g->a + p * g->lda + r0, r1 - r0, r0, (int32_t)p, L, 1);
+    }
 }
 
 /* Copies B[0:k, j0:j0+nc) into a contiguous k x GW panel (columns past nc
@@ -293,21 +302,23 @@ int mg_gemm_sparse(const struct mg_gemm_args *g, int64_t kc)
 #endif
     const int64_t m = g->m, k = g->k;
     const int64_t limit = (int64_t)(SPARSE_MAX_DENSITY * (double)(m * k));
-    /* Whatever the team size, the regions of a split of the rows add up to
-     * at most min(m*k, threads * (limit + k)) entries. */
-    const int64_t entries = min64(m * k, (int64_t)nthreads * (limit + k));
     /* Per thread: a packed k x GW panel of B, RB x GW partial sums, RB list
-     * cursors and its list count (64-byte aligned parts); then shared: beg
-     * and end (m int64 each), idx (int32) and val (float) per entry. */
+     * cursors and its count of non-zeros (64-byte aligned parts); then
+     * shared: beg and end (m int64 each), idx (int32) and val (float) for
+     * the at most `limit` non-zeros that are ever listed. */
     const size_t per_thread = (size_t)k * GW + RB * GW + 2 * RB + 16;
-    const size_t total = per_thread * (size_t)nthreads + (size_t)(4 * m) + (size_t)(2 * entries);
+    const size_t total = per_thread * (size_t)nthreads + (size_t)(4 * m) + (size_t)(2 * limit);
     float *ws = mg_gemm_ws_get(total);
     if (!ws) return MG_ENOMEM;
     struct lists L;
     L.beg = (int64_t *)(ws + per_thread * (size_t)nthreads);
     L.end = L.beg + m;
     L.idx = (int32_t *)(L.end + m);
-    L.val = (float *)(L.idx + entries);
+    L.val = (float *)(L.idx + limit);
+#define MG_PANEL(t) (ws + per_thread * (size_t)(t))
+#define MG_TMP(t) (MG_PANEL(t) + k * GW)
+#define MG_CURSOR(t) ((int64_t *)(MG_TMP(t) + RB * GW))
+#define MG_COUNT(t) (MG_CURSOR(t) + RB)
 
     const int64_t ngroups = ceil_div(g->n, GW);
     /* Items are (column group, block of rows), group-major so a thread keeps
@@ -327,29 +338,29 @@ int mg_gemm_sparse(const struct mg_gemm_args *g, int64_t kc)
         tid = omp_get_thread_num();
         team = omp_get_num_threads();
 #endif
-        float *mine = ws + per_thread * (size_t)tid;
-        int64_t *count = (int64_t *)(mine + k * GW + RB * GW + 2 * RB);
-        /* Phase 1: each thread lists its share of rows into its own region. */
-        int64_t base = 0;
-        for (int t = 0; t < tid; ++t)
-            base += region_size(m * t / team, m * (t + 1) / team, k, limit);
-        *count = list_rows(g, m * tid / team, m * (tid + 1) / team, base, limit, &L);
+        const int64_t r0 = m * tid / team, r1 = m * (tid + 1) / team;
+        /* Phase 1: each thread counts the non-zeros of its share of rows. */
+        *MG_COUNT(tid) = count_rows(g, r0, r1, &L);
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
         /* Every thread reaches the same verdict from the same counts. */
-        int64_t nnz = 0;
-        int dense = 0;
+        int64_t nnz = 0, base = 0;
         for (int t = 0; t < team; ++t) {
-            const int64_t c = *(const int64_t *)(ws + per_thread * (size_t)t + k * GW + RB * GW + 2 * RB);
-            if (c < 0) dense = 1;
-            else nnz += c;
+            if (t == tid) base = nnz;
+            nnz += *MG_COUNT(t);
         }
-        if (dense || nnz > limit) {
+        if (nnz > limit) {
             if (tid == 0) declined = 1;
         } else {
-            /* Phase 2: the products, group by group. */
+            /* Phase 2: the lists, each thread's after those of lower threads. */
+            list_rows(g, r0, r1, base, &L);
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+            /* Phase 3: the products, group by group. */
             MG_FTZ_BEGIN;
+            float *panel = MG_PANEL(tid);
             int64_t packed = -1;
             int full_chain = 0;
 #ifdef _OPENMP
@@ -358,15 +369,19 @@ int mg_gemm_sparse(const struct mg_gemm_args *g, int64_t kc)
             for (int64_t it = 0; it < nitems; ++it) {
                 const int64_t grp = it / rblocks, rb = it % rblocks;
                 const int64_t j0 = grp * GW, nc = min64(GW, g->n - j0);
-                if (grp != packed) { full_chain = pack_group(g, j0, nc, mine); packed = grp; }
+                if (grp != packed) { full_chain = pack_group(g, j0, nc, panel); packed = grp; }
                 const int64_t r_end = min64(m, (rb + 1) * rb_size);
-                for (int64_t r0 = rb * rb_size; r0 < r_end; r0 += RB)
-                    row_block(g, &L, kc, mine, r0, min64(r_end, r0 + RB), j0, nc, full_chain,
-                              (int64_t *)(mine + k * GW + RB * GW), mine + k * GW);
+                for (int64_t rr = rb * rb_size; rr < r_end; rr += RB)
+                    row_block(g, &L, kc, panel, rr, min64(r_end, rr + RB), j0, nc, full_chain,
+                              MG_CURSOR(tid), MG_TMP(tid));
             }
             MG_FTZ_END;
         }
     }
+#undef MG_PANEL
+#undef MG_TMP
+#undef MG_CURSOR
+#undef MG_COUNT
     if (declined) return MG_SPARSE_DECLINED;
     atomic_fetch_add(&g_calls, 1);
     return MG_OK;
