@@ -46,9 +46,6 @@
 #define MG_HAVE_PTHREAD 1
 #endif
 
-#ifdef MG_X86_AVX2
-#include <immintrin.h>
-#endif
 
 #define MR 6
 #define NR 16
@@ -59,8 +56,6 @@
 #define COL_GROUP 4  /* NR panels per work item in the small-m mode */
 #define PAR_MIN_FLOPS 400000.0 /* below this, waking threads costs more than it saves */
 
-static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* ------------------------------------------------------------------ workspace */
 
@@ -202,7 +197,7 @@ static void pack_a(const struct plan *P, int64_t i0, int64_t mc, int64_t p0, int
                    float *restrict dst)
 {
     for (int64_t ir = 0; ir < mc; ir += MR, dst += MR * kc) {
-        int64_t mr = min64(MR, mc - ir);
+        int64_t mr = mg_min64(MR, mc - ir);
         if (P->ta) { /* op(A)(i, p) = a[p*lda + i]: rows of A are contiguous in i */
             const float *src = P->a + p0 * P->lda + (i0 + ir);
             for (int64_t p = 0; p < kc; ++p) {
@@ -329,7 +324,7 @@ static void kernel_portable(int64_t kc, const float *pa, int64_t rsa, int64_t cs
                             int64_t ldc, const float *bias, const struct epi *ep)
 {
     int64_t off[MR];
-    for (int r = 0; r < MR; ++r) off[r] = min64(r, mr - 1) * rsa;
+    for (int r = 0; r < MR; ++r) off[r] = mg_min64(r, mr - 1) * rsa;
     float t[MR][NR];
     for (int h = 0; h < NR; h += 8) {
         float acc[MR][8] = {{0}};
@@ -368,9 +363,9 @@ static inline void avx2_core(int64_t kc, const float *pa, int64_t rsa, int64_t c
                              const float *restrict pb, int64_t mr, int64_t nr, float *c,
                              int64_t ldc, const float *bias, const struct epi *ep)
 {
-    const int64_t o1 = min64(1, mr - 1) * rsa, o2 = min64(2, mr - 1) * rsa;
-    const int64_t o3 = min64(3, mr - 1) * rsa, o4 = min64(4, mr - 1) * rsa;
-    const int64_t o5 = min64(5, mr - 1) * rsa;
+    const int64_t o1 = mg_min64(1, mr - 1) * rsa, o2 = mg_min64(2, mr - 1) * rsa;
+    const int64_t o3 = mg_min64(3, mr - 1) * rsa, o4 = mg_min64(4, mr - 1) * rsa;
+    const int64_t o5 = mg_min64(5, mr - 1) * rsa;
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -403,33 +398,25 @@ static inline void avx2_core(int64_t kc, const float *pa, int64_t rsa, int64_t c
     /* Epilogue: the same operations as kernel_portable's, lane by lane.
      * Edge columns use masked loads/stores so C outside the tile is never
      * touched; the upper half is skipped entirely when nr <= 8. */
-    const __m256 alpha = _mm256_set1_ps(ep->alpha), beta = _mm256_set1_ps(ep->beta);
-    const __m256 zero = _mm256_setzero_ps();
-    const int prev = ep->prev, last = ep->last, relu = ep->relu;
-    const int scale = ep->alpha != 1.0f, full = nr == NR, hi = nr > 8;
+    const struct mg_epi8 e8 = {
+        .alpha = _mm256_set1_ps(ep->alpha), .beta = _mm256_set1_ps(ep->beta),
+        .scale = ep->alpha != 1.0f, .prev = ep->prev, .last = ep->last, .relu = ep->relu,
+    };
+    const int full = nr == NR, hi = nr > 8;
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr), lane);
     const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr - 8), lane);
-#define MG_LD(p, m) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps((p), (m)))
-    __m256 bias0 = zero, bias1 = zero;
-    if (last && bias) { bias0 = MG_LD(bias, m0); if (hi) bias1 = MG_LD(bias + 8, m1); }
-#define MG_HALF(cr, v, bv, m)                                                         \
-    do {                                                                              \
-        if (scale) v = _mm256_mul_ps(alpha, v);                                       \
-        if (prev == MG_PREV_C) v = _mm256_add_ps(v, MG_LD(cr, m));                       \
-        else if (prev == MG_PREV_BETA_C) v = _mm256_add_ps(v, _mm256_mul_ps(beta, MG_LD(cr, m))); \
-        if (last) {                                                                   \
-            if (bias) v = _mm256_add_ps(v, bv);                                       \
-            if (relu) v = _mm256_max_ps(zero, v);                                     \
-        }                                                                             \
-        if (full) _mm256_storeu_ps(cr, v); else _mm256_maskstore_ps(cr, m, v);       \
-    } while (0)
+    __m256 bias0 = _mm256_setzero_ps(), bias1 = bias0;
+    const int with_bias = ep->last && bias;
+    if (with_bias) {
+        bias0 = full ? _mm256_loadu_ps(bias) : _mm256_maskload_ps(bias, m0);
+        if (hi) bias1 = full ? _mm256_loadu_ps(bias + 8) : _mm256_maskload_ps(bias + 8, m1);
+    }
 #define MG_ROW(r, x0, x1)                                                             \
     do {                                                                              \
         float *cr = c + (r) * ldc;                                                    \
-        __m256 v0 = x0, v1 = x1;                                                      \
-        MG_HALF(cr, v0, bias0, m0);                                                   \
-        if (hi) MG_HALF(cr + 8, v1, bias1, m1);                                       \
+        mg_epilogue8(cr, x0, m0, full, with_bias ? &bias0 : NULL, &e8);               \
+        if (hi) mg_epilogue8(cr + 8, x1, m1, full, with_bias ? &bias1 : NULL, &e8);   \
     } while (0)
     MG_ROW(0, c00, c01);
     if (mr > 1) MG_ROW(1, c10, c11);
@@ -438,8 +425,6 @@ static inline void avx2_core(int64_t kc, const float *pa, int64_t rsa, int64_t c
     if (mr > 4) MG_ROW(4, c40, c41);
     if (mr > 5) MG_ROW(5, c50, c51);
 #undef MG_ROW
-#undef MG_HALF
-#undef MG_LD
 }
 
 __attribute__((target("avx2,fma")))
@@ -509,10 +494,10 @@ static void run_tiles(const struct plan *P, const struct kernels *K, const struc
                       int64_t j_first, int64_t npanels, const float *bpan)
 {
     for (int64_t t = 0; t < npanels; ++t) {
-        const int64_t j = j_first + t * NR, nr = min64(NR, P->n - j);
+        const int64_t j = j_first + t * NR, nr = mg_min64(NR, P->n - j);
         const float *pbp = bpan + t * NR * kc;
         for (int64_t ir = 0; ir < mc; ir += MR) {
-            const int64_t i = i0 + ir, mr = min64(MR, P->m - i);
+            const int64_t i = i0 + ir, mr = mg_min64(MR, P->m - i);
             const float *pap = abuf + ir * kc;
             int64_t rsa = 1, csa = MR;
             kernel_fn kern = K->packed;
@@ -533,47 +518,47 @@ static void gemm_body(const struct plan *P, const struct kernels *K, float *bbuf
 {
     int64_t cached_ib = -1, cached_pb = -1; /* which A block abuf holds */
     for (int64_t jb = 0; jb < P->nnb; ++jb) {
-        const int64_t j0 = jb * P->nc, nc = min64(P->nc, P->n - j0);
-        const int64_t npan = ceil_div(nc, NR);
+        const int64_t j0 = jb * P->nc, nc = mg_min64(P->nc, P->n - j0);
+        const int64_t npan = mg_ceil_div(nc, NR);
         /* Column groups per row block: enough items to balance a few threads,
          * computed from the shape only. Static scheduling hands each thread a
          * contiguous run of items, so it packs few distinct A blocks. */
-        const int64_t njg = min64(npan, ceil_div(ITEMS_MIN, P->nmb));
-        const int64_t gw = ceil_div(npan, njg);
-        const int64_t nitems = P->nmb * ceil_div(npan, gw);
+        const int64_t njg = mg_min64(npan, mg_ceil_div(ITEMS_MIN, P->nmb));
+        const int64_t gw = mg_ceil_div(npan, njg);
+        const int64_t nitems = P->nmb * mg_ceil_div(npan, gw);
         for (int64_t pb = 0; pb < P->nkb; ++pb) {
-            const int64_t p0 = pb * P->kc, kc = min64(P->kc, P->k - p0);
+            const int64_t p0 = pb * P->kc, kc = mg_min64(P->kc, P->k - p0);
             const struct epi ep = epi_for_slice(P, pb);
             if (!P->tb) {
                 /* Row-major B: split the slice by rows of B so each thread
                  * streams through contiguous memory (panel by panel would
                  * read a 64-byte strip per row, which prefetches poorly). */
-                const int64_t nrows = ceil_div(kc, 8);
+                const int64_t nrows = mg_ceil_div(kc, 8);
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
                 for (int64_t rb = 0; rb < nrows; ++rb)
-                    pack_b_rows(P, p0, kc, rb * 8, min64(8, kc - rb * 8), j0, nc, bbuf);
+                    pack_b_rows(P, p0, kc, rb * 8, mg_min64(8, kc - rb * 8), j0, nc, bbuf);
             } else {
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
                 for (int64_t jp = 0; jp < npan; ++jp)
-                    pack_bt_panel(P, p0, kc, j0 + jp * NR, min64(NR, nc - jp * NR),
+                    pack_bt_panel(P, p0, kc, j0 + jp * NR, mg_min64(NR, nc - jp * NR),
                                  bbuf + jp * NR * kc);
             }
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
             for (int64_t it = 0; it < nitems; ++it) {
-                const int64_t ib = it / ceil_div(npan, gw), g = it % ceil_div(npan, gw);
-                const int64_t i0 = ib * P->mc, mc = min64(P->mc, P->m - i0);
+                const int64_t ib = it / mg_ceil_div(npan, gw), g = it % mg_ceil_div(npan, gw);
+                const int64_t i0 = ib * P->mc, mc = mg_min64(P->mc, P->m - i0);
                 if (!P->a_direct && (ib != cached_ib || pb != cached_pb)) {
                     pack_a(P, i0, mc, p0, kc, abuf);
                     cached_ib = ib;
                     cached_pb = pb;
                 }
-                const int64_t jp0 = g * gw, jp1 = min64(npan, jp0 + gw);
+                const int64_t jp0 = g * gw, jp1 = mg_min64(npan, jp0 + gw);
                 run_tiles(P, K, &ep, p0, kc, i0, mc, abuf, j0 + jp0 * NR, jp1 - jp0,
                           bbuf + jp0 * NR * kc);
             }
@@ -588,21 +573,21 @@ static void gemm_body(const struct plan *P, const struct kernels *K, float *bbuf
 static void gemm_body_cols(const struct plan *P, const struct kernels *K, float *abuf,
                            float *bbuf, int tid, int nth)
 {
-    const int64_t npan = ceil_div(P->n, NR), ng = ceil_div(npan, COL_GROUP);
+    const int64_t npan = mg_ceil_div(P->n, NR), ng = mg_ceil_div(npan, COL_GROUP);
     const int64_t g0 = ng * tid / nth, g1 = ng * (tid + 1) / nth;
     if (g0 == g1) return;
     for (int64_t pb = 0; pb < P->nkb; ++pb) {
-        const int64_t p0 = pb * P->kc, kc = min64(P->kc, P->k - p0);
+        const int64_t p0 = pb * P->kc, kc = mg_min64(P->kc, P->k - p0);
         const struct epi ep = epi_for_slice(P, pb);
         if (!P->a_direct) pack_a(P, 0, P->m, p0, kc, abuf);
         for (int64_t g = g0; g < g1; ++g) {
-            const int64_t jp0 = g * COL_GROUP, jp1 = min64(npan, jp0 + COL_GROUP);
-            const int64_t j0 = jp0 * NR, ncg = min64(P->n - j0, (jp1 - jp0) * NR);
+            const int64_t jp0 = g * COL_GROUP, jp1 = mg_min64(npan, jp0 + COL_GROUP);
+            const int64_t j0 = jp0 * NR, ncg = mg_min64(P->n - j0, (jp1 - jp0) * NR);
             if (!P->tb) {
                 pack_b_rows(P, p0, kc, 0, kc, j0, ncg, bbuf);
             } else {
                 for (int64_t jp = jp0; jp < jp1; ++jp)
-                    pack_bt_panel(P, p0, kc, jp * NR, min64(NR, P->n - jp * NR),
+                    pack_bt_panel(P, p0, kc, jp * NR, mg_min64(NR, P->n - jp * NR),
                                  bbuf + (jp - jp0) * NR * kc);
             }
             run_tiles(P, K, &ep, p0, kc, 0, P->m, abuf, j0, jp1 - jp0, bbuf);
@@ -633,10 +618,10 @@ static void scale_only(int64_t m, int64_t n, float beta, float *c, int64_t ldc,
  * rounded up to a multiple of `unit`. */
 static void split(int64_t total, int64_t max, int64_t unit, int64_t *size, int64_t *count)
 {
-    int64_t nb = ceil_div(total, max);
-    int64_t s = ceil_div(ceil_div(total, nb), unit) * unit;
+    int64_t nb = mg_ceil_div(total, max);
+    int64_t s = mg_ceil_div(mg_ceil_div(total, nb), unit) * unit;
     *size = s;
-    *count = ceil_div(total, s);
+    *count = mg_ceil_div(total, s);
 }
 
 #ifdef MG_X86_AVX2
@@ -701,7 +686,7 @@ static int gemm_narrow(int trans_b, int64_t m, int64_t n, int64_t k, float alpha
                        const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                        float *c, int64_t ldc, const float *bias, int relu)
 {
-    const int64_t ldbt = ceil_div(k, 8) * 8, nt = ceil_div(n, DC) * DC;
+    const int64_t ldbt = mg_ceil_div(k, 8) * 8, nt = mg_ceil_div(n, DC) * DC;
     float *bt = mg_gemm_ws_get((size_t)(nt * ldbt));
     if (!bt) return MG_ENOMEM;
     for (int64_t j = 0; j < nt; ++j) {
@@ -713,7 +698,7 @@ static int gemm_narrow(int trans_b, int64_t m, int64_t n, int64_t k, float alpha
         }
         for (; p < ldbt; ++p) d[p] = 0.0f;
     }
-    const int64_t ntiles = ceil_div(m, DR) * (nt / DC);
+    const int64_t ntiles = mg_ceil_div(m, DR) * (nt / DC);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(mg_get_num_threads()) \
     if (2.0 * (double)m * (double)n * (double)k >= PAR_MIN_FLOPS)
@@ -725,7 +710,7 @@ static int gemm_narrow(int trans_b, int64_t m, int64_t n, int64_t k, float alpha
 #endif
         for (int64_t t = 0; t < ntiles; ++t) {
             const int64_t i = (t / (nt / DC)) * DR, j = (t % (nt / DC)) * DC;
-            const int64_t mr = min64(DR, m - i), nr = min64(DC, n - j);
+            const int64_t mr = mg_min64(DR, m - i), nr = mg_min64(DC, n - j);
             float s[DR][DC];
             narrow_tile(k, a + i * lda, a + (i + mr - 1) * lda, bt + j * ldbt, ldbt, s);
             for (int64_t r = 0; r < mr; ++r) {
@@ -764,7 +749,7 @@ int mg_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
     if (!a || !b) return MG_EINVAL;
 #ifdef MG_X86_AVX2
     if (kernel_kind() && !trans_a && n <= NARROW_MAX_N && k >= 8 &&
-        ceil_div(n, DC) * DC * (ceil_div(k, 8) * 8) <= NARROW_MAX_BT)
+        mg_ceil_div(n, DC) * DC * (mg_ceil_div(k, 8) * 8) <= NARROW_MAX_BT)
         return gemm_narrow(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, relu);
 #endif
 

@@ -46,7 +46,6 @@ int mg_gemm_sparse(const struct mg_gemm_args *g, int64_t kc)
     return MG_SPARSE_DECLINED;
 }
 #else
-#include <immintrin.h>
 
 /* At or below this share of non-zeros the zero-skipping path is used. Measured
  * on Zen 4 (x @ W and x^T @ dZ at the MLP's shapes, random zero patterns), it
@@ -60,8 +59,6 @@ int mg_gemm_sparse(const struct mg_gemm_args *g, int64_t kc)
 #define KS 128                           /* panel rows per sub-slice (<= 32 KiB in use) */
 #define RB 32                            /* rows per pass over a sub-slice */
 
-static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* The non-zero entries of op(A), row by row: row r's are idx/val[beg[r] ..
  * end[r]), p increasing. Each thread counts, then lists, a range of rows, so
@@ -186,25 +183,6 @@ static int pack_group(const struct mg_gemm_args *g, int64_t j0, int64_t nc, floa
     return _mm256_movemask_ps(bad) != 0;
 }
 
-/* The dense epilogue (gemm.c's avx2_core), for one vector of 8 columns. */
-struct sp_epi { __m256 alpha, beta; int scale, prev, last, relu; };
-
-__attribute__((target("avx2,fma"), always_inline))
-static inline __m256 epilogue(__m256 v, const float *cr, __m256i m, int full,
-                              const float *bias, const struct sp_epi *e)
-{
-#define MG_LD(p) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps((p), m))
-    if (e->scale) v = _mm256_mul_ps(e->alpha, v);
-    if (e->prev == MG_PREV_C) v = _mm256_add_ps(v, MG_LD(cr));
-    else if (e->prev == MG_PREV_BETA_C) v = _mm256_add_ps(v, _mm256_mul_ps(e->beta, MG_LD(cr)));
-    if (e->last) {
-        if (bias) v = _mm256_add_ps(v, MG_LD(bias));
-        if (e->relu) v = _mm256_max_ps(_mm256_setzero_ps(), v);
-    }
-#undef MG_LD
-    return v;
-}
-
 /* One row r of op(A) times panel rows [q0, q1) into C[r, j0:j0+nc) (nc <= GW).
  * The chain starts from 0 when `first`, else from the partial sums in tmp;
  * it ends in the epilogue to C when ep is given, else back in tmp (a round
@@ -213,7 +191,7 @@ static inline __m256 epilogue(__m256 v, const float *cr, __m256i m, int full,
 __attribute__((target("avx2,fma"), always_inline))
 static inline void row_part(const struct mg_gemm_args *g, const struct lists *L,
                             const float *panel, int64_t r, int64_t j0, int64_t nc,
-                            int64_t q0, int64_t q1, int first, const struct sp_epi *ep,
+                            int64_t q0, int64_t q1, int first, const struct mg_epi8 *ep,
                             int64_t *cursor, float *tmp, int full_chain, int nv)
 {
     const int whole = nc == GW; /* nv == 8 and no masks: the fast instance */
@@ -246,12 +224,12 @@ static inline void row_part(const struct mg_gemm_args *g, const struct lists *L,
     }
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     float *cr = g->c + r * g->ldc + j0;
-    const float *bias = g->bias ? g->bias + j0 : NULL;
+    const float *bias = ep->last && g->bias ? g->bias + j0 : NULL;
     for (int q = 0; q < nv; ++q) {
         const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(nc - 8 * q)), lane);
-        const __m256 v = epilogue(acc[q], cr + 8 * q, m, whole, bias ? bias + 8 * q : NULL, ep);
-        if (whole) _mm256_storeu_ps(cr + 8 * q, v);
-        else _mm256_maskstore_ps(cr + 8 * q, m, v);
+        __m256 bv = _mm256_setzero_ps();
+        if (bias) bv = whole ? _mm256_loadu_ps(bias + 8 * q) : _mm256_maskload_ps(bias + 8 * q, m);
+        mg_epilogue8(cr + 8 * q, acc[q], m, whole, bias ? &bv : NULL, ep);
     }
 }
 
@@ -265,17 +243,17 @@ static void row_block(const struct mg_gemm_args *g, const struct lists *L, int64
 {
     for (int64_t r = r0; r < r1; ++r) cursor[r - r0] = L->beg[r];
     for (int64_t p0 = 0; p0 < g->k; p0 += kc) {
-        const int64_t p_end = min64(g->k, p0 + kc);
-        const int64_t nsub = ceil_div(p_end - p0, KS), sub = ceil_div(p_end - p0, nsub);
-        const struct sp_epi e = {
+        const int64_t p_end = mg_min64(g->k, p0 + kc);
+        const int64_t nsub = mg_ceil_div(p_end - p0, KS), sub = mg_ceil_div(p_end - p0, nsub);
+        const struct mg_epi8 e = {
             .alpha = _mm256_set1_ps(g->alpha), .beta = _mm256_set1_ps(g->beta),
             .scale = g->alpha != 1.0f, .relu = g->relu, .last = p_end == g->k,
             .prev = p0 > 0 ? MG_PREV_C : g->beta == 0.0f ? MG_PREV_ZERO
                     : g->beta == 1.0f ? MG_PREV_C : MG_PREV_BETA_C,
         };
         for (int64_t q0 = p0; q0 < p_end; q0 += sub) {
-            const int64_t q1 = min64(p_end, q0 + sub);
-            const struct sp_epi *ep = q1 == p_end ? &e : NULL;
+            const int64_t q1 = mg_min64(p_end, q0 + sub);
+            const struct mg_epi8 *ep = q1 == p_end ? &e : NULL;
             for (int64_t r = r0; r < r1; ++r) {
                 float *t = tmp + (r - r0) * GW;
                 int64_t *cur = cursor + (r - r0);
@@ -283,7 +261,7 @@ static void row_block(const struct mg_gemm_args *g, const struct lists *L, int64
                     row_part(g, L, panel, r, j0, GW, q0, q1, q0 == p0, ep, cur, t, full_chain, GW / 8);
                 else
                     row_part(g, L, panel, r, j0, nc, q0, q1, q0 == p0, ep, cur, t, full_chain,
-                             (int)ceil_div(nc, 8));
+                             (int)mg_ceil_div(nc, 8));
             }
         }
     }
@@ -320,13 +298,13 @@ int mg_gemm_sparse(const struct mg_gemm_args *g, int64_t kc)
 #define MG_CURSOR(t) ((int64_t *)(MG_TMP(t) + RB * GW))
 #define MG_COUNT(t) (MG_CURSOR(t) + RB)
 
-    const int64_t ngroups = ceil_div(g->n, GW);
+    const int64_t ngroups = mg_ceil_div(g->n, GW);
     /* Items are (column group, block of rows), group-major so a thread keeps
      * its groups' B columns in cache; rows are split only when there are
      * fewer groups than threads. The item grid may depend on the thread
      * count: every C element is still computed whole by one thread. */
-    const int64_t rblocks = ngroups >= nthreads ? 1 : ceil_div(nthreads, ngroups);
-    const int64_t rb_size = ceil_div(m, rblocks);
+    const int64_t rblocks = ngroups >= nthreads ? 1 : mg_ceil_div(nthreads, ngroups);
+    const int64_t rb_size = mg_ceil_div(m, rblocks);
     const int64_t nitems = ngroups * rblocks;
     int declined = 0;
 #ifdef _OPENMP
@@ -368,11 +346,11 @@ int mg_gemm_sparse(const struct mg_gemm_args *g, int64_t kc)
 #endif
             for (int64_t it = 0; it < nitems; ++it) {
                 const int64_t grp = it / rblocks, rb = it % rblocks;
-                const int64_t j0 = grp * GW, nc = min64(GW, g->n - j0);
+                const int64_t j0 = grp * GW, nc = mg_min64(GW, g->n - j0);
                 if (grp != packed) { full_chain = pack_group(g, j0, nc, panel); packed = grp; }
-                const int64_t r_end = min64(m, (rb + 1) * rb_size);
+                const int64_t r_end = mg_min64(m, (rb + 1) * rb_size);
                 for (int64_t rr = rb * rb_size; rr < r_end; rr += RB)
-                    row_block(g, &L, kc, panel, rr, min64(r_end, rr + RB), j0, nc, full_chain,
+                    row_block(g, &L, kc, panel, rr, mg_min64(r_end, rr + RB), j0, nc, full_chain,
                               MG_CURSOR(tid), MG_TMP(tid));
             }
             MG_FTZ_END;

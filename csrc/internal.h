@@ -56,6 +56,39 @@
 #define MG_X86_AVX2 1 /* AVX2 code can be compiled (it runs only if the CPU has it) */
 #endif
 
+/* What a KC slice's epilogue adds to alpha*AB before storing it in C. */
+enum { MG_PREV_ZERO, MG_PREV_C, MG_PREV_BETA_C };
+
+static inline int64_t mg_min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t mg_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+#ifdef MG_X86_AVX2
+#include <immintrin.h>
+/* The AVX2 GEMM epilogue, one piece for the dense micro-kernel and the
+ * zero-skipping kernel so that both round every C element alike: for one KC
+ * slice, v = alpha*AB (when alpha != 1), plus C or beta*C (prev), then on the
+ * last slice plus bias and max(0, v) for relu (which keeps NaN); stored to 8
+ * columns of C, masked by m unless full. bias: the 8 bias values, preloaded. */
+struct mg_epi8 { __m256 alpha, beta; int scale, prev, last, relu; };
+
+__attribute__((target("avx2,fma"), always_inline))
+static inline void mg_epilogue8(float *c, __m256 v, __m256i m, int full, const __m256 *bias,
+                                const struct mg_epi8 *e)
+{
+#define MG_LD_C (full ? _mm256_loadu_ps(c) : _mm256_maskload_ps(c, m))
+    if (e->scale) v = _mm256_mul_ps(e->alpha, v);
+    if (e->prev == MG_PREV_C) v = _mm256_add_ps(v, MG_LD_C);
+    else if (e->prev == MG_PREV_BETA_C) v = _mm256_add_ps(v, _mm256_mul_ps(e->beta, MG_LD_C));
+#undef MG_LD_C
+    if (e->last) {
+        if (bias) v = _mm256_add_ps(v, *bias);
+        if (e->relu) v = _mm256_max_ps(_mm256_setzero_ps(), v);
+    }
+    if (full) _mm256_storeu_ps(c, v);
+    else _mm256_maskstore_ps(c, m, v);
+}
+#endif
+
 /* One mg_gemm call, as validated by mg_gemm. */
 struct mg_gemm_args {
     int trans_a, trans_b;
@@ -69,8 +102,6 @@ struct mg_gemm_args {
     int relu;
 };
 
-/* What a KC slice's epilogue adds to alpha*AB before storing it in C. */
-enum { MG_PREV_ZERO, MG_PREV_C, MG_PREV_BETA_C };
 
 /* The calling thread's grow-only GEMM workspace (NULL when out of memory). */
 float *mg_gemm_ws_get(size_t nfloats);
