@@ -50,6 +50,12 @@
 #define MG_FTZ_END ((void)0)
 #endif
 
+/* Column sums shared by the bias gradient and the fused relu backward (bias.c):
+ * db[j] = sum_i g[i, j] with rows in increasing order, g = dY, or, when y is
+ * given, g = dX = dY where Y > 0 else 0 (written to dx). db may be NULL. */
+int mg_column_sums(const float *y, const float *dy, float *dx, float *db,
+                   int64_t rows, int64_t cols);
+
 /* ------------------------------------------------------------ GEMM internals
  * shared by gemm.c (the dense driver) and gemm_sparse.c (zero-skipping). */
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))

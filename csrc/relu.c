@@ -28,43 +28,10 @@ int mg_relu_backward(const float *y, const float *dy, float *dx, int64_t n)
     return MG_OK;
 }
 
-#define RELU_COL_BLOCK 64
-
 /* One pass over dY instead of two: mask it and sum its columns for the bias
- * gradient while the rows are in cache. Column blocks go to threads, rows are
- * summed in increasing order, so db is thread-invariant. */
+ * gradient while the rows are in cache (bias.c's column sums, masked). */
 int mg_relu_backward_bias_grad(const float *y, const float *dy, float *dx, float *db,
                                int64_t rows, int64_t cols)
 {
-    if (rows < 0 || cols < 0)
-        return MG_EINVAL;
-    int64_t nblocks = (cols + RELU_COL_BLOCK - 1) / RELU_COL_BLOCK;
-    MG_OMP(omp parallel num_threads(MG_THREADS(rows * cols)))
-    {
-        MG_FTZ_BEGIN;
-        MG_OMP(omp for schedule(static))
-        for (int64_t blk = 0; blk < nblocks; blk++) {
-            int64_t j0 = blk * RELU_COL_BLOCK;
-            int64_t j1 = j0 + RELU_COL_BLOCK < cols ? j0 + RELU_COL_BLOCK : cols;
-            float acc[RELU_COL_BLOCK];
-            for (int64_t j = j0; j < j1; j++)
-                acc[j - j0] = 0.0f;
-            for (int64_t i = 0; i < rows; i++) {
-                const float *yr = y + i * cols;
-                const float *gr = dy + i * cols;
-                float *dr = dx + i * cols;
-                for (int64_t j = j0; j < j1; j++) {
-                    float gj = gr[j]; /* loaded unconditionally so the select vectorises */
-                float g = yr[j] > 0.0f ? gj : 0.0f;
-                    dr[j] = g;
-                    acc[j - j0] += g;
-                }
-            }
-            if (db)
-                for (int64_t j = j0; j < j1; j++)
-                    db[j] = acc[j - j0];
-        }
-        MG_FTZ_END;
-    }
-    return MG_OK;
+    return mg_column_sums(y, dy, dx, db, rows, cols);
 }
