@@ -81,17 +81,24 @@ def _gemm(m, k, n, trans_a=False, trans_b=False):
     return make
 
 
-def _dense_relu(torch):
-    rng = _rng()
-    x, w, b = _normal(rng, B, D_IN), _normal(rng, D_IN, D_HID) * 0.05, _normal(rng, D_HID)
-    impls = {
-        "minigrad": lambda: kernels.gemm(x, w, bias=b, relu=True),
-        "numpy": lambda: np.maximum(x @ w + b, 0),
-    }
-    if torch is not None:
-        tx, tw, tb = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
-        impls["torch"] = lambda: torch.relu(torch.addmm(tb, tx, tw))
-    return impls, lambda: _check_close(impls["minigrad"](), impls["numpy"]())
+def _dense_relu_on(make_x):
+    """relu(x @ W1 + b1) on the batch make_x() returns (each impl's fused form)."""
+    def make(torch):
+        rng = _rng()
+        x = make_x(rng)
+        w, b = _normal(rng, D_IN, D_HID) * 0.05, _normal(rng, D_HID)
+        impls = {
+            "minigrad": lambda: kernels.gemm(x, w, bias=b, relu=True),
+            "numpy": lambda: np.maximum(x @ w + b, 0),
+        }
+        if torch is not None:
+            tx, tw, tb = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
+            impls["torch"] = lambda: torch.relu(torch.addmm(tb, tx, tw))
+        return impls, lambda: _check_close(impls["minigrad"](), impls["numpy"]())
+    return make
+
+
+_dense_relu = _dense_relu_on(lambda rng: _normal(rng, B, D_IN))
 
 
 def _mnist_batch():
@@ -103,22 +110,18 @@ def _mnist_batch():
     return x
 
 
-def _mnist_dense_relu(torch):
-    rng = _rng()
-    x, w, b = _mnist_batch(), _normal(rng, D_IN, D_HID) * 0.05, _normal(rng, D_HID)
-    impls = {
-        "minigrad": lambda: kernels.gemm(x, w, bias=b, relu=True),
-        "numpy": lambda: np.maximum(x @ w + b, 0),
-    }
-    if torch is not None:
-        tx, tw, tb = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
-        impls["torch"] = lambda: torch.relu(torch.addmm(tb, tx, tw))
+def _zero_skipping(make):
+    """The op of `make`, whose check also requires that minigrad's call took the
+    zero-skipping path (its counter moved by one)."""
+    def made(torch):
+        impls, check = make(torch)
 
-    def check():
-        before = kernels.zero_skipping_calls()
-        _check_close(impls["minigrad"](), impls["numpy"]())
-        assert kernels.zero_skipping_calls() == before + 1, "the zero-skipping path was not taken"
-    return impls, check
+        def check_skipped():
+            before = kernels.zero_skipping_calls()
+            check()
+            assert kernels.zero_skipping_calls() == before + 1, "the zero-skipping path was not taken"
+        return impls, check_skipped
+    return made
 
 
 def _mnist_dW1(torch):
@@ -131,12 +134,7 @@ def _mnist_dW1(torch):
     if torch is not None:
         tx, tdz = torch.from_numpy(x), torch.from_numpy(dz)
         impls["torch"] = lambda: torch.mm(tx.t(), tdz)
-
-    def check():
-        before = kernels.zero_skipping_calls()
-        _check_close(impls["minigrad"](), impls["numpy"]())
-        assert kernels.zero_skipping_calls() == before + 1, "the zero-skipping path was not taken"
-    return impls, check
+    return impls, lambda: _check_close(impls["minigrad"](), impls["numpy"]())
 
 
 def _add_bias(torch):
@@ -318,9 +316,10 @@ OPS = {
     # Real MNIST images as op(a): minigrad skips their zero pixels, NumPy and
     # PyTorch multiply them. GFLOP/s count the dense FLOPs (same work done).
     "mnist_dense_relu": ("MNIST batch: relu(x@W1+b1) 128x784x512, zero-skipping",
-                         2 * B * D_IN * D_HID, None, _mnist_dense_relu),
+                         2 * B * D_IN * D_HID, None,
+                         _zero_skipping(_dense_relu_on(lambda rng: _mnist_batch()))),
     "mnist_dW1_tn": ("MNIST batch: x.T@dz (784x128)@(128x512), zero-skipping",
-                     2 * B * D_IN * D_HID, None, _mnist_dW1),
+                     2 * B * D_IN * D_HID, None, _zero_skipping(_mnist_dW1)),
     "add_bias": ("add_bias 128x512", None, None, _add_bias),
     "relu_fwd": ("relu forward 128x512", None, None, _relu_fwd),
     "relu_bwd": ("relu backward 128x512", None, None, _relu_bwd),

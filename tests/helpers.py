@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 
@@ -14,6 +15,14 @@ from minigrad import kernels, reference
 
 F32 = np.float32
 EPS32 = float(np.finfo(np.float32).eps)
+
+
+def mnist_dir():
+    """MINIGRAD_DATA, else shared/mnist next to the repository. Never skipped: absent data fails."""
+    env = os.environ.get("MINIGRAD_DATA")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "mnist"
+    assert path.exists(), f"MNIST not found at {path}; set MINIGRAD_DATA to the directory holding it"
+    return path
 
 
 def rand(rng, *shape, scale=1.0, low=None):

@@ -11,15 +11,13 @@ does not depend on the thread count, and a workspace that stays flat.
 Every test that exercises the path checks kernels.zero_skipping_calls(), so a
 test of the sparse path that silently ran the dense one fails.
 """
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import F32, assert_snippet_ok, bits, gemm_tol, rand
+from helpers import F32, assert_snippet_ok, bits, gemm_tol, mnist_dir, rand
 from minigrad import kernels
 from minigrad.datasets import mnist
 
@@ -682,15 +680,6 @@ def test_workspace_stays_flat():
 
 
 # ============================================================== 9: real MNIST
-
-def mnist_dir():
-    """MINIGRAD_DATA, else shared/mnist next to the repository (as in
-    test_mnist_e2e.py and test_train_mnist_cli.py). Never skipped: absent data fails."""
-    env = os.environ.get("MINIGRAD_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "mnist"
-    assert path.exists(), f"MNIST not found at {path}; set MINIGRAD_DATA to the directory holding it"
-    return path
-
 
 @needs_avx2
 def test_real_mnist_batch():

@@ -1,22 +1,12 @@
 """End to end on the real MNIST: the book's program (1st and 2nd edition forms) on a subset."""
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import minigrad as mg
+from helpers import mnist_dir
 from minigrad import layers, models, utils
 from minigrad.datasets import mnist
 from minigrad.utils import to_categorical
-
-
-def mnist_dir():
-    """MINIGRAD_DATA, else shared/mnist next to the repository. Never skipped: absent data fails."""
-    env = os.environ.get("MINIGRAD_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "mnist"
-    assert path.exists(), f"MNIST not found at {path}; set MINIGRAD_DATA to the directory holding it"
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import mnist_dir
 from minigrad import layers, models, train_mnist
-
-
-def mnist_dir():
-    """MINIGRAD_DATA, else shared/mnist next to the repository. Never skipped: absent data fails."""
-    env = os.environ.get("MINIGRAD_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "mnist"
-    assert path.exists(), f"MNIST not found at {path}; set MINIGRAD_DATA to the directory holding it"
-    return path
 
 
 def run_cli(*args, env_extra=None):
