@@ -481,8 +481,7 @@ static struct epi epi_for_slice(const struct plan *P, int64_t pb)
     return (struct epi){
         .alpha = P->alpha, .beta = P->beta, .relu = P->relu,
         .last = pb == P->nkb - 1,
-        .prev = pb > 0 ? MG_PREV_C : P->beta == 0.0f ? MG_PREV_ZERO
-                : P->beta == 1.0f ? MG_PREV_C : MG_PREV_BETA_C,
+        .prev = mg_prev_for_slice(pb, P->beta),
     };
 }
 

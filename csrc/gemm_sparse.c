@@ -234,7 +234,7 @@ static inline void row_part(const struct mg_gemm_args *g, const struct lists *L,
 }
 
 /* Rows [r0, r1) (at most RB) times one packed column group, slice by slice;
- * each KC slice is cut into sub-slices of at most KS panel rows (16 KiB) so
+ * each KC slice is cut into sub-slices of at most KS panel rows (32 KiB) so
  * the part of the panel in use stays in L1 while all the rows go through it. */
 __attribute__((target("avx2,fma")))
 static void row_block(const struct mg_gemm_args *g, const struct lists *L, int64_t kc,
@@ -248,8 +248,7 @@ static void row_block(const struct mg_gemm_args *g, const struct lists *L, int64
         const struct mg_epi8 e = {
             .alpha = _mm256_set1_ps(g->alpha), .beta = _mm256_set1_ps(g->beta),
             .scale = g->alpha != 1.0f, .relu = g->relu, .last = p_end == g->k,
-            .prev = p0 > 0 ? MG_PREV_C : g->beta == 0.0f ? MG_PREV_ZERO
-                    : g->beta == 1.0f ? MG_PREV_C : MG_PREV_BETA_C,
+            .prev = mg_prev_for_slice(p0, g->beta),
         };
         for (int64_t q0 = p0; q0 < p_end; q0 += sub) {
             const int64_t q1 = mg_min64(p_end, q0 + sub);

@@ -65,6 +65,14 @@ int mg_column_sums(const float *y, const float *dy, float *dx, float *db,
 /* What a KC slice's epilogue adds to alpha*AB before storing it in C. */
 enum { MG_PREV_ZERO, MG_PREV_C, MG_PREV_BETA_C };
 
+/* The slice starting at p0: the first one adds beta*C (nothing when beta is
+ * 0, so C is never read; C itself when beta is 1), later ones add C. */
+static inline int mg_prev_for_slice(int64_t p0, float beta)
+{
+    return p0 > 0 ? MG_PREV_C : beta == 0.0f ? MG_PREV_ZERO
+           : beta == 1.0f ? MG_PREV_C : MG_PREV_BETA_C;
+}
+
 static inline int64_t mg_min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t mg_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
