@@ -130,8 +130,9 @@ def describe_blas(infos=None):
         for i in infos)
 
 
-def environment(torch_threads=None):
-    """A dict describing everything that decides the numbers."""
+def environment(torch_threads=None, with_torch=True):
+    """A dict describing everything that decides the numbers (with_torch=False:
+    leave PyTorch unimported, for a process that must not load it next to minigrad)."""
     import minigrad as mg
     from minigrad import kernels
     env = {
@@ -146,9 +147,11 @@ def environment(torch_threads=None):
         "minigrad_openmp": kernels.has_openmp(),
         "env": {k: os.environ.get(k) for k in ENV_VARS if os.environ.get(k) is not None},
     }
-    torch = try_import_torch()
+    torch = try_import_torch() if with_torch else None
     if torch is None:
         env["torch"] = None
+        if not with_torch:
+            env["torch_note"] = "PyTorch: not imported by this benchmark"
     else:
         env["torch"] = torch.__version__
         env["torch_threads"] = torch.get_num_threads() if torch_threads is None else torch_threads
@@ -164,7 +167,8 @@ def describe_environment(env):
         describe_blas(env["numpy_blas"]),
         f"minigrad {env['minigrad']}: GEMM kernel {env['minigrad_gemm_kernel']}, "
         f"OpenMP {'yes' if env['minigrad_openmp'] else 'no'}",
-        ("PyTorch: not importable (its rows are skipped)" if env["torch"] is None else
+        (env.get("torch_note", "PyTorch: not importable (its rows are skipped)")
+         if env["torch"] is None else
          f"PyTorch {env['torch']} (MKL {env['torch_mkl']}, oneDNN {env['torch_mkldnn']}); "
          f"threads set per row with torch.set_num_threads"),
         "Environment: " + (", ".join(f"{k}={v}" for k, v in env["env"].items()) or

@@ -57,9 +57,12 @@ class CallbackList:
             cb.set_params(params)
 
     def __getattr__(self, hook):
+        if hook.startswith("__"):
+            raise AttributeError(hook)
         def call_all(*args):
             for cb in self.callbacks:
                 getattr(cb, hook)(*args)
+        setattr(self, hook, call_all)  # built once per hook (fit calls two per step)
         return call_all
 
 

@@ -14,6 +14,7 @@ function with the same name and signature.
 """
 import math
 import numbers
+import operator
 
 import numpy as np
 
@@ -124,6 +125,10 @@ def _ptr(x):
     return ffi.from_buffer("float[]", x)
 
 
+# floats _scalar accepted before: a training loop passes the same few every step
+_accepted_floats = set()
+
+
 def _scalar(op, name, value):
     """A real hyperparameter as a float that C will round to float32 without surprise.
 
@@ -132,6 +137,8 @@ def _scalar(op, name, value):
     would make C compute something the caller did not ask for, so it is refused.
     NaN and inf are passed through: IEEE arithmetic then says what happens.
     """
+    if type(value) is float and value in _accepted_floats:
+        return value
     if not isinstance(value, numbers.Real):
         raise TypeError(f"{op}: expected {name} to be a real number, "
                         f"received {type(value).__name__}")
@@ -147,6 +154,10 @@ def _scalar(op, name, value):
         if not _FLT_MIN <= x32 <= _FLT_MAX:
             raise ValueError(f"{op}: expected {name} to be 0 or a float32-representable magnitude "
                              f"in [1.2e-38, 3.4e38], received {value!r}")
+    if type(value) is float and finite:
+        if len(_accepted_floats) >= 1024:
+            _accepted_floats.clear()
+        _accepted_floats.add(value)
     return x
 
 
@@ -405,6 +416,66 @@ def softmax_xent_backward(probs, target, scale, out=None):
     return out
 
 
+# ---------------------------------------------------------------- gather
+
+def gather_rows(src, idx, out=None):
+    """out[i] = src[idx[i]]: rows of any numeric dtype (the shuffled mini-batch of fit).
+
+    Like ``np.take(src, idx, axis=0)`` (or ``torch.index_select``), with the rows
+    copied on all threads. Indices must lie in [0, len(src)): negative ones are
+    refused, as in PyTorch. ``out`` gets src's dtype and shape (len(idx),) + src.shape[1:].
+
+    >>> import numpy as np
+    >>> gather_rows(np.arange(6, dtype=np.float32).reshape(3, 2), np.array([2, 0])).tolist()
+    [[4.0, 5.0], [0.0, 1.0]]
+    """
+    op = "gather_rows"
+    if not isinstance(src, np.ndarray) or src.ndim < 1:
+        raise TypeError(f"{op}: expected src to be a numpy array with at least 1 dimension, "
+                        f"received {_describe(src)}")
+    if src.dtype.hasobject:  # copying object pointers as bytes would corrupt reference counts
+        raise TypeError(f"{op}: expected src of a numeric dtype, received {src.dtype}")
+    if not isinstance(idx, np.ndarray) or idx.dtype.kind not in "iu" or idx.ndim != 1:
+        got = f"{idx.ndim}-d {idx.dtype} array" if isinstance(idx, np.ndarray) else _describe(idx)
+        raise TypeError(f"{op}: expected idx to be a 1-d integer array, received {got}")
+    rows = src.shape[0]
+    if idx.size:
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= rows:
+            raise ValueError(f"{op}: expected indices in [0, {rows}), received {lo if lo < 0 else hi}")
+    # always a private copy: C checks the indices, then reads them again while
+    # copying, and no other thread may change them in between
+    given_idx, idx = idx, np.array(idx, dtype=I64, order="C")
+    shape = (idx.size,) + src.shape[1:]
+    if out is None:
+        try:
+            out = np.empty(shape, dtype=src.dtype)
+        except (MemoryError, ValueError) as exc:
+            raise MemoryError(f"{op}: cannot allocate out of shape {shape}: {exc}") from None
+    else:
+        if not isinstance(out, np.ndarray) or out.dtype != src.dtype:
+            raise TypeError(f"{op}: expected out to be an array of dtype {src.dtype}, "
+                            f"received {_describe(out)}")
+        if out.shape != shape:
+            raise ValueError(f"{op}: expected out of shape {shape}, received {out.shape}")
+        if not _usable_in_place(out) or not out.flags.writeable:
+            problem = ("read-only" if not out.flags.writeable else
+                       "non-contiguous" if not out.flags.c_contiguous else "misaligned")
+            raise ValueError(f"{op}: expected out to be writeable, C-contiguous and aligned "
+                             f"(it is written in place), received a {problem} array")
+        for name, other in (("src", src), ("idx", given_idx)):
+            if np.may_share_memory(out, other):
+                raise ValueError(f"{op}: out must not share memory with {name}")
+    if not _usable_in_place(src):  # a strided view: NumPy reads only the rows asked for
+        np.take(src, idx, axis=0, out=out)
+        return out
+    row_bytes = src.itemsize * math.prod(src.shape[1:])
+    _check_status(op, lib.mg_gather_rows(ffi.from_buffer(src), rows, row_bytes,
+                                         ffi.from_buffer("int64_t[]", idx), idx.size,
+                                         ffi.from_buffer(out)))
+    return out
+
+
 # ---------------------------------------------------------------- optimizers
 #
 # Each update takes one parameter array or a list of them (with matching lists of
@@ -433,11 +504,8 @@ def _param_table(op, ws, gs, slot_lists):
     layout = (len(ws), len(gs)) + tuple(len(s) for s in slot_lists)
     cached = _table_cache.get(op)
     if (cached is not None and cached[0] == layout and len(cached[1]) == len(arrays)
-            and all(a is b for a, b in zip(arrays, cached[1]))
-            # an ndarray's dtype, shape and strides can be reassigned in place
-            and all(a.dtype == F32 and a.shape == shape and _usable_in_place(a)
-                    for a, shape in zip(arrays, cached[5]))
-            and all(w.flags.writeable for w in cached[4])):
+            and all(map(operator.is_, arrays, cached[1]))
+            and _unchanged(cached[1], cached[5], cached[4])):
         return cached[2], len(ws), cached[3]
     table, count, keep = _validate_params(op, ws, gs, slot_lists)
     # cache only tables that point at the caller's own arrays (no gradient was copied)
@@ -445,6 +513,21 @@ def _param_table(op, ws, gs, slot_lists):
         written = ws + [s for slots in slot_lists for s in slots]
         _table_cache[op] = (layout, arrays, table, keep, written, [a.shape for a in arrays])
     return table, count, keep
+
+
+def _unchanged(arrays, shapes, written):
+    """The cached arrays still have their dtype, shape and layout (all can be
+    reassigned in place on an ndarray), and the written ones are still writeable."""
+    for a, shape in zip(arrays, shapes):
+        if a.shape != shape or a.dtype != F32:
+            return False
+        flags = a.flags
+        if not (flags.c_contiguous and flags.aligned):
+            return False
+    for w in written:
+        if not w.flags.writeable:
+            return False
+    return True
 
 
 def _validate_params(op, ws, gs, slot_lists):

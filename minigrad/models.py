@@ -30,7 +30,7 @@ from . import callbacks as callbacks_module
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
-from . import utils
+from . import train_plan, utils
 from .function import no_grad
 from .layers import Dense, Layer, normalize_input_shape, unique_name
 from .ops import softmax_cross_entropy
@@ -271,6 +271,9 @@ class Sequential:
         updates every trainable weight, so a step is applied completely or not at all.
         A NaN or infinite loss applies no update at all and sets ``stop_training``.
         The output is the logits when the softmax is fused into the loss (same argmax).
+        ``fit`` runs this step, or for a stack of Dense layers with a built-in loss and
+        optimizer the same kernels without the graph (minigrad/train_plan.py; same
+        numbers bit for bit). Overriding train_step makes fit call the override.
         """
         # ---------------- the training step ----------------
         # images need no gradient; outputs go into buffers reused every step
@@ -288,6 +291,12 @@ class Sequential:
         self.optimizer.zero_grad(params)
         return value, out.data
         # ----------------------------------------------------
+
+    def _new_plan(self, x, y, rows):
+        """A DensePlan for fit's steps on (x, y), or None when they must run on the graph."""
+        if train_plan.unsupported_reason(self, x, y) is not None:
+            return None
+        return train_plan.DensePlan(self, rows, sparse_targets=y.ndim == 1)
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True):
@@ -348,10 +357,11 @@ class Sequential:
         if verbose:
             cbs.append(callbacks_module.ProgbarLogger(verbose))
         cbs = callbacks_module.CallbackList(cbs, self, {"epochs": epochs, "steps": steps, "verbose": verbose})
-        if shuffle:  # batches are gathered into these, reused every step
-            rows = min(batch_size, n)
-            xbuf = np.empty((rows,) + x.shape[1:], dtype=x.dtype)
-            ybuf = np.empty((rows,) + y.shape[1:], dtype=y.dtype)
+        batches = train_plan.Batches(x, y, batch_size, shuffle)
+        # The planned step (train_plan.py) when the model qualifies; it is rebuilt
+        # if a callback changes the model, and dropped for the rest of this fit
+        # (autograd steps) if the model stops qualifying.
+        plan = self._new_plan(x, y, min(batch_size, n))
 
         self.stop_training = False
         self.optimizer.zero_grad(self.trainable_weights)
@@ -363,19 +373,17 @@ class Sequential:
                 for m in metrics:
                     m.reset_state()
                 cbs.on_epoch_begin(epoch)
-                order = utils.rng().permutation(n) if shuffle else None
+                batches.start_epoch(utils.rng().permutation(n) if shuffle else None)
                 for step in range(steps):
-                    start, stop = step * batch_size, min((step + 1) * batch_size, n)
                     cbs.on_train_batch_begin(step)
-                    if order is None:
-                        xb, yb = x[start:stop], y[start:stop]
-                    else:
-                        # mode="clip" lets take write straight into out (no hidden buffer)
-                        idx, k = order[start:stop], stop - start
-                        xb = np.take(x, idx, axis=0, out=xbuf[:k], mode="clip")
-                        yb = np.take(y, idx, axis=0, out=ybuf[:k], mode="clip")
+                    xb, yb = batches.get(step)
+                    if plan is not None and not plan.matches(self):
+                        plan = self._new_plan(x, y, plan.rows)
                     try:
-                        loss_value, out = self.train_step(xb, yb)
+                        if plan is not None:
+                            loss_value, out = plan.step(len(xb), batches.x_ptr, batches.y_ptr)
+                        else:
+                            loss_value, out = self.train_step(xb, yb)
                     except FloatingPointError as exc:
                         raise FloatingPointError(f"{exc} [in fit: epoch {epoch + 1}/{epochs}, "
                                                  f"step {step + 1}/{steps}]") from exc
@@ -385,7 +393,7 @@ class Sequential:
                         print(f"Batch {step}: Invalid loss, terminating training "
                               f"(epoch {epoch + 1}, loss {loss_value}; this batch's update "
                               f"was not applied)", flush=True)
-                    loss_mean.update_state(loss_value, stop - start)
+                    loss_mean.update_state(loss_value, len(xb))
                     for m in metrics:
                         m.update_state(yb, out)
                     logs = {m.name: m.result() for m in metrics}

@@ -95,6 +95,17 @@ def softmax_xent_backward(probs, target, scale, out=None):
     return _out(out, scale * (p * t.sum(axis=1, keepdims=True) - t))
 
 
+def gather_rows(src, idx, out=None):
+    idx = np.asarray(idx)
+    if idx.size and (idx.min() < 0 or idx.max() >= len(src)):
+        raise ValueError("gather_rows: index out of range")
+    rows = np.take(src, idx.astype(np.int64), axis=0)
+    if out is None:
+        return rows
+    out[...] = rows
+    return out
+
+
 def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else [x]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from minigrad import callbacks, function, kernels, layers, models, utils
+from minigrad import callbacks, function, kernels, layers, models, train_plan, utils
 from helpers import assert_bitwise_equal, run_python
 
 F32 = np.float32
@@ -338,17 +338,22 @@ def test_keyboard_interrupt_in_a_callback_leaves_a_consistent_state(optimizer):
     assert_same_state(model, reference, "after a following fit")
 
 
-def test_keyboard_interrupt_inside_backward_drops_the_whole_step(monkeypatch):
+@pytest.mark.parametrize("planned", [False, True], ids=["autograd", "planned"])
+def test_keyboard_interrupt_inside_backward_drops_the_whole_step(monkeypatch, planned):
+    # autograd: interrupted inside backward; planned: after the C forward/backward
+    # call, just before the optimizer update (the only other place Python runs)
     x, y = toy_data(320)
-    real, calls = kernels.relu_backward_bias_grad, []
+    owner, name = (train_plan.DensePlan, "_update") if planned else (kernels, "relu_backward_bias_grad")
+    real, calls = getattr(owner, name), []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 4:  # backward of step 4: step 4 must not happen at all
+        if len(calls) == 4:  # step 4 must not happen at all
             raise KeyboardInterrupt
         return real(*args, **kwargs)
     model = toy_model(seed=3)
-    monkeypatch.setattr(kernels, "relu_backward_bias_grad", interrupted)
+    monkeypatch.setattr(train_plan, "_enabled", planned)
+    monkeypatch.setattr(owner, name, interrupted)
     with pytest.raises(KeyboardInterrupt):
         model.fit(x, y, batch_size=64, epochs=1, verbose=0, shuffle=False)
     monkeypatch.undo()

@@ -1,0 +1,34 @@
+/* Row gather: the shuffled mini-batch of a training loop.
+ * dst[i, :] = src[idx[i], :] for rows of any element type, copied as bytes.
+ * NumPy's take over 128 random rows of a 188 MB array spends most of its time
+ * waiting on memory; copying rows on all threads overlaps those misses. */
+#include <string.h>
+
+#include "minigrad.h"
+#include "internal.h"
+
+int mg_gather_rows(const void *src, int64_t src_rows, int64_t row_bytes,
+                   const int64_t *idx, int64_t count, void *dst)
+{
+    if (src_rows < 0 || row_bytes < 0 || count < 0)
+        return MG_EINVAL;
+    /* every index is checked before anything is written: never a read outside src */
+    for (int64_t i = 0; i < count; i++)
+        if (idx[i] < 0 || idx[i] >= src_rows)
+            return MG_EINVAL;
+    if (row_bytes == 0)
+        return MG_OK;
+    const char *s = (const char *)src;
+    char *d = (char *)dst;
+    int64_t floats = count * row_bytes / 4; /* the work measure MG_THREADS expects */
+    MG_OMP(omp parallel for schedule(static) num_threads(MG_THREADS(floats)))
+    for (int64_t i = 0; i < count; i++) {
+        if (i + 1 < count) { /* ask for the next row while this one is copied */
+            const char *next = s + idx[i + 1] * row_bytes;
+            for (int64_t off = 0; off < row_bytes && off < 4096; off += 64)
+                __builtin_prefetch(next + off, 0, 0);
+        }
+        memcpy(d + i * row_bytes, s + idx[i] * row_bytes, (size_t)row_bytes);
+    }
+    return MG_OK;
+}

@@ -1,0 +1,275 @@
+"""The training step of ``fit`` for a stack of Dense layers, validated once.
+
+``Sequential.train_step`` records a graph on every batch and calls nine C kernels,
+each behind a wrapper that re-validates its arrays. At batch 128 on MNIST that
+Python work took about 0.35 ms per step, a quarter of the step once the kernels
+got fast. For the models ``fit`` mostly sees (Dense layers, a softmax
+cross-entropy, a built-in optimizer), a ``DensePlan`` checks every array once,
+keeps the cffi pointers, and per step calls the same kernels with the same
+arguments in the same order as the graph would. The results are the autograd
+step's bit for bit (tests/test_train_plan.py trains both side by side).
+
+A callback may change the model between steps (replace or reshape a weight,
+freeze a layer, swap the optimizer or its state, turn on ``set_check_finite``).
+``DensePlan.matches`` re-checks all of that before every step, in a few
+microseconds; when it fails, ``fit`` builds a new plan or, if the model no longer
+qualifies, runs the rest of that ``fit`` on the autograd path.
+
+>>> import numpy as np, minigrad as mg
+>>> from minigrad import layers, models
+>>> model = models.Sequential([layers.Dense(4, activation="relu", input_shape=(3,)),
+...                            layers.Dense(2, activation="softmax")])
+>>> model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")
+>>> unsupported_reason(model, np.zeros((8, 3), np.float32), np.zeros(8, np.int64)) is None
+True
+"""
+import math
+
+import numpy as np
+
+from . import function, kernels, losses
+from . import optimizers as optimizers_module
+from .kernels import ffi, lib
+
+_F32 = np.dtype(np.float32)
+_I64 = np.dtype(np.int64)
+_CROSSENTROPY = (losses.CategoricalCrossentropy, losses.SparseCategoricalCrossentropy)
+_OPTIMIZERS = (optimizers_module.RMSprop, optimizers_module.SGD, optimizers_module.Adam)
+
+
+_enabled = True
+_planned_steps = 0
+
+
+def set_enabled(on):
+    """Let ``fit`` use planned steps (on by default). Off, every step runs the
+    autograd graph; the numbers are the same bit for bit, only slower. For tests
+    and benchmarks.
+
+    >>> set_enabled(False); enabled()
+    False
+    >>> set_enabled(True)
+    """
+    global _enabled
+    if not isinstance(on, (bool, np.bool_)):
+        raise TypeError(f"set_enabled: expected True or False, received {on!r}")
+    _enabled = bool(on)
+
+
+def enabled():
+    return _enabled
+
+
+def planned_steps():
+    """How many training steps planned steps have run so far (lets tests see the path taken)."""
+    return _planned_steps
+
+
+def unsupported_reason(model, x, y):
+    """Why ``fit`` must train ``model`` on (x, y) with the autograd graph, or None
+    if a ``DensePlan`` can run its steps. x and y are fit's validated arrays."""
+    from .layers import Dense
+    from .models import Sequential
+    if not _enabled:
+        return "planned steps are turned off (train_plan.set_enabled)"
+    if getattr(model.train_step, "__func__", None) is not Sequential.train_step:
+        return "train_step is overridden (in a subclass or on the instance)"
+    if function.get_check_finite():
+        return "set_check_finite is on (it checks every op of the graph)"
+    layers = model._layers
+    if not layers or any(type(layer) is not Dense or not layer.built for layer in layers):
+        return "a layer is not a built Dense layer"
+    if type(model.optimizer) not in _OPTIMIZERS:
+        return "the optimizer is not a built-in RMSprop, SGD or Adam"
+    loss, last = model.loss, layers[-1]
+    if type(loss) not in _CROSSENTROPY:
+        return "the loss is not a built-in cross-entropy"
+    if not model._fused and not (loss.from_logits and last.activation in (None, "relu")):
+        return "the loss is not a softmax cross-entropy on the last layer's output"
+    if any(layer.activation not in (None, "relu") for layer in layers[:-1]):
+        return "a hidden layer has a softmax activation"
+    if not model.trainable_weights:
+        return "the model has no trainable weights"
+    # The C step trusts these shapes: a weight reshaped in place (by a callback)
+    # must send the step to the graph, which reports the mismatch.
+    width = x.shape[1] if x.ndim == 2 else None
+    for layer in layers:
+        kernel, bias = layer.kernel, layer.bias
+        if kernel.data.ndim != 2 or kernel.data.shape[0] != width:
+            return "the layers' shapes do not chain"
+        width = kernel.data.shape[1]
+        if bias is not None and bias.data.shape != (width,):
+            return "a bias does not match its kernel"
+        for t in layer.weights:
+            if t.requires_grad != layer.trainable:
+                return "a weight's requires_grad differs from its layer's trainable flag"
+            a = t.data
+            if not (a.dtype == _F32 and a.flags.c_contiguous and a.flags.aligned and a.flags.writeable):
+                return "a weight is not a writeable, C-contiguous float32 array"
+    if y.ndim not in (1, 2) or len(y) != len(x):
+        return "the targets are neither one label nor one row per sample"
+    if y.ndim == 1 and y.dtype != _I64 or y.ndim == 2 and (y.dtype != _F32 or y.shape[1] != width):
+        return "the targets do not match the last layer"
+    return None
+
+
+def _ptr(array, ctype="float *"):
+    return ffi.cast(ctype, ffi.from_buffer(array))
+
+
+class Batches:
+    """An epoch's mini-batches: views of (x, y), or rows gathered in C into two
+    buffers reused every step when the epoch is shuffled.
+
+    x and y are the arrays ``fit`` validated (C-contiguous; float32 images,
+    int64 labels or float32 target rows) and hold the same number of samples.
+    """
+
+    def __init__(self, x, y, batch_size, shuffle):
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.n = len(x)
+        self._x_row_bytes = x.itemsize * math.prod(x.shape[1:])
+        self._y_row_bytes = y.itemsize * math.prod(y.shape[1:])
+        self._y_ctype = "int64_t *" if y.dtype == _I64 else "float *"
+        self._order = None
+        if shuffle:
+            rows = min(batch_size, self.n)
+            self._xbuf = np.empty((rows,) + x.shape[1:], dtype=x.dtype)
+            self._ybuf = np.empty((rows,) + y.shape[1:], dtype=y.dtype)
+            self._xbuf_ptr, self._ybuf_ptr = ffi.from_buffer(self._xbuf), ffi.from_buffer(self._ybuf)
+            self._x_src, self._y_src = ffi.from_buffer(x), ffi.from_buffer(y)
+            self.x_ptr, self.y_ptr = _ptr(self._xbuf), _ptr(self._ybuf, self._y_ctype)
+        else:
+            self._x_base, self._y_base = _ptr(x), _ptr(y, self._y_ctype)
+            self._x_cols = math.prod(x.shape[1:])
+            self._y_cols = math.prod(y.shape[1:])
+
+    def start_epoch(self, order):
+        """order: a permutation of the samples (shuffle) or None (in order)."""
+        if order is not None:
+            order = np.array(order, dtype=_I64)  # private: C reads it while copying
+            if order.shape != (self.n,) or (self.n and (order.min() < 0 or order.max() >= self.n)):
+                raise ValueError(f"fit: expected a permutation of {self.n} sample indices")
+            self._order, self._order_ptr = order, ffi.cast("int64_t *", ffi.from_buffer(order))
+
+    def get(self, step):
+        """(xb, yb) of batch `step`; x_ptr / y_ptr then point at their first rows."""
+        start = step * self.batch_size
+        stop = min(start + self.batch_size, self.n)
+        if self._order is None:
+            self.x_ptr = self._x_base + start * self._x_cols
+            self.y_ptr = self._y_base + start * self._y_cols
+            return self.x[start:stop], self.y[start:stop]
+        k, idx = stop - start, self._order_ptr + start
+        kernels._check_status("gather_rows", lib.mg_gather_rows(
+            self._x_src, self.n, self._x_row_bytes, idx, k, self._xbuf_ptr))
+        kernels._check_status("gather_rows", lib.mg_gather_rows(
+            self._y_src, self.n, self._y_row_bytes, idx, k, self._ybuf_ptr))
+        return self._xbuf[:k], self._ybuf[:k]
+
+
+class DensePlan:
+    """The planned training step of one model (see the module docstring)."""
+
+    def __init__(self, model, rows, sparse_targets):
+        self.model, self.optimizer, self.loss = model, model.optimizer, model.loss
+        self.from_logits = model.loss.from_logits
+        self.layers = list(model._layers)
+        self.rows = rows
+        self.sparse_targets = bool(sparse_targets)
+        workspaces = model._workspaces()
+        count = len(self.layers)
+        self._table = ffi.new("mg_dense_layer_t[]", count)
+        self._keep = []      # every array the table points into
+        self._weights = []   # (Tensor, its array, shape, requires_grad): re-checked every step
+        self._layer_state = []  # (layer, kernel, bias, activation, trainable): likewise
+        self._grads = []     # gradient buffers in trainable_weights order
+        upstream_trainable = False
+        for i, (layer, ws) in enumerate(zip(self.layers, workspaces)):
+            kernel, bias, trainable = layer.kernel, layer.bias, layer.trainable
+            k, units = kernel.shape
+            relu = layer.activation == "relu"
+            entry = self._table[i]
+            entry.k, entry.units = k, units
+            entry.relu, entry.need_w = relu, trainable
+            entry.need_b = trainable and bias is not None
+            entry.need_x = upstream_trainable  # only a trainable layer below needs dx
+            upstream_trainable = upstream_trainable or trainable
+            entry.w = self._pointer(kernel.data)
+            entry.b = self._pointer(bias.data) if bias is not None else ffi.NULL
+            # the workspace buffers (same roles and shapes) the autograd step uses
+            entry.y = self._pointer(ws.get("y", (rows, units)))
+            entry.dz = self._pointer(ws.get("dz", (rows, units))) if relu else ffi.NULL
+            db, dw = ws.get("db", (units,)), ws.get("dw", (k, units))
+            entry.db, entry.dw = self._pointer(db), self._pointer(dw)
+            entry.dx = self._pointer(ws.get("dx", (rows, k))) if entry.need_x else ffi.NULL
+            for t in (kernel, bias):
+                if t is not None:
+                    self._weights.append((t, t.data, t.data.shape, t.requires_grad))
+            self._layer_state.append((layer, kernel, bias, layer.activation, trainable))
+            if trainable:
+                self._grads += [dw, db] if bias is not None else [dw]
+        loss_ws, units = workspaces[-1], self._table[count - 1].units
+        self.logits = workspaces[count - 1].get("y", (rows, units))
+        self._probs = self._pointer(loss_ws.get("probs", (rows, units)))
+        self._row_loss = self._pointer(loss_ws.get("row_loss", (rows,)))
+        self._dlogits = self._pointer(loss_ws.get("dlogits", (rows, units)))
+        self._loss = ffi.new("float *")
+        self._params = model.trainable_weights
+        self._slots = None  # the optimizer's state, taken at the first update (as autograd does)
+
+    def _pointer(self, array):
+        self._keep.append(array)
+        return ffi.cast("float *", ffi.from_buffer(array))
+
+    def matches(self, model):
+        """Whether this plan still computes what the autograd step would for `model`."""
+        if (model.optimizer is not self.optimizer or model.loss is not self.loss
+                or model._layers != self.layers or function._check_finite
+                or model.loss.from_logits != self.from_logits):
+            return False
+        for layer, kernel, bias, activation, trainable in self._layer_state:
+            if (layer.kernel is not kernel or layer.bias is not bias
+                    or layer.activation != activation or layer.trainable != trainable):
+                return False
+        for t, array, shape, requires_grad in self._weights:
+            if (t.data is not array or array.shape != shape or array.dtype != _F32
+                    or t.requires_grad != requires_grad):
+                return False
+            flags = array.flags
+            if not (flags.c_contiguous and flags.aligned and flags.writeable):
+                return False
+        if self._slots is not None:
+            state = self.optimizer._slots
+            for t, slots in zip(self._params, self._slot_tuples):
+                if state.get(t) is not slots:
+                    return False
+        return True
+
+    def step(self, rows, x_ptr, y_ptr):
+        """One training step on `rows` (<= self.rows) samples at x_ptr / y_ptr.
+
+        Returns (loss value, logits of the batch). Like ``train_step``, a NaN or
+        infinite loss applies no update and sets ``model.stop_training``."""
+        kernels._check_status("fit", lib.mg_dense_forward_backward(
+            self._table, len(self.layers), rows, x_ptr, y_ptr, self.sparse_targets,
+            self._probs, self._row_loss, self._dlogits, self._loss))
+        global _planned_steps
+        _planned_steps += 1
+        value = float(self._loss[0])
+        if not math.isfinite(value):
+            self.model.stop_training = True
+        else:
+            self._update()
+        return value, self.logits[:rows]
+
+    def _update(self):
+        """What ``optimizer.step(trainable_weights)`` does, with the lists built once."""
+        opt = self.optimizer
+        if self._slots is None:
+            self._slot_tuples = [opt._slot(t) for t in self._params]
+            self._slots = [[s[k] for s in self._slot_tuples] for k in range(len(opt._slot_names))]
+            self._param_arrays = [t.data for t in self._params]
+        opt._update(self._param_arrays, self._grads, self._slots, opt.iterations + 1)
+        opt.iterations += 1
+

@@ -1,0 +1,321 @@
+"""Planned training steps (minigrad/train_plan.py) against the autograd graph.
+
+The plan must give the autograd step's numbers bit for bit: weights, optimizer
+state, iteration count and every logged loss/metric, over whole fits with
+shuffling and a short last batch, for every model shape it accepts, and after
+any change a callback can make between steps. Models it does not accept must
+run on the graph (planned_steps() tells which path ran).
+"""
+import re
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+from minigrad import callbacks, kernels, layers, losses, models, optimizers, train_plan, utils
+from minigrad.datasets import mnist
+from helpers import assert_bitwise_equal, mnist_dir
+
+F32 = np.float32
+
+
+def data(n=1000, features=30, classes=10, seed=0, zeros=0.0, sparse=False):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, features)).astype(F32)
+    if zeros:
+        x[rng.random(x.shape) < zeros] = 0.0
+    labels = (x[:, :classes] + 0.5 * rng.standard_normal((n, classes))).argmax(axis=1)
+    return x, (labels.astype(np.int64) if sparse else utils.to_categorical(labels, classes))
+
+
+def book(features=30, classes=10, optimizer="rmsprop", sparse=False):
+    model = models.Sequential([layers.Dense(64, activation="relu", input_shape=(features,)),
+                               layers.Dense(classes, activation="softmax")])
+    loss = "sparse_categorical_crossentropy" if sparse else "categorical_crossentropy"
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    return model
+
+
+def from_logits(last_activation=None):
+    model = models.Sequential([layers.Dense(32, activation="relu", input_shape=(30,)),
+                               layers.Dense(10, activation=last_activation)])
+    model.compile(optimizer=optimizers.RMSprop(learning_rate=0.003),
+                  loss=losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model
+
+
+def deep(optimizer=None, frozen=()):
+    model = models.Sequential([layers.Dense(32, activation="relu", input_shape=(30,)),
+                               layers.Dense(16, use_bias=False),
+                               layers.Dense(24, activation="relu"),
+                               layers.Dense(10, activation="softmax")])
+    for i in frozen:
+        model.layers[i].trainable = False
+    model.compile(optimizer=optimizer or optimizers.Adam(learning_rate=0.002),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def fit(build, x, y, planned, seed=0, threads=None, **kwargs):
+    """(model, history, planned steps) of a fit from the same seed on one path."""
+    previous_enabled, previous_threads = train_plan.enabled(), kernels.get_num_threads()
+    train_plan.set_enabled(planned)
+    if threads:
+        kernels.set_num_threads(threads)
+    try:
+        utils.set_random_seed(seed)
+        model = build()
+        before = train_plan.planned_steps()
+        kwargs.setdefault("epochs", 2)
+        kwargs.setdefault("batch_size", 128)
+        history = model.fit(x, y, verbose=0, **kwargs)
+        return model, history, train_plan.planned_steps() - before
+    finally:
+        train_plan.set_enabled(previous_enabled)
+        kernels.set_num_threads(previous_threads)
+
+
+def assert_same_training(a, b, what):
+    (ma, ha, _), (mb, hb, _) = a, b
+    for i, (wa, wb) in enumerate(zip(ma.get_weights(), mb.get_weights())):
+        assert_bitwise_equal(wa, wb, f"{what}: weight {i}")
+    va, vb = ma.optimizer.variables(), mb.optimizer.variables()
+    assert len(va) == len(vb), what
+    for i, (sa, sb) in enumerate(zip(va, vb)):
+        assert_bitwise_equal(sa, sb, f"{what}: optimizer slot {i}")
+    assert ma.optimizer.iterations == mb.optimizer.iterations, what
+    assert ha.history.keys() == hb.history.keys(), what
+    for key in ha.history:  # every logged float, exactly (NaN equal to NaN)
+        np.testing.assert_array_equal(ha.history[key], hb.history[key], err_msg=f"{what}: {key}")
+    assert repr(ha.invalid_loss) == repr(hb.invalid_loss), what
+    assert all(w.grad is None for w in ma.weights), what
+
+
+def steps_of(n, batch_size, epochs=2):
+    return epochs * -(-n // batch_size)
+
+
+CASES = {
+    "book one-hot": (lambda: book(), {}),
+    "book sparse labels": (lambda: book(sparse=True), {"sparse": True}),
+    "from logits": (lambda: from_logits(), {}),
+    "from logits, relu output": (lambda: from_logits("relu"), {}),
+    "deep, no bias, adam": (lambda: deep(), {}),
+    "first layer frozen, nesterov": (lambda: deep(optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+                                                  frozen=(0,)), {}),
+    "middle frozen, plain sgd": (lambda: deep(optimizers.SGD(0.05), frozen=(1, 2)), {}),
+    "last frozen": (lambda: deep(frozen=(3,)), {}),
+    "mostly-zero inputs": (lambda: book(), {"zeros": 0.8}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_planned_fit_equals_the_autograd_fit_bitwise(case):
+    build, data_kwargs = CASES[case]
+    x, y = data(**data_kwargs)  # 1000 samples: the last batch of 128 has 104
+    planned, autograd = fit(build, x, y, True), fit(build, x, y, False)
+    assert planned[2] == steps_of(1000, 128) and autograd[2] == 0
+    assert_same_training(planned, autograd, case)
+    assert planned[1].history["loss"][1] < planned[1].history["loss"][0]  # it did learn
+
+
+@pytest.mark.parametrize("fit_kwargs", [{"shuffle": False}, {"batch_size": 4096}, {"batch_size": 1},
+                                        {"validation_split": 0.2}],
+                         ids=["in order", "one batch", "batch of 1", "validation split"])
+def test_batching_options_equal_autograd(fit_kwargs):
+    x, y = data(n=300)
+    kwargs = dict(fit_kwargs, epochs=1 if fit_kwargs.get("batch_size") == 1 else 2)
+    planned, autograd = fit(book, x, y, True, **kwargs), fit(book, x, y, False, **kwargs)
+    assert planned[2] > 0
+    assert_same_training(planned, autograd, str(fit_kwargs))
+
+
+def test_real_mnist_steps_equal_autograd_and_do_not_depend_on_threads():
+    (x, y), _ = mnist.load_data(mnist_dir())
+    x = x[:2560].reshape(-1, 784).astype(F32) / 255  # 81% exact zeros: the zero-skipping GEMM runs
+    y = utils.to_categorical(y[:2560], 10)
+    build = lambda: book(features=784)  # noqa: E731
+    skipped = kernels.zero_skipping_calls()
+    runs = [fit(build, x, y, True, threads=1, epochs=1), fit(build, x, y, True, threads=3, epochs=1),
+            fit(build, x, y, False, threads=2, epochs=1)]
+    assert kernels.zero_skipping_calls() - skipped >= 2 * 3 * 20  # x @ W1 and x.T @ dz, 20 steps, 3 runs
+    assert runs[0][2] == runs[1][2] == 20
+    assert_same_training(runs[0], runs[1], "1 vs 3 threads")
+    assert_same_training(runs[0], runs[2], "planned vs autograd")
+
+
+def test_nan_loss_stops_without_the_update_like_autograd(capsys):
+    x, y = data(n=512)
+    x[300] = np.inf  # in the third batch of the in-order epoch
+    planned = fit(book, x, y, True, shuffle=False, batch_size=128)
+    autograd = fit(book, x, y, False, shuffle=False, batch_size=128)
+    assert planned[1].invalid_loss is not None and planned[1].invalid_loss["batch"] == 2
+    assert planned[0].optimizer.iterations == 2
+    assert_same_training(planned, autograd, "NaN loss")
+
+
+# ------------------------------------------------------------ changes between steps
+
+class AtBatch(callbacks.Callback):
+    """Calls change(model) at the end of the given batches of the first epoch."""
+
+    def __init__(self, batches, change):
+        super().__init__()
+        self.batches, self.change, self.epoch = set(batches), change, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == 0 and batch in self.batches:
+            self.change(self.model)
+
+
+def replace_kernel(model):
+    layer = model.layers[0]
+    layer.kernel.data = np.ascontiguousarray(layer.kernel.data[:, ::-1] * F32(0.5))
+
+
+def swap_optimizer(model):
+    model.optimizer = optimizers.SGD(0.02, momentum=0.5)
+
+
+def restore_optimizer_state(model):
+    # what load_weights(include_optimizer=True) does: fresh slot arrays
+    opt = model.optimizer
+    for t in list(opt._slots):
+        opt._slots[t] = tuple(np.array(s * F32(0.5)) for s in opt._slots[t])
+
+
+def unfreeze_all(model):
+    for layer in model.layers:
+        layer.trainable = True
+
+
+CHANGES = {
+    "kernel replaced": ([2], replace_kernel, 16),
+    "layer frozen": ([2], lambda m: setattr(m.layers[0], "trainable", False), 16),
+    "layers unfrozen": ([1], unfreeze_all, 16),
+    "learning rate decayed every step": (range(8), lambda m: setattr(
+        m.optimizer, "learning_rate", m.optimizer.learning_rate * 0.8), 16),
+    "optimizer swapped": ([3], swap_optimizer, 16),
+    "optimizer state replaced": ([3], restore_optimizer_state, 16),
+    "weights set in place": ([3], lambda m: m.set_weights([w * 0.9 for w in m.get_weights()]), 16),
+    "check_finite turned on": ([2], lambda m: mg.set_check_finite(True), 3),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_a_callback_changing_the_model_gives_the_autograd_result(change):
+    batches, action, expected_planned = CHANGES[change]
+    x, y = data(n=1000)
+    build = (lambda: deep(frozen=(0,))) if change == "layers unfrozen" else deep
+    try:
+        planned = fit(build, x, y, True, callbacks=[AtBatch(batches, action)])
+    finally:
+        mg.set_check_finite(False)
+    try:
+        autograd = fit(build, x, y, False, callbacks=[AtBatch(batches, action)])
+    finally:
+        mg.set_check_finite(False)
+    assert planned[2] == expected_planned  # 16 = every step; check_finite: the graph after batch 2
+    assert_same_training(planned, autograd, change)
+
+
+@pytest.mark.parametrize("break_it", [
+    lambda m: setattr(m.layers[0].kernel.data, "shape", (16, 30)),  # (30, 32) reshaped in place
+    lambda m: setattr(m.layers[1].kernel.data, "shape", (-1,)),
+    lambda m: setattr(m.layers[0].bias.data.flags, "writeable", False),
+    lambda m: setattr(m.layers[0], "kernel", mg.Tensor(np.zeros((5, 32), F32), requires_grad=True)),
+], ids=["kernel reshaped", "kernel flattened", "bias read-only", "kernel of the wrong shape"])
+def test_a_callback_breaking_a_weight_gets_the_autograd_error_not_a_crash(break_it):
+    x, y = data(n=1000)
+    errors = []
+    for planned in (True, False):
+        with pytest.raises((ValueError, TypeError)) as info:
+            fit(deep, x, y, planned, callbacks=[AtBatch([2], break_it)])
+        errors.append((type(info.value), re.sub(r"dense_\d+", "dense_N", str(info.value))))
+    assert errors[0] == errors[1]
+
+
+# ------------------------------------------------------------ what the plan declines
+
+class MyDense(layers.Dense):
+    pass
+
+
+class MyRMSprop(optimizers.RMSprop):
+    pass
+
+
+def compiled(layer_list, loss="categorical_crossentropy", optimizer="rmsprop"):
+    model = models.Sequential(layer_list)
+    model.compile(optimizer=optimizer, loss=loss)
+    return model
+
+
+def softmax_hidden():
+    return compiled([layers.Dense(8, activation="softmax", input_shape=(30,)),
+                     layers.Dense(10, activation="softmax")])
+
+
+def custom_loss(y_true, y_pred):
+    return losses.categorical_crossentropy(y_true, y_pred)
+
+
+class OwnStep(models.Sequential):
+    def train_step(self, x, y):
+        return super().train_step(x, y)
+
+
+DECLINED = {
+    "Dense subclass": lambda: compiled([MyDense(10, activation="softmax", input_shape=(30,))]),
+    "hidden softmax": softmax_hidden,
+    "loss function": lambda: compiled([layers.Dense(10, activation="softmax", input_shape=(30,))],
+                                      loss=custom_loss),
+    "probabilities from a linear layer": lambda: compiled(
+        [layers.Dense(10, input_shape=(30,))], loss="categorical_crossentropy"),
+    "optimizer subclass": lambda: compiled([layers.Dense(10, activation="softmax", input_shape=(30,))],
+                                           optimizer=MyRMSprop()),
+    "train_step overridden": lambda: OwnStep([layers.Dense(10, activation="softmax", input_shape=(30,))]),
+}
+
+
+@pytest.mark.parametrize("case", list(DECLINED))
+def test_models_the_plan_does_not_cover_train_on_the_graph(case):
+    x, y = data(n=200)
+    model = DECLINED[case]()
+    if not model.compiled:
+        model.compile(optimizer="rmsprop", loss="categorical_crossentropy")
+    model.build((30,))
+    assert isinstance(train_plan.unsupported_reason(model, x, y), str)
+    before = train_plan.planned_steps()
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    assert train_plan.planned_steps() == before
+
+
+def test_check_finite_and_the_switch_send_fit_to_the_graph():
+    x, y = data(n=200)
+    for setting in (lambda: mg.set_check_finite(True), lambda: train_plan.set_enabled(False)):
+        model = book()
+        setting()
+        try:
+            before = train_plan.planned_steps()
+            model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+            assert train_plan.planned_steps() == before
+        finally:
+            mg.set_check_finite(False)
+            train_plan.set_enabled(True)
+    with pytest.raises(TypeError, match="set_enabled: expected True or False"):
+        train_plan.set_enabled("yes")
+
+
+def test_planned_fit_allocates_nothing_after_the_first_epoch():
+    x, y = data(n=1000)
+    model = book()
+    model.fit(x, y, batch_size=128, epochs=1, verbose=0)
+    stats = mg.workspace_stats()
+    before = train_plan.planned_steps()
+    model.fit(x, y, batch_size=128, epochs=2, verbose=0)
+    assert train_plan.planned_steps() - before == 16
+    assert mg.workspace_stats() == stats
