@@ -15,8 +15,8 @@
  *    fixed range of COL_GROUP-panel column groups, packs all of A and its own
  *    B panels privately and never waits for the others. Splitting columns is
  *    what lets small-m products use every core.
- * Narrow outputs (n <= NARROW_MAX_N, e.g. 10 classes) use a dot-product
- * kernel instead (see gemm_narrow), and for n <= NR A is read in place.
+ * Narrow outputs (n <= 10, e.g. 10 classes) have kernels of their own
+ * (gemm_narrow.c); for other n <= NR A is read in place.
  *
  * Determinism: block sizes, slices and the item grid depend on (m, n, k)
  * only, and each C element is produced by one thread as one fixed sequence of
@@ -54,7 +54,6 @@
 #define NC_MAX 4096  /* B block (KC*NC floats = 4 MiB) lives in L3 */
 #define ITEMS_MIN 16 /* split columns until there are this many work items */
 #define COL_GROUP 4  /* NR panels per work item in the small-m mode */
-#define PAR_MIN_FLOPS 400000.0 /* below this, waking threads costs more than it saves */
 
 
 /* ------------------------------------------------------------------ workspace */
@@ -62,7 +61,7 @@
 /* One buffer per calling thread that only grows, so steady-state calls never
  * allocate; it holds the packing space of the caller's whole OpenMP team, so
  * worker threads allocate nothing. Its size is bounded by the block sizes
- * (about KC_MAX*NC_MAX + threads*KC_MAX*MC_MAX floats, or NARROW_MAX_BT).
+ * (about KC_MAX*NC_MAX + threads*KC_MAX*MC_MAX floats, or MG_NARROW_MAX_BT).
  * Thread-local rather than global so concurrent callers (cffi releases the
  * GIL) never share it. On POSIX a key destructor frees it when its thread
  * exits, so short-lived caller threads do not leave buffers behind. */
@@ -623,114 +622,6 @@ static void split(int64_t total, int64_t max, int64_t unit, int64_t *size, int64
     *count = mg_ceil_div(total, s);
 }
 
-#ifdef MG_X86_AVX2
-/* ------------------------------------------------------------------ narrow n
- *
- * For a handful of output columns (a 10-class output layer) a 16-wide tile
- * would be mostly padding. Instead each C element is a dot product vectorised
- * along k: lane l sums p = l, l+8, ... in order, then the 8 lanes are added in
- * a fixed tree ((0+1)+(2+3))+((4+5)+(6+7)). A tile is DR rows x DC columns
- * (10 accumulators, 7 loads per 10 FMAs); A rows are read in place and op(B)
- * is packed transposed (n x k, zero-padded) once per call. */
-#define DR 2
-#define DC 5
-#define NARROW_MAX_N 10        /* wider than this, the 6x16 path wins */
-#define NARROW_MAX_BT (1 << 20) /* floats of packed op(B)^T, bounds the workspace */
-
-__attribute__((target("avx2,fma")))
-static void narrow_tile(int64_t k, const float *a0, const float *a1, const float *bt, int64_t ldbt,
-                        float out[DR][DC])
-{
-    __m256 s00 = _mm256_setzero_ps(), s01 = _mm256_setzero_ps(), s02 = _mm256_setzero_ps();
-    __m256 s03 = _mm256_setzero_ps(), s04 = _mm256_setzero_ps(), s10 = _mm256_setzero_ps();
-    __m256 s11 = _mm256_setzero_ps(), s12 = _mm256_setzero_ps(), s13 = _mm256_setzero_ps();
-    __m256 s14 = _mm256_setzero_ps();
-    const float *b0 = bt, *b1 = b0 + ldbt, *b2 = b1 + ldbt, *b3 = b2 + ldbt, *b4 = b3 + ldbt;
-    const int64_t k8 = k & ~(int64_t)7;
-#define MG_STEP(x0, x1, p)                                                            \
-    do {                                                                              \
-        __m256 w;                                                                     \
-        w = _mm256_load_ps(b0 + p); s00 = _mm256_fmadd_ps(x0, w, s00); s10 = _mm256_fmadd_ps(x1, w, s10); \
-        w = _mm256_load_ps(b1 + p); s01 = _mm256_fmadd_ps(x0, w, s01); s11 = _mm256_fmadd_ps(x1, w, s11); \
-        w = _mm256_load_ps(b2 + p); s02 = _mm256_fmadd_ps(x0, w, s02); s12 = _mm256_fmadd_ps(x1, w, s12); \
-        w = _mm256_load_ps(b3 + p); s03 = _mm256_fmadd_ps(x0, w, s03); s13 = _mm256_fmadd_ps(x1, w, s13); \
-        w = _mm256_load_ps(b4 + p); s04 = _mm256_fmadd_ps(x0, w, s04); s14 = _mm256_fmadd_ps(x1, w, s14); \
-    } while (0)
-#pragma GCC unroll 2
-    for (int64_t p = 0; p < k8; p += 8)
-        MG_STEP(_mm256_loadu_ps(a0 + p), _mm256_loadu_ps(a1 + p), p);
-    if (k8 < k) { /* masked lanes read as 0 and meet zero padding in bt */
-        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(k - k8)),
-                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        MG_STEP(_mm256_maskload_ps(a0 + k8, m), _mm256_maskload_ps(a1 + k8, m), k8);
-    }
-#undef MG_STEP
-    /* Reduce: hadd pairs lanes (0+1),(2+3) per 128-bit half; the final add
-     * joins the halves, giving the tree described above for every sum. */
-    __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(s00, s01), _mm256_hadd_ps(s02, s03));
-    __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(s10, s11), _mm256_hadd_ps(s12, s13));
-    __m256 t4 = _mm256_hadd_ps(s04, s14);
-    __m256 u4 = _mm256_hadd_ps(t4, t4);
-    __m128 r0 = _mm_add_ps(_mm256_castps256_ps128(u0), _mm256_extractf128_ps(u0, 1));
-    __m128 r1 = _mm_add_ps(_mm256_castps256_ps128(u1), _mm256_extractf128_ps(u1, 1));
-    __m128 r4 = _mm_add_ps(_mm256_castps256_ps128(u4), _mm256_extractf128_ps(u4, 1));
-    _mm_storeu_ps(out[0], r0);
-    _mm_storeu_ps(out[1], r1);
-    out[0][4] = _mm_cvtss_f32(r4);
-    out[1][4] = _mm_cvtss_f32(_mm_shuffle_ps(r4, r4, 1));
-}
-
-/* !trans_a, n <= NARROW_MAX_N: C = alpha * A op(B) + beta*C [+bias][relu]. */
-static int gemm_narrow(int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                       const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
-                       float *c, int64_t ldc, const float *bias, int relu)
-{
-    const int64_t ldbt = mg_ceil_div(k, 8) * 8, nt = mg_ceil_div(n, DC) * DC;
-    float *bt = mg_gemm_ws_get((size_t)(nt * ldbt));
-    if (!bt) return MG_ENOMEM;
-    for (int64_t j = 0; j < nt; ++j) {
-        float *d = bt + j * ldbt;
-        int64_t p = 0;
-        if (j < n) {
-            if (trans_b) for (; p < k; ++p) d[p] = b[j * ldb + p];
-            else for (; p < k; ++p) d[p] = b[p * ldb + j];
-        }
-        for (; p < ldbt; ++p) d[p] = 0.0f;
-    }
-    const int64_t ntiles = mg_ceil_div(m, DR) * (nt / DC);
-#ifdef _OPENMP
-#pragma omp parallel num_threads(mg_get_num_threads()) \
-    if (2.0 * (double)m * (double)n * (double)k >= PAR_MIN_FLOPS)
-#endif
-    {
-        MG_FTZ_BEGIN;
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (int64_t t = 0; t < ntiles; ++t) {
-            const int64_t i = (t / (nt / DC)) * DR, j = (t % (nt / DC)) * DC;
-            const int64_t mr = mg_min64(DR, m - i), nr = mg_min64(DC, n - j);
-            float s[DR][DC];
-            narrow_tile(k, a + i * lda, a + (i + mr - 1) * lda, bt + j * ldbt, ldbt, s);
-            for (int64_t r = 0; r < mr; ++r) {
-                for (int64_t q = 0; q < nr; ++q) {
-                    float *dst = c + (i + r) * ldc + j + q;
-                    float v = s[r][q];
-                    if (alpha != 1.0f) v = alpha * v;
-                    if (beta == 1.0f) v += *dst;
-                    else if (beta != 0.0f) v += beta * *dst;
-                    if (bias) v += bias[j + q];
-                    if (relu) v = 0.0f > v ? 0.0f : v;
-                    *dst = v;
-                }
-            }
-        }
-        MG_FTZ_END;
-    }
-    return MG_OK;
-}
-#endif
-
 int mg_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
             float alpha, const float *a, int64_t lda,
             const float *b, int64_t ldb,
@@ -746,23 +637,21 @@ int mg_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
         return MG_OK;
     }
     if (!a || !b) return MG_EINVAL;
-#ifdef MG_X86_AVX2
-    if (kernel_kind() && !trans_a && n <= NARROW_MAX_N && k >= 8 &&
-        mg_ceil_div(n, DC) * DC * (mg_ceil_div(k, 8) * 8) <= NARROW_MAX_BT)
-        return gemm_narrow(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, relu);
-#endif
-
     int64_t kc, nkb;
     split(k, KC_MAX, 1, &kc, &nkb);
+#ifdef MG_X86_AVX2
     if (kernel_kind()) {
         const struct mg_gemm_args g = {
             .trans_a = trans_a, .trans_b = trans_b, .m = m, .n = n, .k = k,
             .alpha = alpha, .beta = beta, .a = a, .b = b, .lda = lda, .ldb = ldb,
             .c = c, .ldc = ldc, .bias = bias, .relu = relu,
         };
-        const int status = mg_gemm_sparse(&g, kc);
-        if (status != MG_SPARSE_DECLINED) return status;
+        int status = mg_gemm_narrow(&g); /* n <= 10: a 10-class output layer */
+        if (status != MG_GEMM_DECLINED) return status;
+        status = mg_gemm_sparse(&g, kc);
+        if (status != MG_GEMM_DECLINED) return status;
     }
+#endif
 
     struct plan P = {
         .ta = trans_a, .tb = trans_b, .m = m, .n = n, .k = k,
@@ -790,7 +679,7 @@ int mg_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
     int nthreads = 1;
 #ifdef _OPENMP
     const double flops = 2.0 * (double)m * (double)n * (double)k;
-    if (flops >= PAR_MIN_FLOPS) nthreads = mg_get_num_threads();
+    if (flops >= MG_GEMM_PAR_MIN_FLOPS) nthreads = mg_get_num_threads();
     if (nthreads < 1) nthreads = 1;
 #endif
     /* Small m: private A and B per thread (see gemm_body_cols). Otherwise a

@@ -43,7 +43,7 @@ long long mg_zero_skipping_calls(void) { return atomic_load(&g_calls); }
 int mg_gemm_sparse(const struct mg_gemm_args *g, int64_t kc)
 {
     (void)g; (void)kc;
-    return MG_SPARSE_DECLINED;
+    return MG_GEMM_DECLINED;
 }
 #else
 
@@ -268,11 +268,11 @@ static void row_block(const struct mg_gemm_args *g, const struct lists *L, int64
 
 int mg_gemm_sparse(const struct mg_gemm_args *g, int64_t kc)
 {
-    if (!atomic_load_explicit(&g_enabled, memory_order_relaxed)) return MG_SPARSE_DECLINED;
-    if (g->trans_b || g->n < SPARSE_MIN_N || g->k > INT32_MAX) return MG_SPARSE_DECLINED;
+    if (!atomic_load_explicit(&g_enabled, memory_order_relaxed)) return MG_GEMM_DECLINED;
+    if (g->trans_b || g->n < SPARSE_MIN_N || g->k > INT32_MAX) return MG_GEMM_DECLINED;
     if (2.0 * (double)g->m * (double)g->n * (double)g->k < SPARSE_MIN_FLOPS)
-        return MG_SPARSE_DECLINED;
-    if (g->m > SPARSE_MAX_ELEMS / g->k) return MG_SPARSE_DECLINED;
+        return MG_GEMM_DECLINED;
+    if (g->m > SPARSE_MAX_ELEMS / g->k) return MG_GEMM_DECLINED;
     int nthreads = 1;
 #ifdef _OPENMP
     nthreads = mg_get_num_threads();
@@ -359,7 +359,7 @@ int mg_gemm_sparse(const struct mg_gemm_args *g, int64_t kc)
 #undef MG_TMP
 #undef MG_CURSOR
 #undef MG_COUNT
-    if (declined) return MG_SPARSE_DECLINED;
+    if (declined) return MG_GEMM_DECLINED;
     atomic_fetch_add(&g_calls, 1);
     return MG_OK;
 }

@@ -120,10 +120,20 @@ struct mg_gemm_args {
 /* The calling thread's grow-only GEMM workspace (NULL when out of memory). */
 float *mg_gemm_ws_get(size_t nfloats);
 
+/* A GEMM product below waking a thread team costs more than it saves. */
+#define MG_GEMM_PAR_MIN_FLOPS 400000.0
+
+/* What a special GEMM path returns when it does not apply (C untouched). */
+#define MG_GEMM_DECLINED 1
+
 /* Zero-skipping GEMM (gemm_sparse.c) for an AVX2 mg_gemm whose KC slices are
- * kc deep: MG_OK or MG_ENOMEM when it did the product, MG_SPARSE_DECLINED
- * (C untouched) when op(A) is not sparse enough or the shape does not suit. */
-#define MG_SPARSE_DECLINED 1
+ * kc deep: MG_OK or MG_ENOMEM when it did the product, MG_GEMM_DECLINED
+ * when op(A) is not sparse enough or the shape does not suit. */
 int mg_gemm_sparse(const struct mg_gemm_args *g, int64_t kc);
+
+/* Narrow-output GEMM (gemm_narrow.c), n <= 10, for an AVX2 mg_gemm: MG_OK or
+ * MG_ENOMEM when it did the product, MG_GEMM_DECLINED otherwise. */
+#define MG_NARROW_MAX_BT (1 << 20) /* floats of packed op(B), bounds the workspace */
+int mg_gemm_narrow(const struct mg_gemm_args *g);
 
 #endif
