@@ -137,6 +137,37 @@ def _mnist_dW1(torch):
     return impls, lambda: _check_close(impls["minigrad"](), impls["numpy"]())
 
 
+def _gather_rows(torch):
+    """A shuffled batch of 128 rows out of 60000x784 images. Each call takes the next
+    batch of one permutation (as fit does), so the rows come from memory, not cache."""
+    rng = _rng()
+    x = rng.random((bl.N_TRAIN, D_IN), dtype=np.float32)
+    order = rng.permutation(bl.N_TRAIN)
+    batches = [order[i:i + B] for i in range(0, bl.N_TRAIN - B + 1, B)]
+    out = {"minigrad": np.empty((B, D_IN), np.float32), "numpy": np.empty((B, D_IN), np.float32)}
+    position = {"minigrad": 0, "numpy": 0, "torch": 0}
+
+    def next_batch(impl):
+        position[impl] = (position[impl] + 1) % len(batches)
+        return batches[position[impl]]
+    impls = {
+        "minigrad": lambda: kernels.gather_rows(x, next_batch("minigrad"), out["minigrad"]),
+        "numpy": lambda: np.take(x, next_batch("numpy"), axis=0, out=out["numpy"]),
+    }
+    if torch is not None:
+        tx, tidx = torch.from_numpy(x), [torch.from_numpy(b) for b in batches]
+
+        def torch_gather():
+            next_batch("torch")
+            return torch.index_select(tx, 0, tidx[position["torch"]])
+        impls["torch"] = torch_gather
+
+    def check():
+        idx = batches[0]
+        np.testing.assert_array_equal(kernels.gather_rows(x, idx), x[idx])
+    return impls, check
+
+
 def _add_bias(torch):
     rng = _rng()
     x, b = _normal(rng, B, D_HID), _normal(rng, D_HID)
@@ -320,6 +351,7 @@ OPS = {
                          _zero_skipping(_dense_relu_on(lambda rng: _mnist_batch()))),
     "mnist_dW1_tn": ("MNIST batch: x.T@dz (784x128)@(128x512), zero-skipping",
                      2 * B * D_IN * D_HID, None, _zero_skipping(_mnist_dW1)),
+    "gather_rows": ("gather_rows: 128 shuffled rows of 60000x784", None, None, _gather_rows),
     "add_bias": ("add_bias 128x512", None, None, _add_bias),
     "relu_fwd": ("relu forward 128x512", None, None, _relu_fwd),
     "relu_bwd": ("relu backward 128x512", None, None, _relu_bwd),

@@ -4,8 +4,8 @@
  * kernels put the vector lanes elsewhere:
  *  - op(A) = A (h @ W2, dz @ ...): each C element is a dot product vectorised
  *    along k, because A's rows are contiguous along k (narrow_dot_tile);
- *  - op(A) = A^T (h.T @ dz2, the last layer's weight gradient): the lanes are 8
- *    consecutive rows of C, because row p of the stored A holds op(A)[i..i+7][p]
+ *  - op(A) = A^T (h.T @ dz2, the last layer's weight gradient): the lanes are
+ *    consecutive rows of C, because row p of the stored A holds op(A)[i..i+15][p]
  *    contiguously; each lane runs an FMA chain over p in order
  *    (narrow_outer_tile).
  * In both, op(B) (at most 10 columns) is packed once per call, and each C
@@ -128,55 +128,68 @@ static int gemm_narrow_dot(const struct mg_gemm_args *g)
 
 /* ---------------------------------------------------------------- op(A) = A^T
  *
- * C[i][j] = sum_p A[p][i] * op(B)[p][j]. A tile is 8 rows of C (the lanes)
- * by all NW <= 10 columns (one accumulator each); per p it loads the 8 values
- * of A's row p and broadcasts NW values of packed op(B) (k x NW). NW is a
- * compile-time constant in each instance of the inlined body below. */
+ * C[i][j] = sum_p A[p][i] * op(B)[p][j]. A tile is 16 rows of C (two vectors of
+ * lanes) by a group of NW <= 6 columns (one accumulator per vector and column,
+ * at most 12); per p it loads 16 values of A's row p and broadcasts NW values
+ * of packed op(B) (k x n), so at most 8 loads feed 12 FMAs. n <= 6 is one
+ * column group, 7..10 two. NW is a compile-time constant in each instance of
+ * the inlined body below. */
+#define OUTER_ROWS 16
+#define OUTER_MAX_NW 6
+
 __attribute__((target("avx2,fma"), always_inline))
 static inline void narrow_outer_tile_n(int nw, int64_t k, const float *a, int64_t lda,
-                                       const float *bp, int64_t rows, float out[NARROW_MAX_N][8])
+                                       const float *bp, int64_t ldbp, int64_t rows,
+                                       float out[OUTER_MAX_NW][OUTER_ROWS])
 {
-    __m256 s[NARROW_MAX_N];
-#pragma GCC unroll 10
-    for (int j = 0; j < nw; ++j) s[j] = _mm256_setzero_ps();
-    if (rows == 8) {
+    __m256 s0[OUTER_MAX_NW], s1[OUTER_MAX_NW];
+#pragma GCC unroll 6
+    for (int j = 0; j < nw; ++j) s0[j] = s1[j] = _mm256_setzero_ps();
+    if (rows == OUTER_ROWS) {
         for (int64_t p = 0; p < k; ++p) {
-            const __m256 x = _mm256_loadu_ps(a + p * lda);
-            const float *b = bp + p * nw;
-#pragma GCC unroll 10
-            for (int j = 0; j < nw; ++j)
-                s[j] = _mm256_fmadd_ps(x, _mm256_broadcast_ss(b + j), s[j]);
+            const __m256 x0 = _mm256_loadu_ps(a + p * lda), x1 = _mm256_loadu_ps(a + p * lda + 8);
+            const float *b = bp + p * ldbp;
+#pragma GCC unroll 6
+            for (int j = 0; j < nw; ++j) {
+                const __m256 w = _mm256_broadcast_ss(b + j);
+                s0[j] = _mm256_fmadd_ps(x0, w, s0[j]);
+                s1[j] = _mm256_fmadd_ps(x1, w, s1[j]);
+            }
         }
     } else { /* the last, partial tile: lanes past `rows` read nothing */
-        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rows),
-                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rows), lane);
+        const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rows - 8), lane);
         for (int64_t p = 0; p < k; ++p) {
-            const __m256 x = _mm256_maskload_ps(a + p * lda, m);
-            const float *b = bp + p * nw;
-#pragma GCC unroll 10
-            for (int j = 0; j < nw; ++j)
-                s[j] = _mm256_fmadd_ps(x, _mm256_broadcast_ss(b + j), s[j]);
+            const __m256 x0 = _mm256_maskload_ps(a + p * lda, m0);
+            const __m256 x1 = _mm256_maskload_ps(a + p * lda + 8, m1);
+            const float *b = bp + p * ldbp;
+#pragma GCC unroll 6
+            for (int j = 0; j < nw; ++j) {
+                const __m256 w = _mm256_broadcast_ss(b + j);
+                s0[j] = _mm256_fmadd_ps(x0, w, s0[j]);
+                s1[j] = _mm256_fmadd_ps(x1, w, s1[j]);
+            }
         }
     }
-#pragma GCC unroll 10
-    for (int j = 0; j < nw; ++j) _mm256_storeu_ps(out[j], s[j]);
+#pragma GCC unroll 6
+    for (int j = 0; j < nw; ++j) {
+        _mm256_storeu_ps(out[j], s0[j]);
+        _mm256_storeu_ps(out[j] + 8, s1[j]);
+    }
 }
 
 __attribute__((target("avx2,fma")))
 static void narrow_outer_tile(int nw, int64_t k, const float *a, int64_t lda, const float *bp,
-                              int64_t rows, float out[NARROW_MAX_N][8])
+                              int64_t ldbp, int64_t rows, float out[OUTER_MAX_NW][OUTER_ROWS])
 {
     switch (nw) { /* one register-resident instance per width */
-    case 1: narrow_outer_tile_n(1, k, a, lda, bp, rows, out); break;
-    case 2: narrow_outer_tile_n(2, k, a, lda, bp, rows, out); break;
-    case 3: narrow_outer_tile_n(3, k, a, lda, bp, rows, out); break;
-    case 4: narrow_outer_tile_n(4, k, a, lda, bp, rows, out); break;
-    case 5: narrow_outer_tile_n(5, k, a, lda, bp, rows, out); break;
-    case 6: narrow_outer_tile_n(6, k, a, lda, bp, rows, out); break;
-    case 7: narrow_outer_tile_n(7, k, a, lda, bp, rows, out); break;
-    case 8: narrow_outer_tile_n(8, k, a, lda, bp, rows, out); break;
-    case 9: narrow_outer_tile_n(9, k, a, lda, bp, rows, out); break;
-    default: narrow_outer_tile_n(10, k, a, lda, bp, rows, out); break;
+    case 1: narrow_outer_tile_n(1, k, a, lda, bp, ldbp, rows, out); break;
+    case 2: narrow_outer_tile_n(2, k, a, lda, bp, ldbp, rows, out); break;
+    case 3: narrow_outer_tile_n(3, k, a, lda, bp, ldbp, rows, out); break;
+    case 4: narrow_outer_tile_n(4, k, a, lda, bp, ldbp, rows, out); break;
+    case 5: narrow_outer_tile_n(5, k, a, lda, bp, ldbp, rows, out); break;
+    default: narrow_outer_tile_n(6, k, a, lda, bp, ldbp, rows, out); break;
     }
 }
 
@@ -188,7 +201,9 @@ static int gemm_narrow_outer(const struct mg_gemm_args *g)
     for (int64_t p = 0; p < k; ++p)
         for (int64_t j = 0; j < n; ++j)
             bp[p * n + j] = g->trans_b ? g->b[j * g->ldb + p] : g->b[p * g->ldb + j];
-    const int64_t ntiles = mg_ceil_div(m, 8);
+    /* column groups: [0, w0) and, for n > OUTER_MAX_NW, [w0, n) */
+    const int64_t groups = n > OUTER_MAX_NW ? 2 : 1, w0 = mg_ceil_div(n, groups);
+    const int64_t ntiles = mg_ceil_div(m, OUTER_ROWS) * groups;
     const int plain = g->alpha == 1.0f && g->beta == 0.0f && !g->bias && !g->relu;
     MG_OMP(omp parallel num_threads(mg_get_num_threads())
            if (2.0 * (double)m * (double)n * (double)k >= MG_GEMM_PAR_MIN_FLOPS))
@@ -196,19 +211,20 @@ static int gemm_narrow_outer(const struct mg_gemm_args *g)
         MG_FTZ_BEGIN;
         MG_OMP(omp for schedule(static))
         for (int64_t t = 0; t < ntiles; ++t) {
-            const int64_t i = t * 8, rows = mg_min64(8, m - i);
-            float s[NARROW_MAX_N][8];
-            narrow_outer_tile((int)n, k, g->a + i, g->lda, bp, rows, s);
+            const int64_t i = (t / groups) * OUTER_ROWS, rows = mg_min64(OUTER_ROWS, m - i);
+            const int64_t j0 = (t % groups) * w0, nw = mg_min64(w0, n - j0);
+            float s[OUTER_MAX_NW][OUTER_ROWS];
+            narrow_outer_tile((int)nw, k, g->a + i, g->lda, bp + j0, n, rows, s);
             if (plain) { /* C = A^T op(B): the weight gradient; skip finish's tests */
                 for (int64_t r = 0; r < rows; ++r)
-                    for (int64_t j = 0; j < n; ++j)
-                        g->c[(i + r) * g->ldc + j] = s[j][r];
+                    for (int64_t q = 0; q < nw; ++q)
+                        g->c[(i + r) * g->ldc + j0 + q] = s[q][r];
                 continue;
             }
             for (int64_t r = 0; r < rows; ++r)
-                for (int64_t j = 0; j < n; ++j)
-                    finish(g->c + (i + r) * g->ldc + j, s[j][r], g->alpha, g->beta, g->bias, j,
-                           g->relu);
+                for (int64_t q = 0; q < nw; ++q)
+                    finish(g->c + (i + r) * g->ldc + j0 + q, s[q][r], g->alpha, g->beta,
+                           g->bias, j0 + q, g->relu);
         }
         MG_FTZ_END;
     }
