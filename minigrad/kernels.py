@@ -419,7 +419,7 @@ def softmax_xent_backward(probs, target, scale, out=None):
 # ---------------------------------------------------------------- gather
 
 def gather_rows(src, idx, out=None):
-    """out[i] = src[idx[i]]: rows of any numeric dtype (the shuffled mini-batch of fit).
+    """out[i] = src[idx[i]]: rows of any dtype without Python objects (fit's shuffled batch).
 
     Like ``np.take(src, idx, axis=0)`` (or ``torch.index_select``), with the rows
     copied on all threads. Indices must lie in [0, len(src)): negative ones are
@@ -435,6 +435,8 @@ def gather_rows(src, idx, out=None):
                         f"received {_describe(src)}")
     if src.dtype.hasobject:  # copying object pointers as bytes would corrupt reference counts
         raise TypeError(f"{op}: expected src of a numeric dtype, received {src.dtype}")
+    if isinstance(idx, np.ma.MaskedArray):  # min/max would skip masked entries the copy reads
+        raise TypeError(f"{op}: expected idx to be a plain 1-d integer array, received a masked array")
     if not isinstance(idx, np.ndarray) or idx.dtype.kind not in "iu" or idx.ndim != 1:
         got = f"{idx.ndim}-d {idx.dtype} array" if isinstance(idx, np.ndarray) else _describe(idx)
         raise TypeError(f"{op}: expected idx to be a 1-d integer array, received {got}")
@@ -466,8 +468,10 @@ def gather_rows(src, idx, out=None):
         for name, other in (("src", src), ("idx", given_idx)):
             if np.may_share_memory(out, other):
                 raise ValueError(f"{op}: out must not share memory with {name}")
-    if not _usable_in_place(src):  # a strided view: NumPy reads only the rows asked for
-        np.take(src, idx, axis=0, out=out)
+    if not _usable_in_place(src):
+        # a strided or broadcast view: indexing reads only the rows asked for
+        # (np.take would first copy all of src)
+        out[...] = src[idx]
         return out
     row_bytes = src.itemsize * math.prod(src.shape[1:])
     _check_status(op, lib.mg_gather_rows(ffi.from_buffer(src), rows, row_bytes,

@@ -99,7 +99,7 @@ def gather_rows(src, idx, out=None):
     idx = np.asarray(idx)
     if idx.size and (idx.min() < 0 or idx.max() >= len(src)):
         raise ValueError("gather_rows: index out of range")
-    rows = np.take(src, idx.astype(np.int64), axis=0)
+    rows = src[idx.astype(np.int64)]  # reads only these rows (np.take copies a strided src whole)
     if out is None:
         return rows
     out[...] = rows

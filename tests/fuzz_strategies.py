@@ -438,3 +438,175 @@ def describe(x):
 def describe_call(name, args, kwargs):
     parts = [describe(a) for a in args] + [f"{k}={describe(v)}" for k, v in kwargs.items()]
     return f"{name}({', '.join(parts)})"
+
+
+# ---------------------------------------------------------------- gather_rows: rows, indices, outputs
+
+# src dtypes beyond ALL_DTYPES: byte-swapped integers/complex, odd item sizes and
+# packed structured rows (a row is copied as bytes, whatever it holds). No padded
+# structured dtype: NumPy's own copies (np.array, tobytes) leave padding bytes undefined.
+GATHER_DTYPES = ALL_DTYPES + [np.dtype(">i8"), np.dtype(">c8"), np.dtype("<U2"),
+                              np.dtype([("x", "<f4"), ("y", "i1")]),
+                              np.dtype([("x", ">f8"), ("t", "<M8[s]")])]
+GATHER_COUNTS = DIM_CHOICES + (0, 1) + (255, 256, 300, 1000) * 4  # len(idx)
+GATHER_BATCHES = (64, 128, 256, 1000, 0, 1, 7)  # len(idx) for wide rows: mostly mini-batches
+IN_PLACE_LAYOUTS = ("C", "offset", "readonly")  # C-contiguous and aligned
+GATHER_WIDTHS = (130, 784, 1000, 3, 1)  # wide rows: count * row >= 32768 floats is a parallel copy
+
+
+def _bits_ok(dtype):
+    """Any bit pattern is a value of this dtype that NumPy can print and copy
+    (not object, bool, strings or unstructured voids)."""
+    return not dtype.hasobject and (dtype.kind in "iufcmM" or dtype.fields is not None)
+
+
+def raw_bits(shape, dtype):
+    """An array of `shape` and `dtype` filled with random bytes: NaN payloads
+    (signalling ones too), -0.0, subnormals, NaT, anything."""
+    dtype = np.dtype(dtype)
+    raw = _rng().integers(0, 256, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, dtype=np.uint8)
+    return raw.view(dtype).reshape(shape)
+
+
+def overlapping_view(base, shape, dtype):
+    """A C-contiguous, aligned view of `dtype` and `shape` into the memory of
+    `base` (or of the buffer `base` is a view of), overlapping it at least partly;
+    None if there is none. Bytes are reinterpreted: dtypes need not match."""
+    dtype = np.dtype(dtype)
+    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if dtype.hasobject or need == 0:
+        return None
+    for buf in (base, getattr(base, "base", None)):
+        if (isinstance(buf, np.ndarray) and not buf.dtype.hasobject and buf.flags.c_contiguous
+                and buf.flags.writeable and buf.nbytes >= need):
+            flat = buf.reshape(-1).view(np.uint8)
+            start = (flat.size - need) // 2 // dtype.alignment * dtype.alignment
+            return flat[start:start + need].view(dtype).reshape(shape)
+    return None
+
+
+def gather_src(data, label):
+    """The rows for gather_rows: usually an array of any dtype (float32 half the
+    time), 1 to 4 dimensions, any layout, float-profile values or random bytes;
+    else a 0-d array, a non-array, or a broadcast view of 1 PiB (4 MiB while
+    AVOID_KNOWN_BUGS)."""
+    kind = integer(data, 0, 19, f"{label}.kind")
+    dtype = F32 if boolean(data, f"{label}.f32") else pick(data, GATHER_DTYPES, f"{label}.dtype")
+    if kind == 16:
+        return array(data, (), label, dtype=dtype)
+    if kind == 17:
+        return non_array(data, (3, 2), label)
+    if kind >= 11:  # MNIST-like wide rows
+        s = (dims(data, f"{label}.rows"), pick(data, GATHER_WIDTHS, f"{label}.width"))
+    else:
+        s = shape(data, label, min_ndim=1, max_ndim=4, max_size=20_000)
+    if kind == 18:  # a broadcast view whose copy is 1 PiB, beyond the address space
+        row = array(data, (1,) + s[1:3], label, dtype=dtype, layouts=["C"])
+        return np.broadcast_to(row, (max(2**50 // max(row.nbytes, 1), 1),) + row.shape[1:])
+    # half the time a layout the C kernel reads in place, else any (NumPy's take)
+    layouts = IN_PLACE_LAYOUTS if boolean(data, f"{label}.in_place") else LAYOUTS
+    if _bits_ok(dtype) and boolean(data, f"{label}.bits"):
+        layout = pick(data, layouts, f"{label}.layout")
+        return lay_out(raw_bits(s, dtype), layout, integer(data, 0, 3, f"{label}.axis"))
+    return array(data, s, label, dtype=dtype, subnormal=True, layouts=layouts)
+
+
+INDEX_SCALARS = (0, 1, -1, 2**63, np.int64(0), np.uint8(1), np.array(0), np.array([[0]]), 0.0, True,
+                 None, "0", b"\x00", [0, 1.5], (0,), [], [[0]], range(2), slice(0, 1))
+
+
+def gather_idx(data, count, rows, label):
+    """Row indices: usually `count` integers in [0, rows) of any integer dtype and
+    layout (fs.labels: also bad values, wrong shapes, every dtype); else
+    byte-swapped, bool/float arrays of valid values, a list/tuple, a scalar or
+    other non-array, or a masked array (whose masked entries may be out of range)."""
+    kind = integer(data, 0, 24, f"{label}.kind")
+    idx = labels(data, count, rows, label)
+    if kind < 13 or kind > 19:
+        return idx
+    if kind == 13 and idx.dtype.kind in "iu" and idx.dtype.itemsize > 1:  # byte-swapped
+        return idx.astype(idx.dtype.newbyteorder())
+    if kind == 14:
+        dtype = pick(data, [np.dtype(t) for t in (np.bool_, np.float64, np.float32, np.float16, ">f8")],
+                     f"{label}.dtype")
+        return idx.astype(dtype)
+    if kind == 15:
+        as_list = np.atleast_1d(idx).tolist()
+        return as_list if boolean(data, f"{label}.list") else tuple(as_list)
+    if kind == 16:
+        return pick(data, INDEX_SCALARS, f"{label}.scalar")
+    if kind == 17 and idx.ndim == 1 and idx.dtype.kind in "iu" and idx.size:
+        mask = _rng().random(idx.shape) < 0.5
+        hidden = np.array(idx)
+        if boolean(data, f"{label}.hide_bad"):  # out-of-range data under the mask
+            with np.errstate(all="ignore"):
+                hidden[mask] = np.array(rows + 7).astype(idx.dtype)
+        if boolean(data, f"{label}.all_masked"):
+            mask[:] = True
+        return np.ma.array(hidden, mask=mask)
+    return idx
+
+
+def sharing_buffer(data, shape, dtype, x, label):
+    """(out, y): out a C-contiguous array of `shape` and `dtype`, y a C-contiguous
+    copy of the array x, both in one buffer, y starting at the start, the middle or
+    the end of out (so they overlap unless one is empty); (None, x) if x or dtype
+    holds objects, or x is over 64 MiB."""
+    dtype = np.dtype(dtype)
+    if dtype.hasobject or x.dtype.hasobject or x.nbytes > 2**26:
+        return None, x
+    out_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = np.zeros(out_bytes + x.nbytes + 64, np.uint8)
+    step = max(x.dtype.alignment, 1)
+    start = integer(data, 0, 2, f"{label}.start") * out_bytes // 2 // step * step
+    y = buf[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
+    y[...] = x
+    return buf[:out_bytes].view(dtype).reshape(shape), y
+
+
+GATHER_OUTS = ("None", "fresh", "fresh", "fresh", "dtype", "shape", "bad layout", "non_array", "src", "idx")
+
+
+def gather_out(data, shape, dtype, src, idx, label):
+    """(out, src, idx) for gather_rows: out None, a valid destination (sentinel
+    bytes), of a wrong dtype/shape/layout, read-only, a non-array, src itself or
+    a view of it, or overlapping src or idx; for the last, src or idx may be
+    replaced by a copy (same values) in a buffer that out shares."""
+    kind = pick(data, GATHER_OUTS, f"{label}.out")
+    dtype = np.dtype(dtype)
+    if kind == "None":
+        return None, src, idx
+    if kind == "dtype":
+        wrong = pick(data, GATHER_DTYPES, f"{label}.dtype")
+        if boolean(data, f"{label}.swapped") and dtype.kind in "iufc" and dtype.itemsize > 1:
+            wrong = dtype.newbyteorder()
+        if wrong == dtype:
+            wrong = F32 if dtype != F32 else np.dtype(np.int32)
+        return np.zeros(shape, wrong), src, idx
+    if kind == "shape":
+        return np.zeros(wrong_shape(data, shape, label), dtype), src, idx
+    if kind == "bad layout":
+        layout = pick(data, [x for x in LAYOUTS if x not in WRITABLE_LAYOUTS], f"{label}.layout")
+        return lay_out(np.zeros(shape, dtype), layout, integer(data, 0, 3, f"{label}.axis")), src, idx
+    if kind == "non_array":
+        return non_array(data, shape, label), src, idx
+    if kind == "src" and isinstance(src, np.ndarray):
+        how = pick(data, ["same", "view", "overlap", "shared"], f"{label}.alias")
+        if how == "same" and src.shape == tuple(shape):
+            return src, src, idx
+        if how == "view" and src.shape == tuple(shape):
+            return src.view(), src, idx
+        view = overlapping_view(src, shape, dtype) if how == "overlap" else None
+        if view is not None:
+            return view, src, idx
+        out, shared = sharing_buffer(data, shape, dtype, src, label)
+        if out is not None:
+            return out, shared, idx
+    if kind == "idx" and isinstance(idx, np.ndarray) and not isinstance(idx, np.ma.MaskedArray):
+        out, shared = sharing_buffer(data, shape, dtype, idx, label)
+        if out is not None:
+            return out, src, shared
+    out = lay_out(np.empty(shape, dtype), pick(data, WRITABLE_LAYOUTS, f"{label}.layout"))
+    if not dtype.hasobject and dtype.kind != "U":  # (0x4D4D4D4D is no code point)
+        out.reshape(-1).view(np.uint8)[...] = 0x4D  # sentinel bytes: an unwritten row shows
+    return out, src, idx

@@ -10,7 +10,10 @@ overlap), wrong out dtypes/shapes/layouts, labels of any dtype/shape/value
 (negative, >= C, huge int64, uint64 > 2**63), NaN/inf/-0.0/subnormal values,
 huge/tiny/negative/NaN/non-numeric hyper-parameters, odd thread counts, optimizer
 lists of any length and grouping, the same arrays passed twice in a row (the
-cached optimizer table), and bad upstream gradients for backward.
+cached optimizer table), and bad upstream gradients for backward. gather_rows
+gets rows of every dtype above (packed structured too), filled with random bit
+patterns (NaN payloads, -0.0) or not, and indices of any dtype/ndim/value (bool,
+float, lists, scalars, masked arrays), with outputs overlapping src or idx.
 
 The oracle (``check_kernel_call`` for kernels.*, ``check_op_call`` for the ops)
 accepts exactly two outcomes:
@@ -21,8 +24,9 @@ accepts exactly two outcomes:
 * it returns what the NumPy twin in ``minigrad.reference`` (or, for the ops, the
   NumPy formula) gives on the same inputs converted as the library converts them
   (NaN-aware, float32 tolerance; for kernels that run with flush-to-zero, either
-  with subnormals flushed or not), and every argument it does not document as
-  written is unchanged.
+  with subnormals flushed or not; byte for byte for gather_rows, which copies
+  bytes, and equal to np.take(src, idx, axis=0) too), and every argument it does
+  not document as written is unchanged.
 
 Calls whose arguments are all well formed must succeed, and ops must reject
 exactly the operands NumPy cannot convert or broadcast. Anything else fails the
@@ -35,7 +39,7 @@ MINIGRAD_FUZZ_TRACE=1 to show the last calls it made. The pure-NumPy ops
 (element-wise, reductions, shapes) fuzz in-process.
 
 Budget: MINIGRAD_FUZZ_EXAMPLES generated cases in all (default 12,000; about
-13,200 run, as hypothesis adds a few), split over the nine families by weight;
+13,200 run, as hypothesis adds a few), split over the ten families by weight;
 each family asserts it ran its share and ``test_fuzz_total_budget`` the total.
 About 25-35 s on 2 cores. CI runs are derandomized (the same cases every run).
 Nightly, 20x the cases with a fresh random seed (printed on failure; set
@@ -80,12 +84,13 @@ TRACE = os.environ.get("MINIGRAD_FUZZ_TRACE", "") == "1"
 
 # family -> (weight, runs in a child process)
 FAMILIES = {
-    "gemm": (0.21, True),
+    "gemm": (0.18, True),
     "bias": (0.09, True),
     "relu": (0.13, True),
     "softmax_xent": (0.13, True),
-    "optimizers": (0.16, True),
+    "optimizers": (0.15, True),
     "threads": (0.02, True),
+    "gather": (0.04, True),          # gather_rows
     "c_ops": (0.10, True),          # matmul, dense, relu, softmax, softmax_cross_entropy
     "elementwise_ops": (0.09, False),
     "shape_ops": (0.07, False),
@@ -237,13 +242,31 @@ def assert_close(got, want, rtol, atol, what, nan_for_inf=False):
                        f"{np.array2string(got_a, threshold=24)}\nwant: {np.array2string(want_a, threshold=24)}")
 
 
+def assert_same_bytes(got, want, what):
+    """got is an ndarray of want's shape and dtype holding the same bytes (NaN
+    payloads, -0.0 and padding included)."""
+    if not isinstance(got, np.ndarray):
+        raise Mismatch(f"{what}: returned {type(got).__name__}, expected an array")
+    want = np.asarray(want)
+    if got.shape != want.shape or got.dtype != want.dtype:
+        raise Mismatch(f"{what}: shape {got.shape} dtype {got.dtype}, expected shape {want.shape} "
+                       f"dtype {want.dtype}")
+    g = np.ascontiguousarray(got).reshape(-1).view(np.uint8)
+    w = np.ascontiguousarray(want).reshape(-1).view(np.uint8)
+    if not np.array_equal(g, w):
+        bad = np.flatnonzero(g != w)
+        row = bad[0] // max(got.nbytes // max(len(got), 1), 1) if got.ndim else 0
+        raise Mismatch(f"{what}: {bad.size} of {g.size} bytes differ from the reference, the first "
+                       f"at byte {bad[0]} (row {row}): {g[bad[0]]:#04x} (got) vs {w[bad[0]]:#04x} (want)")
+
+
 def _trace(text):
     if TRACE:
         print("CALL", text, file=sys.stderr, flush=True)
 
 
 def check_kernel_call(name, args, kwargs=None, *, written=(), tol=(1e-5, 1e-6), daz=True,
-                      must_succeed=False, nan_for_inf=False):
+                      must_succeed=False, nan_for_inf=False, bitwise=False):
     """THE ORACLE for kernels.<name>(*args, **kwargs).
 
     written: the arrays the call documents as written in place (outputs given,
@@ -255,6 +278,8 @@ def check_kernel_call(name, args, kwargs=None, *, written=(), tol=(1e-5, 1e-6), 
     answer with subnormal inputs flushed to zero is right too.
     must_succeed: the arguments are all valid, so the call must not raise.
     nan_for_inf: a NaN may stand for an inf of the twin (see assert_close).
+    bitwise: results and written arrays must be the twin's byte for byte, of its
+    dtype (kernels that copy bytes: gather_rows); tol, daz, nan_for_inf unused.
     Returns the kernel's result, or None when it raised (acceptably)."""
     kwargs = dict(kwargs or {})
     desc = describe_call(f"kernels.{name}", args, kwargs)
@@ -289,7 +314,7 @@ def check_kernel_call(name, args, kwargs=None, *, written=(), tol=(1e-5, 1e-6), 
     mismatches = []
     for rargs, rkwargs, memo in references:
         try:
-            _compare_with_twin(name, got, rargs, rkwargs, memo, written, tol, desc, nan_for_inf)
+            _compare_with_twin(name, got, rargs, rkwargs, memo, written, tol, desc, nan_for_inf, bitwise)
             return got
         except Mismatch as exc:
             mismatches.append(exc)
@@ -305,7 +330,7 @@ def _has_subnormals(arrays, kwargs):
                        and 0 < abs(float(np.float32(v))) < TINY32 for k, v in kwargs.items()))
 
 
-def _compare_with_twin(name, got, rargs, rkwargs, memo, written, tol, desc, nan_for_inf):
+def _compare_with_twin(name, got, rargs, rkwargs, memo, written, tol, desc, nan_for_inf, bitwise=False):
     """The kernel's results and written arrays against reference.<name> on the copies."""
     try:
         with np.errstate(all="ignore"):
@@ -316,6 +341,12 @@ def _compare_with_twin(name, got, rargs, rkwargs, memo, written, tol, desc, nan_
     got_list, want_list = _flat_results(got), _flat_results(want)
     if len(got_list) != len(want_list):
         raise Mismatch(f"{len(got_list)} results, the twin returns {len(want_list)}\ncall: {desc}")
+    if bitwise:
+        for i, (g, w) in enumerate(zip(got_list, want_list)):
+            assert_same_bytes(g, w, f"{desc}\nresult {i}")
+        for j, w_arr in enumerate(x for x in written if isinstance(x, np.ndarray)):
+            assert_same_bytes(w_arr, memo[id(w_arr)], f"{desc}\nwritten array {j}")
+        return got
     tols = tol if isinstance(tol, list) else [tol] * (len(got_list) + len(written))
     for i, (g, w) in enumerate(zip(got_list, want_list)):
         assert_close(g, w, *tols[i], f"{desc}\nresult {i}", nan_for_inf)
@@ -653,6 +684,75 @@ def case_threads(data):
                               tol=[(1e-5, 1e-3), (1e-5, 1e-6), (1e-5, 1e-3)], must_succeed=True)
     finally:
         kernels.set_num_threads(original)
+
+
+def _raw_copy(x):
+    """A plain C-ordered copy of x with the same bytes per element (None for a huge view)."""
+    return np.array(x, copy=True, order="C", subok=False) if x.nbytes <= 2**30 else None
+
+
+def case_gather(data):
+    """kernels.gather_rows(src, idx, out): rows of any dtype copied as bytes, so the
+    result must be np.take(src, idx, axis=0) byte for byte (NaN payloads, -0.0,
+    NaT), written into out and returned when out is given."""
+    threads(data)
+    src = fs.gather_src(data, "src")
+    src_ok = isinstance(src, np.ndarray) and src.ndim >= 1
+    rows = src.shape[0] if src_ok else dims(data, "rows")
+    row_shape = src.shape[1:] if src_ok else ()
+    row_size = math.prod(row_shape)
+    counts = fs.GATHER_BATCHES if row_size >= 130 else fs.GATHER_COUNTS
+    count = min(pick(data, counts, "count"), max(1, 200_000 // max(row_size, 1)))
+    idx = fs.gather_idx(data, count, rows, "idx")
+    n = len(idx) if isinstance(idx, np.ndarray) and idx.ndim == 1 else count
+    out_shape = (n,) + row_shape
+    out, src, idx = fs.gather_out(data, out_shape, src.dtype if isinstance(src, np.ndarray) else F32,
+                                  src, idx, "out")
+    form = pick(data, ["positional", "keyword", "omitted"], "out_form")
+    args, kwargs = (src, idx), {}
+    if form == "positional" or (out is not None and form == "omitted"):
+        args = (src, idx, out)
+    elif form == "keyword":
+        kwargs["out"] = out
+
+    # well formed: numeric rows, a plain (not masked) 1-d integer ndarray of indices in
+    # range, out None or a writeable, C-contiguous, aligned array of src's dtype and the
+    # result's shape, sharing no memory with src or idx
+    raw_idx = np.asarray(idx) if isinstance(idx, np.ndarray) else None  # masked entries too
+    idx_ok = (raw_idx is not None and not isinstance(idx, np.ma.MaskedArray)
+              and raw_idx.ndim == 1 and raw_idx.dtype.kind in "iu"
+              and (raw_idx.size == 0 or (int(raw_idx.min()) >= 0 and int(raw_idx.max()) < rows)))
+    out_ok = out is None or (
+        isinstance(out, np.ndarray) and src_ok and out.dtype == src.dtype and out.shape == out_shape
+        and out.flags.c_contiguous and out.flags.aligned and out.flags.writeable
+        and not np.may_share_memory(out, src) and not np.may_share_memory(out, idx))
+    valid = (src_ok and src.dtype.kind in "biufc" and idx_ok and out_ok
+             and n * row_size * src.itemsize < 2**30)
+
+    # the independent reference, from copies made before the call
+    src_before = _raw_copy(src) if isinstance(src, np.ndarray) else None
+    idx_before = np.array(idx, copy=True, subok=False) if isinstance(idx, np.ndarray) else None
+    want = None
+    if src_ok and idx_ok and not src.dtype.hasobject:
+        want = np.take(src_before, raw_idx, axis=0) if src_before is not None else src[raw_idx]
+
+    got = check_kernel_call("gather_rows", args, kwargs, written=[out], daz=False, bitwise=True,
+                            must_succeed=valid)
+    if got is None:
+        return
+    desc = describe_call("kernels.gather_rows", args, kwargs)
+    if want is None:
+        raise Mismatch(f"accepted a call np.take cannot make sense of\ncall: {desc}")
+    if out is not None:
+        assert got is out, f"returned a new array instead of out\ncall: {desc}"
+    else:
+        assert type(got) is np.ndarray and got.flags.c_contiguous and got.flags.writeable, desc
+        assert not np.may_share_memory(got, src) and not np.may_share_memory(got, idx), desc
+    assert_same_bytes(got, want, f"{desc}\nresult vs np.take(src, idx, axis=0)")
+    # even where out overlaps them (which must be refused)
+    if src_before is not None:
+        assert_same_bytes(src, src_before, f"{desc}\nsrc was modified")
+    assert_same_bytes(np.asarray(idx), idx_before, f"{desc}\nidx was modified")
 
 
 # ================================================================ families: ops
@@ -1103,7 +1203,7 @@ def case_c_ops(data):
 
 CASES = {
     "gemm": case_gemm, "bias": case_bias, "relu": case_relu, "softmax_xent": case_softmax_xent,
-    "optimizers": case_optimizers, "threads": case_threads, "c_ops": case_c_ops,
+    "optimizers": case_optimizers, "threads": case_threads, "gather": case_gather, "c_ops": case_c_ops,
     "elementwise_ops": case_elementwise_ops, "shape_ops": case_shape_ops,
 }
 
@@ -1295,6 +1395,38 @@ def test_fixed_transpose_of_0d_tensor():
     assert y.shape == np.array(2.0).T.shape == ()
     y.backward()
     assert x.grad.shape == ()
+
+
+# Fixed (found by this suite): gather_rows copied a strided or broadcast src whole
+# (np.take), refusing a 1 PiB broadcast view with NumPy's unnamed MemoryError; it
+# now indexes only the rows asked for.
+
+@pytest.mark.parametrize("what", ["broadcast", "strided"])
+def test_fixed_gather_rows_strided_src_reads_only_its_rows(what):
+    import tracemalloc
+    if what == "broadcast":  # 3 PiB if copied
+        got = kernels.gather_rows(np.broadcast_to(np.arange(3, dtype=F), (2**48, 3)), np.array([0, 2**47]))
+        assert got.tolist() == [[0, 1, 2], [0, 1, 2]]
+        return
+    src = np.zeros((4096, 1024), F)[:, ::2]  # a 16 MiB view; 8 rows are 16 KiB
+    tracemalloc.start()
+    try:
+        kernels.gather_rows(src, np.arange(8))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20, f"gathering 16 KiB of rows allocated {peak:,} bytes at peak"
+
+
+# Fixed (found by this suite): a masked idx passed the range check (min/max skip
+# masked entries) while the copy read every entry; masked arrays are now refused.
+
+@pytest.mark.parametrize("idx", [np.ma.array([0, 99], mask=[False, True]), np.ma.array([0], mask=[True])],
+                         ids=["masked-out-of-range", "all-masked"])
+def test_fixed_gather_rows_masked_idx_is_refused(idx):
+    src = np.arange(6, dtype=F).reshape(3, 2)[:, :1]
+    with pytest.raises(TypeError, match="gather_rows: expected idx to be a plain 1-d integer array"):
+        kernels.gather_rows(src, idx)
 
 
 def test_fuzz_total_budget():
