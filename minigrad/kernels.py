@@ -480,6 +480,202 @@ def gather_rows(src, idx, out=None):
     return out
 
 
+# ---------------------------------------------------------------- planned training steps
+#
+# fit's planned step (minigrad/train_plan.py) validates its arrays once and then
+# calls C every step. These two objects hold what was validated; per call they
+# check only what a call can change.
+
+def _span(x):
+    """[first byte, last byte + 1) of a C-contiguous array."""
+    start = x.__array_interface__["data"][0]
+    return start, start + x.nbytes
+
+
+def _overlaps(x, spans):
+    lo, hi = _span(x)
+    for start, end in spans:
+        if lo < end and start < hi:
+            return True
+    return False
+
+
+class RowGather:
+    """Rows of one array gathered into a buffer reused for every batch: fit's
+    shuffled mini-batches. src is checked once, each epoch's order once, and a
+    batch is one C call (``gather_rows`` is the one-off form).
+
+    >>> import numpy as np
+    >>> g = RowGather(np.arange(8, dtype=np.float32).reshape(4, 2), max_rows=2)
+    >>> g.set_order(np.array([3, 1, 0, 2]))
+    >>> g.take(0, 2).tolist()
+    [[6.0, 7.0], [2.0, 3.0]]
+    """
+
+    def __init__(self, src, max_rows):
+        op = "gather_rows"
+        if not isinstance(src, np.ndarray) or src.ndim < 1 or src.dtype.hasobject:
+            raise TypeError(f"{op}: expected src to be a numeric array with at least 1 dimension, "
+                            f"received {_describe(src)}")
+        if not _usable_in_place(src):
+            raise ValueError(f"{op}: expected a C-contiguous, aligned src (it is read in place "
+                             f"for every batch), received a strided or misaligned array")
+        if isinstance(max_rows, bool) or not isinstance(max_rows, (int, np.integer)) or max_rows < 1:
+            raise ValueError(f"{op}: expected max_rows to be a positive integer, received {max_rows!r}")
+        self._src, self._rows = src, src.shape[0]
+        self._row_bytes = src.itemsize * math.prod(src.shape[1:])
+        self.buffer = np.empty((int(max_rows),) + src.shape[1:], dtype=src.dtype)
+        self._src_ptr, self._buf_ptr = ffi.from_buffer(src), ffi.from_buffer(self.buffer)
+        self._order = None
+
+    def set_order(self, order):
+        """The sample order of the next batches: a 1-d array of row indices."""
+        op = "gather_rows"
+        if not isinstance(order, np.ndarray) or order.ndim != 1 or order.dtype.kind not in "iu":
+            raise TypeError(f"{op}: expected the order to be a 1-d integer array, "
+                            f"received {_describe(order)}")
+        if order.size and (int(order.min()) < 0 or int(order.max()) >= self._rows):
+            raise ValueError(f"{op}: expected indices in [0, {self._rows}), received "
+                             f"{int(order.min()) if order.min() < 0 else int(order.max())}")
+        order = np.array(order, dtype=I64)  # private: C checks it, then reads it again
+        self._order, self._order_ptr = order, ffi.cast("int64_t *", ffi.from_buffer(order))
+
+    def take(self, start, stop):
+        """Rows order[start:stop] of src, in the buffer's leading rows (a view)."""
+        count = stop - start
+        if self._order is None or not 0 <= start <= stop <= len(self._order) or count > len(self.buffer):
+            raise ValueError(f"gather_rows: expected 0 <= start <= stop <= {0 if self._order is None else len(self._order)} "
+                             f"and at most {len(self.buffer)} rows, received [{start}, {stop})")
+        _check_status("gather_rows", lib.mg_gather_rows(self._src_ptr, self._rows, self._row_bytes,
+                                                        self._order_ptr + start, count, self._buf_ptr))
+        return self.buffer[:count]
+
+
+class DenseForwardBackward:
+    """One training step's forward and backward pass through a stack of dense
+    layers with a softmax cross-entropy on top, in one C call
+    (csrc/dense_step.c), with its arrays validated once. fit's planned step
+    (minigrad/train_plan.py) uses it; the numbers are those of the separate
+    kernels (gemm with bias/relu, softmax_xent_*, relu_backward_bias_grad,
+    bias_grad) called as the autograd graph calls them.
+
+    layers: one dict per layer with the weights ``w`` (k, units) and ``b``
+    (units,) or None; the output buffers ``y`` (R, units), ``dz`` (R, units;
+    relu layers), ``db`` (units,), ``dw`` (k, units) and ``dx`` (R, k; when
+    need_x, else None); the flags ``relu``, ``need_w``, ``need_b``, ``need_x``.
+    probs and dlogits are (R, classes), row_loss (R,). R is the largest batch.
+    Backward writes dz and db of relu layers, db when need_b, dw when need_w
+    and dx when need_x.
+    """
+
+    def __init__(self, layers, probs, row_loss, dlogits, sparse_targets):
+        op = self._op = "dense_forward_backward"
+        if not layers:
+            raise ValueError(f"{op}: expected at least one layer")
+        rows = None
+        reads, written = [], []
+        self._count = len(layers)
+        self._table = ffi.new("mg_dense_layer_t[]", self._count)
+        self._keep = []
+        width = None
+        for i, spec in enumerate(layers):
+            w, b = spec["w"], spec["b"]
+            w = self._array(f"layer {i} w", w, None, writeable=False, ndim=2)
+            k, units = w.shape
+            if width is not None and k != width:
+                raise ValueError(f"{op}: layer {i} expects {k} inputs, layer {i - 1} gives {width}")
+            width = units
+            if rows is None:
+                rows = self._rows_of(spec["y"], i)
+            relu, need_w, need_b, need_x = (bool(spec[f]) for f in ("relu", "need_w", "need_b", "need_x"))
+            entry = self._table[i]
+            entry.k, entry.units = k, units
+            entry.relu, entry.need_w, entry.need_b, entry.need_x = relu, need_w, need_b, need_x
+            entry.w = self._pointer(w)
+            reads.append(w)
+            if b is not None:
+                entry.b = self._pointer(self._array(f"layer {i} b", b, (units,), writeable=False))
+                reads.append(b)
+            elif need_b:
+                raise ValueError(f"{op}: layer {i} has need_b but no bias")
+            else:
+                entry.b = ffi.NULL
+            buffers = {"y": (rows, units), "db": (units,), "dw": (k, units),
+                       "dz": (rows, units) if relu else None, "dx": (rows, k) if need_x else None}
+            for name, shape in buffers.items():
+                x = spec.get(name)
+                if shape is None:
+                    setattr(entry, name, ffi.NULL)
+                    continue
+                x = self._array(f"layer {i} {name}", x, shape, writeable=True)
+                setattr(entry, name, self._pointer(x))
+                written.append((f"layer {i} {name}", x))
+        self._probs = self._pointer(self._array("probs", probs, (rows, width), writeable=True))
+        self._row_loss = self._pointer(self._array("row_loss", row_loss, (rows,), writeable=True))
+        self._dlogits = self._pointer(self._array("dlogits", dlogits, (rows, width), writeable=True))
+        written += [("probs", probs), ("row_loss", row_loss), ("dlogits", dlogits)]
+        for i, (name, x) in enumerate(written):  # C writes each while reading the others
+            for other_name, other in written[i + 1:] + [("a weight", r) for r in reads]:
+                if np.may_share_memory(x, other):
+                    raise ValueError(f"{op}: {name} must not share memory with {other_name}")
+        self.rows, self.classes, self.inputs = rows, width, self._table[0].k
+        self.sparse_targets = bool(sparse_targets)
+        self._reads = [(r, r.shape) for r in reads]
+        self._written_spans = [_span(x) for _, x in written]
+        self._loss = ffi.new("float *")
+
+    def _rows_of(self, y, i):
+        if not isinstance(y, np.ndarray) or y.ndim != 2 or y.shape[0] < 1:
+            raise ValueError(f"{self._op}: expected layer {i} y to be a 2-d array with at least "
+                             f"one row, received {_describe(y)}")
+        return y.shape[0]
+
+    def _array(self, name, x, shape, writeable, ndim=None):
+        op = self._op
+        if not isinstance(x, np.ndarray) or x.dtype != F32:
+            raise TypeError(f"{op}: expected {name} to be a float32 array, received {_describe(x)}")
+        if (shape is not None and x.shape != shape) or (ndim is not None and x.ndim != ndim):
+            want = shape if shape is not None else f"{ndim} dimensions"
+            raise ValueError(f"{op}: expected {name} of shape {want}, received {x.shape}")
+        if not _usable_in_place(x) or (writeable and not x.flags.writeable):
+            raise ValueError(f"{op}: expected {name} to be a C-contiguous, aligned"
+                             f"{', writeable' if writeable else ''} array")
+        return x
+
+    def _pointer(self, x):
+        self._keep.append(x)
+        return ffi.cast("float *", ffi.from_buffer(x))
+
+    def run(self, x, target):
+        """The step on a batch: x (rows, inputs) float32, target int64 labels (rows,)
+        or float32 rows (rows, classes), 1 <= rows <= R. Returns the mean loss; a NaN
+        or infinite loss stops after the forward pass (no gradient written)."""
+        op = self._op
+        for w, shape in self._reads:  # a weight's metadata can be reassigned in place
+            if w.shape != shape or w.dtype != F32 or not _usable_in_place(w):
+                raise ValueError(f"{op}: a weight changed shape, dtype or layout since it was checked")
+        if (not isinstance(x, np.ndarray) or x.dtype != F32 or x.ndim != 2 or x.shape[1] != self.inputs
+                or not 1 <= x.shape[0] <= self.rows or not _usable_in_place(x)):
+            raise ValueError(f"{op}: expected x to be a C-contiguous float32 array of shape "
+                             f"(1..{self.rows}, {self.inputs}), received {_describe(x)}")
+        rows = x.shape[0]
+        if self.sparse_targets:
+            ok = isinstance(target, np.ndarray) and target.dtype == I64 and target.shape == (rows,)
+            ctype, want = "int64_t *", f"int64 labels of shape ({rows},)"
+        else:
+            ok = isinstance(target, np.ndarray) and target.dtype == F32 and target.shape == (rows, self.classes)
+            ctype, want = "float *", f"float32 rows of shape ({rows}, {self.classes})"
+        if not ok or not _usable_in_place(target):
+            raise ValueError(f"{op}: expected target to be C-contiguous {want}, received {_describe(target)}")
+        if _overlaps(x, self._written_spans) or _overlaps(target, self._written_spans):
+            raise ValueError(f"{op}: x and target must not share memory with the step's buffers")
+        _check_status(op, lib.mg_dense_forward_backward(
+            self._table, self._count, rows, ffi.cast("float *", ffi.from_buffer(x)),
+            ffi.cast(ctype, ffi.from_buffer(target)), self.sparse_targets,
+            self._probs, self._row_loss, self._dlogits, self._loss))
+        return float(self._loss[0])
+
+
 # ---------------------------------------------------------------- optimizers
 #
 # Each update takes one parameter array or a list of them (with matching lists of

@@ -381,7 +381,7 @@ class Sequential:
                         plan = self._new_plan(x, y, plan.rows)
                     try:
                         if plan is not None:
-                            loss_value, out = plan.step(len(xb), batches.x_ptr, batches.y_ptr)
+                            loss_value, out = plan.step(xb, yb)
                         else:
                             loss_value, out = self.train_step(xb, yb)
                     except FloatingPointError as exc:

@@ -5,9 +5,10 @@ each behind a wrapper that re-validates its arrays. At batch 128 on MNIST that
 Python work took about 0.35 ms per step, a quarter of the step once the kernels
 got fast. For the models ``fit`` mostly sees (Dense layers, a softmax
 cross-entropy, a built-in optimizer), a ``DensePlan`` checks every array once,
-keeps the cffi pointers in a table, and per step makes two C calls: the forward
-and backward pass (csrc/dense_step.c, which calls the same kernels with the same
-arguments in the same order as the graph would) and the optimizer's update. The
+hands them to ``kernels.DenseForwardBackward``, and per step makes two C calls:
+the forward and backward pass (csrc/dense_step.c, which calls the same kernels
+with the same arguments in the same order as the graph would) and the
+optimizer's update. The
 results are the autograd step's bit for bit (tests/test_train_plan.py trains
 both side by side); Python's share of a step drops from about 16% to 6%
 (benchmarks/bench_overhead.py).
@@ -32,7 +33,6 @@ import numpy as np
 
 from . import function, kernels, losses
 from . import optimizers as optimizers_module
-from .kernels import ffi, lib
 
 _F32 = np.dtype(np.float32)
 _I64 = np.dtype(np.int64)
@@ -116,10 +116,6 @@ def unsupported_reason(model, x, y):
     return None
 
 
-def _ptr(array, ctype="float *"):
-    return ffi.cast(ctype, ffi.from_buffer(array))
-
-
 class Batches:
     """An epoch's mini-batches: views of (x, y), or rows gathered in C into two
     buffers reused every step when the epoch is shuffled.
@@ -129,46 +125,25 @@ class Batches:
     """
 
     def __init__(self, x, y, batch_size, shuffle):
-        self.x, self.y, self.batch_size = x, y, batch_size
-        self.n = len(x)
-        self._x_row_bytes = x.itemsize * math.prod(x.shape[1:])
-        self._y_row_bytes = y.itemsize * math.prod(y.shape[1:])
-        self._y_ctype = "int64_t *" if y.dtype == _I64 else "float *"
-        self._order = None
+        self.x, self.y, self.batch_size, self.n = x, y, batch_size, len(x)
+        self._gathers = None
         if shuffle:
             rows = min(batch_size, self.n)
-            self._xbuf = np.empty((rows,) + x.shape[1:], dtype=x.dtype)
-            self._ybuf = np.empty((rows,) + y.shape[1:], dtype=y.dtype)
-            self._xbuf_ptr, self._ybuf_ptr = ffi.from_buffer(self._xbuf), ffi.from_buffer(self._ybuf)
-            self._x_src, self._y_src = ffi.from_buffer(x), ffi.from_buffer(y)
-            self.x_ptr, self.y_ptr = _ptr(self._xbuf), _ptr(self._ybuf, self._y_ctype)
-        else:
-            self._x_base, self._y_base = _ptr(x), _ptr(y, self._y_ctype)
-            self._x_cols = math.prod(x.shape[1:])
-            self._y_cols = math.prod(y.shape[1:])
+            self._gathers = (kernels.RowGather(x, rows), kernels.RowGather(y, rows))
 
     def start_epoch(self, order):
         """order: a permutation of the samples (shuffle) or None (in order)."""
-        if order is not None:
-            order = np.array(order, dtype=_I64)  # private: C reads it while copying
-            if order.shape != (self.n,) or (self.n and (order.min() < 0 or order.max() >= self.n)):
-                raise ValueError(f"fit: expected a permutation of {self.n} sample indices")
-            self._order, self._order_ptr = order, ffi.cast("int64_t *", ffi.from_buffer(order))
+        if self._gathers is not None:
+            for gather in self._gathers:
+                gather.set_order(order)
 
     def get(self, step):
-        """(xb, yb) of batch `step`; x_ptr / y_ptr then point at their first rows."""
+        """(xb, yb) of batch `step`."""
         start = step * self.batch_size
         stop = min(start + self.batch_size, self.n)
-        if self._order is None:
-            self.x_ptr = self._x_base + start * self._x_cols
-            self.y_ptr = self._y_base + start * self._y_cols
+        if self._gathers is None:
             return self.x[start:stop], self.y[start:stop]
-        k, idx = stop - start, self._order_ptr + start
-        kernels._check_status("gather_rows", lib.mg_gather_rows(
-            self._x_src, self.n, self._x_row_bytes, idx, k, self._xbuf_ptr))
-        kernels._check_status("gather_rows", lib.mg_gather_rows(
-            self._y_src, self.n, self._y_row_bytes, idx, k, self._ybuf_ptr))
-        return self._xbuf[:k], self._ybuf[:k]
+        return self._gathers[0].take(start, stop), self._gathers[1].take(start, stop)
 
 
 class DensePlan:
@@ -179,51 +154,40 @@ class DensePlan:
         self.from_logits = model.loss.from_logits
         self.layers = list(model._layers)
         self.rows = rows
-        self.sparse_targets = bool(sparse_targets)
         workspaces = model._workspaces()
-        count = len(self.layers)
-        self._table = ffi.new("mg_dense_layer_t[]", count)
-        self._keep = []      # every array the table points into
         self._weights = []   # (Tensor, its array, shape, requires_grad): re-checked every step
         self._layer_state = []  # (layer, kernel, bias, activation, trainable): likewise
         self._grads = []     # gradient buffers in trainable_weights order
+        specs = []
         upstream_trainable = False
-        for i, (layer, ws) in enumerate(zip(self.layers, workspaces)):
+        for layer, ws in zip(self.layers, workspaces):
             kernel, bias, trainable = layer.kernel, layer.bias, layer.trainable
             k, units = kernel.shape
             relu = layer.activation == "relu"
-            entry = self._table[i]
-            entry.k, entry.units = k, units
-            entry.relu, entry.need_w = relu, trainable
-            entry.need_b = trainable and bias is not None
-            entry.need_x = upstream_trainable  # only a trainable layer below needs dx
-            upstream_trainable = upstream_trainable or trainable
-            entry.w = self._pointer(kernel.data)
-            entry.b = self._pointer(bias.data) if bias is not None else ffi.NULL
             # the workspace buffers (same roles and shapes) the autograd step uses
-            entry.y = self._pointer(ws.get("y", (rows, units)))
-            entry.dz = self._pointer(ws.get("dz", (rows, units))) if relu else ffi.NULL
-            db, dw = ws.get("db", (units,)), ws.get("dw", (k, units))
-            entry.db, entry.dw = self._pointer(db), self._pointer(dw)
-            entry.dx = self._pointer(ws.get("dx", (rows, k))) if entry.need_x else ffi.NULL
+            spec = {"w": kernel.data, "b": None if bias is None else bias.data,
+                    "y": ws.get("y", (rows, units)), "db": ws.get("db", (units,)),
+                    "dw": ws.get("dw", (k, units)),
+                    "dz": ws.get("dz", (rows, units)) if relu else None,
+                    "dx": ws.get("dx", (rows, k)) if upstream_trainable else None,
+                    "relu": relu, "need_w": trainable, "need_b": trainable and bias is not None,
+                    # only a trainable layer below needs this layer's dx
+                    "need_x": upstream_trainable}
+            specs.append(spec)
+            upstream_trainable = upstream_trainable or trainable
             for t in (kernel, bias):
                 if t is not None:
                     self._weights.append((t, t.data, t.data.shape, t.requires_grad))
             self._layer_state.append((layer, kernel, bias, layer.activation, trainable))
             if trainable:
-                self._grads += [dw, db] if bias is not None else [dw]
-        loss_ws, units = workspaces[-1], self._table[count - 1].units
-        self.logits = workspaces[count - 1].get("y", (rows, units))
-        self._probs = self._pointer(loss_ws.get("probs", (rows, units)))
-        self._row_loss = self._pointer(loss_ws.get("row_loss", (rows,)))
-        self._dlogits = self._pointer(loss_ws.get("dlogits", (rows, units)))
-        self._loss = ffi.new("float *")
+                self._grads += [spec["dw"], spec["db"]] if bias is not None else [spec["dw"]]
+        loss_ws, units = workspaces[-1], specs[-1]["y"].shape[1]
+        self._step = kernels.DenseForwardBackward(
+            specs, loss_ws.get("probs", (rows, units)), loss_ws.get("row_loss", (rows,)),
+            loss_ws.get("dlogits", (rows, units)), sparse_targets)
+        self.logits = specs[-1]["y"]
         self._params = model.trainable_weights
         self._slots = None  # the optimizer's state, taken at the first update (as autograd does)
-
-    def _pointer(self, array):
-        self._keep.append(array)
-        return ffi.cast("float *", ffi.from_buffer(array))
 
     def matches(self, model):
         """Whether this plan still computes what the autograd step would for `model`."""
@@ -249,22 +213,18 @@ class DensePlan:
                     return False
         return True
 
-    def step(self, rows, x_ptr, y_ptr):
-        """One training step on `rows` (<= self.rows) samples at x_ptr / y_ptr.
-
-        Returns (loss value, logits of the batch). Like ``train_step``, a NaN or
-        infinite loss applies no update and sets ``model.stop_training``."""
-        kernels._check_status("fit", lib.mg_dense_forward_backward(
-            self._table, len(self.layers), rows, x_ptr, y_ptr, self.sparse_targets,
-            self._probs, self._row_loss, self._dlogits, self._loss))
+    def step(self, xb, yb):
+        """One training step on the batch (xb, yb); returns (loss value, the batch's
+        logits). Like ``train_step``, a NaN or infinite loss applies no update and
+        sets ``model.stop_training``."""
         global _planned_steps
+        value = self._step.run(xb, yb)
         _planned_steps += 1
-        value = float(self._loss[0])
         if not math.isfinite(value):
             self.model.stop_training = True
         else:
             self._update()
-        return value, self.logits[:rows]
+        return value, self.logits[:len(xb)]
 
     def _update(self):
         """What ``optimizer.step(trainable_weights)`` does, with the lists built once."""

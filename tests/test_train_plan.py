@@ -319,3 +319,101 @@ def test_planned_fit_allocates_nothing_after_the_first_epoch():
     model.fit(x, y, batch_size=128, epochs=2, verbose=0)
     assert train_plan.planned_steps() - before == 16
     assert mg.workspace_stats() == stats
+
+
+# ------------------------------------------------------------ the kernels-level objects
+
+def step_arrays(rng, rows=8, sizes=(6, 5, 3), relu=(True, False)):
+    """Specs for a DenseForwardBackward of len(sizes)-1 layers, fresh buffers."""
+    specs = []
+    for i, (k, units) in enumerate(zip(sizes, sizes[1:])):
+        specs.append({"w": rng.standard_normal((k, units)).astype(F32), "b": np.zeros(units, F32),
+                      "y": np.empty((rows, units), F32), "db": np.empty(units, F32),
+                      "dw": np.empty((k, units), F32),
+                      "dz": np.empty((rows, units), F32) if relu[i] else None,
+                      "dx": np.empty((rows, k), F32) if i else None,
+                      "relu": relu[i], "need_w": True, "need_b": True, "need_x": i > 0})
+    c = sizes[-1]
+    return specs, np.empty((rows, c), F32), np.empty(rows, F32), np.empty((rows, c), F32)
+
+
+def test_dense_forward_backward_equals_the_separate_kernels(rng):
+    specs, probs, row_loss, dlogits = step_arrays(rng)
+    step = kernels.DenseForwardBackward(specs, probs, row_loss, dlogits, sparse_targets=True)
+    x, labels = rng.standard_normal((5, 6)).astype(F32), np.array([0, 2, 1, 1, 0])
+    loss = step.run(x, labels)
+    (w1, b1), (w2, b2) = (specs[0]["w"], specs[0]["b"]), (specs[1]["w"], specs[1]["b"])
+    h = kernels.gemm(x, w1, bias=b1, relu=True)
+    z = kernels.gemm(h, w2, bias=b2)
+    want_loss, p, _ = kernels.softmax_xent_forward(z, labels)
+    dz2 = kernels.softmax_xent_backward(p, labels, 1.0 / 5)
+    dh = kernels.gemm(dz2, w2, trans_b=True)
+    dz1, db1 = kernels.relu_backward_bias_grad(h, dh)
+    assert loss == want_loss
+    assert_bitwise_equal(specs[1]["dw"], kernels.gemm(h, dz2, trans_a=True), "dW2")
+    assert_bitwise_equal(specs[1]["db"], kernels.bias_grad(dz2), "db2")
+    assert_bitwise_equal(specs[0]["dw"], kernels.gemm(x, dz1, trans_a=True), "dW1")
+    assert_bitwise_equal(specs[0]["db"], db1, "db1")
+    assert_bitwise_equal(specs[0]["y"][:5], h, "h")
+
+
+def test_dense_forward_backward_refuses_bad_arrays(rng):
+    def build(change):
+        specs, probs, row_loss, dlogits = step_arrays(rng)
+        args = {"probs": probs, "row_loss": row_loss, "dlogits": dlogits}
+        change(specs, args)
+        return kernels.DenseForwardBackward(specs, args["probs"], args["row_loss"], args["dlogits"], True)
+    bad = [
+        (lambda s, a: s[1].update(w=np.zeros((4, 3), F32)), "layer 1 expects 4 inputs, layer 0 gives 5"),
+        (lambda s, a: s[0].update(w=s[0]["w"].astype(np.float64)), "expected layer 0 w to be a float32 array"),
+        (lambda s, a: s[0].update(dw=np.empty((5, 6), F32)), "expected layer 0 dw of shape (6, 5)"),
+        (lambda s, a: s[0].update(dz=None), "expected layer 0 dz to be a float32 array"),
+        (lambda s, a: s[1].update(dx=s[0]["y"]), "must not share memory"),
+        (lambda s, a: a.update(probs=a["dlogits"]), "probs must not share memory with dlogits"),
+        (lambda s, a: s[0]["dw"].setflags(write=False), "writeable"),
+        (lambda s, a: s[1].update(b=None), "layer 1 has need_b but no bias"),
+    ]
+    for change, message in bad:
+        with pytest.raises((TypeError, ValueError), match=re.escape(message)):
+            build(change)
+
+
+def test_dense_forward_backward_refuses_bad_batches(rng):
+    specs, probs, row_loss, dlogits = step_arrays(rng, rows=8)
+    step = kernels.DenseForwardBackward(specs, probs, row_loss, dlogits, sparse_targets=True)
+    x, labels = rng.standard_normal((5, 6)).astype(F32), np.zeros(5, np.int64)
+    bad = [
+        ((np.zeros((9, 6), F32), np.zeros(9, np.int64)), "expected x to be a C-contiguous float32 array of shape (1..8, 6)"),
+        ((x[:, :5], labels), "shape (1..8, 6)"),
+        ((x.T.copy().T, labels), "shape (1..8, 6)"),
+        ((x, labels.astype(np.int32)), "expected target to be C-contiguous int64 labels of shape (5,)"),
+        ((x, np.array([0, 1, 2, 3, 0])), "a class index is outside"),
+    ]
+    for args, message in bad:
+        with pytest.raises((TypeError, ValueError), match=re.escape(message)):
+            step.run(*args)
+    square = kernels.DenseForwardBackward(*step_arrays(rng, sizes=(5, 5, 3)), sparse_targets=True)
+    with pytest.raises(ValueError, match="x and target must not share memory with the step's buffers"):
+        square.run(square._keep[2][:5], labels)  # x = the first layer's own output buffer
+    specs[0]["w"].shape = (5, 6)  # reshaped in place after it was checked
+    with pytest.raises(ValueError, match="a weight changed shape"):
+        step.run(x, labels)
+
+
+def test_row_gather(rng):
+    src = rng.standard_normal((50, 7)).astype(F32)
+    g = kernels.RowGather(src, max_rows=16)
+    order = rng.permutation(50)
+    g.set_order(order)
+    assert_bitwise_equal(g.take(0, 16), src[order[:16]], "first batch")
+    assert_bitwise_equal(g.take(48, 50), src[order[48:]], "last batch")
+    with pytest.raises(ValueError, match=r"gather_rows: expected 0 <= start <= stop <= 50 and at most 16 rows"):
+        g.take(0, 17)
+    with pytest.raises(ValueError, match="expected indices in \\[0, 50\\), received 50"):
+        g.set_order(np.array([0, 50]))
+    with pytest.raises(ValueError, match="C-contiguous, aligned src"):
+        kernels.RowGather(src[:, ::2], 4)
+    with pytest.raises(TypeError, match="numeric array"):
+        kernels.RowGather(np.array([[None]]), 4)
+    with pytest.raises(ValueError, match="stop <= 0"):
+        kernels.RowGather(src, 4).take(0, 1)  # no order yet
