@@ -106,6 +106,52 @@ def gather_rows(src, idx, out=None):
     return out
 
 
+class RowGather:
+    """Twin of kernels.RowGather: rows of src in the given order, batch by batch."""
+
+    def __init__(self, src, max_rows):
+        self._src, self.buffer, self._order = src, np.empty((max_rows,) + src.shape[1:], src.dtype), None
+
+    def set_order(self, order):
+        self._order = np.array(order, dtype=np.int64)
+
+    def take(self, start, stop):
+        return gather_rows(self._src, self._order[start:stop], self.buffer[:stop - start])
+
+
+class DenseForwardBackward:
+    """Twin of kernels.DenseForwardBackward: the same layers, buffers and run(),
+    computed by the NumPy twins above in the order the C step uses."""
+
+    def __init__(self, layers, probs, row_loss, dlogits, sparse_targets):
+        self.layers, self.probs, self.row_loss, self.dlogits = layers, probs, row_loss, dlogits
+
+    def run(self, x, target):
+        rows = len(x)
+        inputs = [x]
+        for L in self.layers:
+            L["y"][:rows] = gemm(inputs[-1], L["w"], bias=L["b"], relu=L["relu"])
+            inputs.append(L["y"][:rows])
+        loss, probs, _ = softmax_xent_forward(inputs[-1], target, self.probs[:rows], self.row_loss[:rows])
+        if not np.isfinite(loss):
+            return loss
+        grad = softmax_xent_backward(probs, target, 1.0 / rows, self.dlogits[:rows])
+        for i in range(len(self.layers) - 1, -1, -1):
+            L = self.layers[i]
+            if not (L["need_w"] or L["need_x"]):
+                break
+            dz = grad
+            if L["relu"]:
+                dz, _ = relu_backward_bias_grad(L["y"][:rows], grad, L["dz"][:rows], L["db"])
+            elif L["need_b"]:
+                bias_grad(grad, L["db"])
+            if L["need_w"]:
+                gemm(inputs[i], dz, L["dw"], trans_a=True)
+            if L["need_x"]:
+                grad = gemm(dz, L["w"], L["dx"][:rows], trans_b=True)
+        return loss
+
+
 def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else [x]
 

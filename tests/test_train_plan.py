@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from minigrad import callbacks, kernels, layers, losses, models, optimizers, train_plan, utils
+from minigrad import callbacks, kernels, layers, losses, models, optimizers, reference, train_plan, utils
 from minigrad.datasets import mnist
 from helpers import assert_bitwise_equal, mnist_dir
 
@@ -355,6 +355,50 @@ def test_dense_forward_backward_equals_the_separate_kernels(rng):
     assert_bitwise_equal(specs[0]["dw"], kernels.gemm(x, dz1, trans_a=True), "dW1")
     assert_bitwise_equal(specs[0]["db"], db1, "db1")
     assert_bitwise_equal(specs[0]["y"][:5], h, "h")
+
+
+@pytest.mark.parametrize("sparse", [True, False], ids=["labels", "rows"])
+@pytest.mark.parametrize("flags", ["all", "first frozen", "last frozen"])
+def test_dense_forward_backward_matches_its_numpy_twin(rng, sparse, flags):
+    sizes, relu = (30, 17, 9, 4), (True, False, False)
+    made = []
+    for backend in (kernels, reference):
+        r = np.random.default_rng(7)
+        specs, probs, row_loss, dlogits = step_arrays(r, rows=12, sizes=sizes, relu=relu)
+        frozen = {"first frozen": 0, "last frozen": 2}.get(flags)
+        if frozen is not None:
+            specs[frozen].update(need_w=False, need_b=False)
+            for i in range(len(specs)):  # dx only above a trainable layer
+                specs[i]["need_x"] = any(specs[j]["need_w"] for j in range(i))
+        x = r.standard_normal((10, sizes[0])).astype(F32)
+        labels = r.integers(0, sizes[-1], 10)
+        target = labels if sparse else utils.to_categorical(labels, sizes[-1])
+        for spec in specs:  # sentinels: what is not written must stay as it was
+            for name in ("y", "dz", "db", "dw", "dx"):
+                if spec[name] is not None:
+                    spec[name][...] = 7.0
+        step = backend.DenseForwardBackward(specs, probs, row_loss, dlogits, sparse_targets=sparse)
+        made.append((step.run(x, target), specs, dlogits))
+    (loss_c, specs_c, dl_c), (loss_n, specs_n, dl_n) = made
+    assert loss_c == pytest.approx(loss_n, rel=1e-5)
+    np.testing.assert_allclose(dl_c[:10], dl_n[:10], rtol=1e-5, atol=1e-7)
+    for i, (sc, sn) in enumerate(zip(specs_c, specs_n)):
+        for name in ("y", "dz", "db", "dw", "dx"):
+            if sc[name] is not None:
+                np.testing.assert_allclose(sc[name], sn[name], rtol=1e-4, atol=1e-5,
+                                           err_msg=f"layer {i} {name} ({flags})")
+
+
+def test_row_gather_matches_its_numpy_twin(rng):
+    src = rng.standard_normal((40, 3)).astype(F32)
+    order = rng.permutation(40)
+    got = []
+    for backend in (kernels, reference):
+        g = backend.RowGather(src, 16)
+        g.set_order(order)
+        got.append([g.take(a, b).copy() for a, b in ((0, 16), (16, 32), (32, 40))])
+    for a, b in zip(*got):
+        assert_bitwise_equal(a, b, "batch")
 
 
 def test_dense_forward_backward_refuses_bad_arrays(rng):

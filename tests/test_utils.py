@@ -54,7 +54,7 @@ def test_set_random_seed_validates(seed):
 
 @pytest.mark.parametrize("module", ["utils", "layers", "models", "optimizers", "losses", "metrics",
                                     "callbacks", "progress", "kernels", "reference", "tensor", "workspace",
-                                    "function", "ops", "gradcheck", ""])
+                                    "function", "ops", "gradcheck", "train_plan", ""])
 def test_docstring_examples_run(module):
     """Every example in the public modules' docstrings is real, runnable code."""
     name = f"minigrad.{module}" if module else "minigrad"
