@@ -42,8 +42,8 @@ int mg_dense_forward_backward(const mg_dense_layer_t *layers, int64_t count, int
     const float *grad = dlogits;
     for (int64_t i = count - 1; i >= 0; i--) { /* backward, as ops.Dense.backward */
         const mg_dense_layer_t *L = &layers[i];
-        if (!(L->need_w || L->need_x))
-            break; /* nothing below needs a gradient */
+        if (!(L->need_w || L->need_b || L->need_x))
+            break; /* nothing here or below needs a gradient */
         const float *dz = grad;
         if (L->relu) {
             status = mg_relu_backward_bias_grad(L->y, grad, L->dz, L->db, rows, L->units);

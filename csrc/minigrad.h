@@ -98,7 +98,10 @@ int mg_gather_rows(const void *src, int64_t src_rows, int64_t row_bytes,
  * backward writes dz (relu layers), db (when need_b, or always for relu layers),
  * dw (need_w) and dx (need_x), exactly as the separate kernels above would.
  * target is int64 labels (sparse_target) or float rows; *loss is the mean loss.
- * A NaN or infinite loss stops after the forward pass (MG_OK). */
+ * A NaN or infinite loss stops after the forward pass (MG_OK). Backward stops at
+ * the first layer (from the top) with none of need_w/need_b/need_x; a layer's dx
+ * is the gradient of the layer below, so need_x must be set exactly when a layer
+ * below has need_w or need_b (kernels.DenseForwardBackward checks it). */
 typedef struct {
     int64_t k, units;
     const float *w, *b;

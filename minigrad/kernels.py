@@ -524,13 +524,20 @@ class RowGather:
             raise ValueError(f"{op}: expected max_rows to be a positive integer, received {max_rows!r}")
         self._src, self._rows = src, src.shape[0]
         self._row_bytes = src.itemsize * math.prod(src.shape[1:])
-        self.buffer = np.empty((int(max_rows),) + src.shape[1:], dtype=src.dtype)
+        shape = (int(max_rows),) + src.shape[1:]
+        try:
+            self.buffer = np.empty(shape, dtype=src.dtype)
+        except (MemoryError, ValueError) as exc:
+            raise MemoryError(f"{op}: cannot allocate a batch buffer of shape {shape}: {exc}") from None
         self._src_ptr, self._buf_ptr = ffi.from_buffer(src), ffi.from_buffer(self.buffer)
         self._order = None
 
     def set_order(self, order):
         """The sample order of the next batches: a 1-d array of row indices."""
         op = "gather_rows"
+        if isinstance(order, np.ma.MaskedArray):  # min/max would skip masked entries
+            raise TypeError(f"{op}: expected the order to be a plain 1-d integer array, "
+                            f"received a masked array")
         if not isinstance(order, np.ndarray) or order.ndim != 1 or order.dtype.kind not in "iu":
             raise TypeError(f"{op}: expected the order to be a 1-d integer array, "
                             f"received {_describe(order)}")
@@ -542,10 +549,17 @@ class RowGather:
 
     def take(self, start, stop):
         """Rows order[start:stop] of src, in the buffer's leading rows (a view)."""
-        count = stop - start
-        if self._order is None or not 0 <= start <= stop <= len(self._order) or count > len(self.buffer):
-            raise ValueError(f"gather_rows: expected 0 <= start <= stop <= {0 if self._order is None else len(self._order)} "
-                             f"and at most {len(self.buffer)} rows, received [{start}, {stop})")
+        for bound in (start, stop):
+            if isinstance(bound, (bool, np.bool_)) or not isinstance(bound, (int, np.integer)):
+                raise TypeError(f"gather_rows: expected integer batch bounds, received "
+                                f"{type(bound).__name__}")
+        if self._order is None:
+            raise ValueError("gather_rows: expected set_order() before take()")
+        start, stop = int(start), int(stop)
+        count, available = stop - start, len(self._order)
+        if not 0 <= start <= stop <= available or count > len(self.buffer):
+            raise ValueError(f"gather_rows: expected 0 <= start <= stop <= {available} and at most "
+                             f"{len(self.buffer)} rows, received [{start}, {stop})")
         _check_status("gather_rows", lib.mg_gather_rows(self._src_ptr, self._rows, self._row_bytes,
                                                         self._order_ptr + start, count, self._buf_ptr))
         return self.buffer[:count]
@@ -589,6 +603,7 @@ class DenseForwardBackward:
         self._table = ffi.new("mg_dense_layer_t[]", self._count)
         self._keep = []
         width = None
+        below = False  # does a layer below this one need a gradient?
         for i, spec in enumerate(layers):
             w, b = spec["w"], spec["b"]
             w = self._array(f"layer {i} w", w, None, writeable=False, ndim=2)
@@ -599,6 +614,10 @@ class DenseForwardBackward:
             if rows is None:
                 rows = self._rows_of(spec["y"], i)
             relu, need_w, need_b, need_x = (bool(spec[f]) for f in ("relu", "need_w", "need_b", "need_x"))
+            if need_x != below:  # C passes dx down as the next layer's gradient
+                raise ValueError(f"{op}: layer {i} must have need_x exactly when a layer below it "
+                                 f"has need_w or need_b (expected {below}, received {need_x})")
+            below = below or need_w or need_b
             entry = self._table[i]
             entry.k, entry.units = k, units
             entry.relu, entry.need_w, entry.need_b, entry.need_x = relu, need_w, need_b, need_x

@@ -138,7 +138,7 @@ class DenseForwardBackward:
         grad = softmax_xent_backward(probs, target, 1.0 / rows, self.dlogits[:rows])
         for i in range(len(self.layers) - 1, -1, -1):
             L = self.layers[i]
-            if not (L["need_w"] or L["need_x"]):
+            if not (L["need_w"] or L["need_b"] or L["need_x"]):
                 break
             dz = grad
             if L["relu"]:

@@ -488,8 +488,7 @@ def overlapping_view(base, shape, dtype):
 def gather_src(data, label):
     """The rows for gather_rows: usually an array of any dtype (float32 half the
     time), 1 to 4 dimensions, any layout, float-profile values or random bytes;
-    else a 0-d array, a non-array, or a broadcast view of 1 PiB (4 MiB while
-    AVOID_KNOWN_BUGS)."""
+    else a 0-d array, a non-array, or a broadcast view of 1 PiB."""
     kind = integer(data, 0, 19, f"{label}.kind")
     dtype = F32 if boolean(data, f"{label}.f32") else pick(data, GATHER_DTYPES, f"{label}.dtype")
     if kind == 16:
@@ -610,3 +609,221 @@ def gather_out(data, shape, dtype, src, idx, label):
     if not dtype.hasobject and dtype.kind != "U":  # (0x4D4D4D4D is no code point)
         out.reshape(-1).view(np.uint8)[...] = 0x4D  # sentinel bytes: an unwritten row shows
     return out, src, idx
+
+
+# ---------------------------------------------------------------- planned steps: RowGather, DenseForwardBackward
+
+# max_rows for RowGather: positive integers (plain, NumPy), else refused (0,
+# negative, bool, float, None, str, an array); with the known bugs, sizes whose
+# buffer NumPy cannot allocate (see test_bug_row_gather_huge_max_rows).
+MAX_ROWS = (1, 2, 3, 4, 7, 8, 16, 64, 200, np.int64(5), np.uint8(3), np.int32(1)) * 2 + (
+            0, -1, -2**63, True, False, np.bool_(True), 2.0, 4.5, float("nan"), None, "4",
+            np.array(4), np.array([4]), 1 + 0j)
+MAX_ROWS_HUGE = (2**40, 2**62, 2**63 - 1, 2**64, np.uint64(2**64 - 1))
+
+
+def max_rows(data, label):
+    return pick(data, MAX_ROWS + MAX_ROWS_HUGE, label)
+
+
+def row_order(data, rows, label):
+    """An order for RowGather.set_order: usually a permutation or a sample with
+    repeats of [0, rows) (any integer dtype and layout), else whatever gather_idx
+    draws (bad values, dtypes, shapes, lists, scalars, masked arrays)."""
+    kind = integer(data, 0, 4, f"{label}.kind")
+    if kind < 3 and rows:
+        n = pick(data, (rows, max(rows - 1, 0), 2 * rows + 1, 1, 0), f"{label}.len")
+        perm = np.concatenate([_rng().permutation(rows) for _ in range(n // rows + 1)])[:n]
+        dtype = pick(data, INT_DTYPES, f"{label}.dtype")
+        if rows - 1 > np.iinfo(dtype).max:
+            dtype = np.dtype(np.int64)
+        return lay_out(perm.astype(dtype), pick(data, LAYOUTS, f"{label}.layout"))
+    return gather_idx(data, pick(data, (rows, 0, 1, 5, 17, 2 * rows + 3), f"{label}.count"), rows, label)
+
+
+# start/stop for RowGather.take: ints of any kind around the interesting bounds,
+# bools, NumPy integers (unsigned too), floats, None, strings
+TAKE_BOUND_ODD = (-1, -2**63, 2**63, 2**70, True, False, np.int64(1), np.uint64(0), np.int8(-1),
+                  np.int64(2**62), 0.0, 1.0, 0.5, np.float64(1.0), float("nan"), None, "1", np.bool_(True))
+
+
+def _take_bound(data, n_order, cap, label):
+    kind = integer(data, 0, 9, f"{label}.kind")
+    if kind < 6:
+        return integer(data, 0, max(n_order, 0), label)
+    if kind < 8:
+        return pick(data, (cap, cap + 1, n_order + 1, max(n_order - cap, 0)), f"{label}.near")
+    return pick(data, TAKE_BOUND_ODD, f"{label}.odd")
+
+
+def take_bounds(data, n_order, cap, label):
+    """(start, stop) for take: mostly in [0, n_order] or near cap (the buffer's
+    rows), else odd (negative, huge, bool, NumPy, float, None, str)."""
+    return _take_bound(data, n_order, cap, f"{label}.start"), _take_bound(data, n_order, cap, f"{label}.stop")
+
+
+STEP_MUTATIONS = ("none",) * 6 + ("dtype", "shape", "ndim", "layout", "readonly", "missing", "alias",
+                                   "chain", "need_b", "non_array", "empty", "flags", "rows", "need_x_gap")
+STEP_SIZES = (3, 1, 2, 4, 5, 6, 7, 3, 2, 0)  # 0: an empty layer (or no class: refused by C)
+STEP_FIELDS = ("w", "b", "y", "db", "dw", "dz", "dx")
+STEP_OUTPUTS = ("y", "db", "dw", "dz", "dx")
+
+
+def step_specs(data, label):
+    """(layers, probs, row_loss, dlogits, sparse, mutation, valid): a well-formed
+    DenseForwardBackward setup built like test_train_plan.step_arrays (1-3
+    layers, small sizes, relu on/off, frozen layers, need_x exactly above a
+    layer with need_w or need_b, need_b only with a bias, buffers full of sentinels), with
+    at most one thing changed (mutation != "none"; some changes are still valid:
+    benign ones are read-only weights, offset buffers, int/np.bool_ flags)."""
+    n = integer(data, 1, 3, f"{label}.layers")
+    sizes = [pick(data, STEP_SIZES, f"{label}.size{i}") for i in range(n)]
+    sizes.append(pick(data, STEP_SIZES, f"{label}.classes"))
+    rows = pick(data, (4, 1, 2, 3, 8), f"{label}.rows")
+    rng = _rng()
+    layers = []
+    for i in range(n):
+        k, units = sizes[i], sizes[i + 1]
+        relu = boolean(data, f"{label}.relu{i}")
+        has_b = pick(data, (True, True, True, False), f"{label}.has_b{i}")
+        need_w = pick(data, (True, True, False), f"{label}.need_w{i}")
+        need_b = has_b and pick(data, (need_w, not need_w, need_w), f"{label}.need_b{i}")
+        need_x = any(L["need_w"] or L["need_b"] for L in layers)
+        w_layout = pick(data, IN_PLACE_LAYOUTS, f"{label}.w_layout{i}")
+        spec = {"w": lay_out(rng.standard_normal((k, units)).astype(F32), w_layout),
+                "b": rng.standard_normal(units).astype(F32) if has_b else None,
+                "y": np.full((rows, units), 7, F32), "db": np.full(units, 7, F32),
+                "dw": np.full((k, units), 7, F32),
+                "dz": np.full((rows, units), 7, F32) if relu else None,
+                "dx": np.full((rows, k), 7, F32) if need_x else None,
+                "relu": relu, "need_w": need_w, "need_b": need_b, "need_x": need_x}
+        if not relu and boolean(data, f"{label}.spare_dz{i}"):  # not used: ignored, even if odd
+            spec["dz"] = pick(data, [np.zeros(3), "x", spec["y"]], f"{label}.spare")
+        layers.append(spec)
+    c = sizes[-1]
+    bufs = {"probs": np.full((rows, c), 7, F32), "row_loss": np.full(rows, 7, F32),
+            "dlogits": np.full((rows, c), 7, F32)}
+    sparse = boolean(data, f"{label}.sparse")
+    mutation = pick(data, STEP_MUTATIONS, f"{label}.mutation")
+    i = integer(data, 0, n - 1, f"{label}.which")
+    L = layers[i]
+    present = [f for f in STEP_FIELDS if isinstance(L.get(f), np.ndarray)] + list(bufs)
+    field = pick(data, present, f"{label}.field")
+    holder = bufs if field in bufs else L
+    x = holder[field]
+
+    if mutation == "dtype":
+        holder[field] = x.astype(pick(data, [np.dtype(np.float64), np.dtype(np.float16), np.dtype(">f4"),
+                                             np.dtype(np.int32), np.dtype(object)], f"{label}.dtype"))
+    elif mutation == "shape":
+        holder[field] = np.zeros(wrong_shape(data, x.shape, label), F32)
+    elif mutation == "ndim":
+        holder[field] = x.reshape(x.shape + (1,)) if boolean(data, f"{label}.up") else x.reshape(-1)
+    elif mutation == "layout":
+        layout = pick(data, ["F", "strided", "negative", "transposed", "unaligned", "broadcast", "offset"],
+                      f"{label}.layout")
+        holder[field] = lay_out(x, layout, integer(data, 0, 1, f"{label}.axis"))
+    elif mutation == "readonly":  # refused for an output, fine for w and b
+        x.setflags(write=False)
+    elif mutation == "missing":
+        holder[field] = None
+    elif mutation == "alias":
+        others = [o for o in [L2.get(f) for L2 in layers for f in STEP_FIELDS] + list(bufs.values())
+                  if isinstance(o, np.ndarray) and o is not x]
+        if others:
+            other = pick(data, others, f"{label}.alias_of")
+            how = pick(data, ["same", "overlap"], f"{label}.alias")
+            if how == "same" and other.shape == x.shape:
+                holder[field] = other
+            else:
+                view = alias_of(other, x.shape)
+                if view is not None:
+                    holder[field] = view
+    elif mutation == "chain" and n > 1:
+        j = integer(data, 1, n - 1, f"{label}.chain")
+        k = sizes[j] + pick(data, (1, -1, 2), f"{label}.delta")
+        if k >= 0:
+            layers[j]["w"] = np.zeros((k, sizes[j + 1]), F32)
+    elif mutation == "need_b":
+        L["b"], L["need_b"] = None, True
+    elif mutation == "non_array":
+        holder[field] = non_array(data, x.shape, label)
+    elif mutation == "empty":
+        layers = []
+    elif mutation == "flags":  # valid spellings of the same flags
+        for f in ("relu", "need_w", "need_b", "need_x"):
+            L[f] = pick(data, [bool, int, np.bool_], f"{label}.{f}")(L[f])
+    elif mutation == "need_x_gap":  # no dx above a trainable layer: nothing to pass down
+        gaps = [j for j in range(1, n) if layers[j]["need_x"]]
+        if gaps:
+            j = pick(data, gaps, f"{label}.gap")
+            layers[j]["need_x"], layers[j]["dx"] = False, None
+    elif mutation == "rows":  # the first layer's y (which sets R) without rows
+        layers[0]["y"] = np.zeros((0, sizes[1]), F32)
+    # mutations after which the setup is still well formed (others may be too)
+    valid = (mutation in ("none", "flags") or (mutation == "readonly" and field in ("w", "b"))
+             or (mutation == "layout" and holder[field].flags.c_contiguous and holder[field].flags.aligned
+                 and (holder[field].flags.writeable or field in ("w", "b"))))
+    return layers, bufs["probs"], bufs["row_loss"], bufs["dlogits"], sparse, mutation, valid
+
+
+def step_batch(data, step_rows, inputs, classes, sparse, written, label):
+    """(x, target, ok): a batch for DenseForwardBackward.run, usually well formed
+    (ok: 1 <= rows <= R, C-contiguous float32 x, int64 labels in range or float32
+    rows), else with one thing wrong: x or target of a wrong dtype/shape/layout
+    or kind, 0 or R + 1 rows, labels out of range, x or target sharing memory
+    with one of the step's buffers (`written`). NaN/inf values are well formed."""
+    rows = pick(data, tuple(range(1, step_rows + 1)) + (step_rows,), f"{label}.rows")
+    profile = pick(data, ("normal", "ints", "zeros", "specials"), f"{label}.profile")
+    x = cast(float_values((rows, inputs), profile, mag=10.0), F32)
+    if sparse:
+        target = _rng().integers(0, max(classes, 1), rows).astype(np.int64)
+    else:
+        target = cast(float_values((rows, classes), pick(data, ("normal", "ints", "zeros"), f"{label}.t")), F32)
+        if boolean(data, f"{label}.onehot") and classes:
+            target = np.eye(classes, dtype=F32)[_rng().integers(0, classes, rows)]
+    ok = classes > 0
+    what = pick(data, ("ok",) * 8 + ("x", "target", "rows", "alias"), f"{label}.bad")
+    if what == "x":
+        how = pick(data, ("dtype", "shape", "layout", "non_array"), f"{label}.x")
+        if how == "dtype":
+            x = x.astype(pick(data, [np.dtype(np.float64), np.dtype(">f4"), np.dtype(np.int32)], f"{label}.dt"))
+        elif how == "shape":
+            x = np.zeros(wrong_shape(data, x.shape, label), F32)
+        elif how == "layout":
+            x = lay_out(x, pick(data, ["F", "strided", "negative", "unaligned", "broadcast", "readonly",
+                                       "offset"], f"{label}.layout"), 1)
+        else:
+            x = non_array(data, x.shape, label)
+        ok = ok and isinstance(x, np.ndarray) and x.dtype == F32 and x.shape == (rows, inputs) \
+            and x.flags.c_contiguous and x.flags.aligned
+    elif what == "target":
+        if sparse:
+            target = labels(data, rows, classes, label)
+            ok = ok and target.dtype == np.int64 and target.shape == (rows,) and \
+                target.flags.c_contiguous and target.flags.aligned and \
+                (rows == 0 or (int(target.min()) >= 0 and int(target.max()) < classes))
+        else:
+            target = arg(data, (rows, classes), label, p_bad=0.5, allow_huge=False, specials=False)
+            ok = ok and isinstance(target, np.ndarray) and target.dtype == F32 and \
+                target.shape == (rows, classes) and target.flags.c_contiguous and target.flags.aligned
+    elif what == "rows":
+        bad_rows = pick(data, (0, step_rows + 1), f"{label}.n")
+        x = np.zeros((bad_rows, inputs), F32)
+        target = np.zeros(bad_rows, np.int64) if sparse else np.zeros((bad_rows, classes), F32)
+        ok = False
+    elif what == "alias":
+        bases = [w for w in written if isinstance(w, np.ndarray)]
+        if bases:
+            base = pick(data, bases, f"{label}.base")
+            if boolean(data, f"{label}.which"):
+                view = overlapping_view(base, x.shape, F32)
+                if view is not None and x.size:
+                    view[...] = x
+                    x, ok = view, False
+            else:
+                view = overlapping_view(base, target.shape, target.dtype)
+                if view is not None and target.size:
+                    view[...] = target
+                    target, ok = view, False
+    return x, target, ok

@@ -14,6 +14,18 @@ cached optimizer table), and bad upstream gradients for backward. gather_rows
 gets rows of every dtype above (packed structured too), filled with random bit
 patterns (NaN payloads, -0.0) or not, and indices of any dtype/ndim/value (bool,
 float, lists, scalars, masked arrays), with outputs overlapping src or idx.
+fit's planned step (family planned_steps): kernels.RowGather gets the same srcs
+and max_rows of any kind, then a few set_order/take calls (orders of any
+dtype/ndim/value, lists, masked arrays; take bounds negative, reversed, beyond
+the order, wider than the buffer, before any order, bools, NumPy integers,
+floats, None), the caller's order overwritten after set_order;
+kernels.DenseForwardBackward gets well-formed 1-3 layer setups (relu on/off,
+frozen layers, need_x exactly above a trainable layer) with at most one thing
+changed (dtype, shape, ndim, layout, read-only, missing dz/dx/b, an output
+aliasing another output or a weight, a broken chain, need_b without bias, a
+non-array, no layers, 0 rows), then a few run(x, target) with x/target of any
+dtype/shape/layout/kind, 0 or R + 1 rows, labels out of range, NaN/inf values,
+x or target inside one of the step's buffers.
 
 The oracle (``check_kernel_call`` for kernels.*, ``check_op_call`` for the ops)
 accepts exactly two outcomes:
@@ -26,7 +38,14 @@ accepts exactly two outcomes:
   (NaN-aware, float32 tolerance; for kernels that run with flush-to-zero, either
   with subnormals flushed or not; byte for byte for gather_rows, which copies
   bytes, and equal to np.take(src, idx, axis=0) too), and every argument it does
-  not document as written is unchanged.
+  not document as written is unchanged. For the planned step's objects: a
+  TypeError/ValueError naming gather_rows that leaves the RowGather usable with
+  its previous order, or take returns src[order[start:stop]] byte for byte (a
+  view of its buffer); a TypeError/ValueError/MemoryError naming
+  dense_forward_backward with the weights, x and target unchanged (a failed run
+  may leave the step's own buffers partly written), or the loss of
+  reference.DenseForwardBackward run on copies (rel 1e-5, NaN for NaN) and the
+  same written buffers (rtol 1e-4, atol 1e-5; rows [0, rows) of per-sample ones).
 
 Calls whose arguments are all well formed must succeed, and ops must reject
 exactly the operands NumPy cannot convert or broadcast. Anything else fails the
@@ -39,7 +58,7 @@ MINIGRAD_FUZZ_TRACE=1 to show the last calls it made. The pure-NumPy ops
 (element-wise, reductions, shapes) fuzz in-process.
 
 Budget: MINIGRAD_FUZZ_EXAMPLES generated cases in all (default 12,000; about
-13,200 run, as hypothesis adds a few), split over the ten families by weight;
+13,200 run, as hypothesis adds a few), split over the eleven families by weight;
 each family asserts it ran its share and ``test_fuzz_total_budget`` the total.
 About 25-35 s on 2 cores. CI runs are derandomized (the same cases every run).
 Nightly, 20x the cases with a fresh random seed (printed on failure; set
@@ -84,7 +103,7 @@ TRACE = os.environ.get("MINIGRAD_FUZZ_TRACE", "") == "1"
 
 # family -> (weight, runs in a child process)
 FAMILIES = {
-    "gemm": (0.18, True),
+    "gemm": (0.15, True),
     "bias": (0.09, True),
     "relu": (0.13, True),
     "softmax_xent": (0.13, True),
@@ -92,6 +111,7 @@ FAMILIES = {
     "threads": (0.02, True),
     "gather": (0.04, True),          # gather_rows
     "c_ops": (0.10, True),          # matmul, dense, relu, softmax, softmax_cross_entropy
+    "planned_steps": (0.03, True),  # RowGather, DenseForwardBackward (fit's planned step)
     "elementwise_ops": (0.09, False),
     "shape_ops": (0.07, False),
 }
@@ -755,6 +775,199 @@ def case_gather(data):
     assert_same_bytes(np.asarray(idx), idx_before, f"{desc}\nidx was modified")
 
 
+# ---------------------------------------------------------------- planned steps
+
+def _named_failure(op, exc, desc, types=(TypeError, ValueError)):
+    """exc is acceptable only as one of `types` naming op."""
+    if not isinstance(exc, types):
+        raise Mismatch(f"{type(exc).__name__} (expected TypeError/ValueError or a result): {exc}"
+                       f"\ncall: {desc}") from exc
+    if not str(exc).startswith(f"{op}:"):
+        raise Mismatch(f"{type(exc).__name__} whose message does not start with '{op}:': "
+                       f"{str(exc)!r}\ncall: {desc}") from exc
+
+
+def case_row_gather(data):
+    """kernels.RowGather(src, max_rows), then a few set_order/take calls: each one
+    raises TypeError/ValueError naming gather_rows and leaves the object as it was
+    (src, the order and the caller's arrays unchanged), or take returns
+    src[order[start:stop]] byte for byte, as a view of the object's buffer."""
+    threads(data)
+    src = fs.gather_src(data, "src")
+    if (isinstance(src, np.ndarray) and not src.flags.c_contiguous and src.nbytes < 2**26
+            and boolean(data, "src.copy")):
+        src = np.ascontiguousarray(src)  # mostly arrays it takes: the calls after are the point
+    max_rows = fs.max_rows(data, "max_rows")
+    desc = f"g = kernels.RowGather({fs.describe(src)}, {max_rows!r})"
+    src_ok = isinstance(src, np.ndarray) and src.ndim >= 1 and not src.dtype.hasobject
+    valid = (src_ok and src.flags.c_contiguous and src.flags.aligned and src.nbytes < 2**30
+             and isinstance(max_rows, (int, np.integer)) and not isinstance(max_rows, (bool, np.bool_))
+             and 1 <= max_rows <= 2**20)
+    src_before = _raw_copy(src) if isinstance(src, np.ndarray) and not src.dtype.hasobject else None
+    snap = _snapshot(_arrays_in(src))
+    _trace(desc)
+    try:
+        g = kernels.RowGather(src, max_rows)
+    except Exception as exc:  # a max_rows beyond memory: a named MemoryError
+        _named_failure("gather_rows", exc, desc, types=(TypeError, ValueError, MemoryError))
+        if valid:
+            raise Mismatch(f"a valid call was rejected: {exc}\ncall: {desc}") from exc
+        _assert_unchanged(_arrays_in(src), snap, what=desc)
+        return
+    if not valid:
+        raise Mismatch(f"accepted an src or max_rows it must refuse\ncall: {desc}")
+    rows, cap = src.shape[0], int(max_rows)
+    order = None  # the model: the order the object must be using (int64)
+    calls = [desc]
+    for step in range(integer(data, 1, 5, "calls")):
+        if pick(data, ("set_order", "take") if step else ("set_order", "set_order", "take"),
+                f"call{step}") == "set_order":
+            given = fs.row_order(data, rows, f"order{step}")
+            text = f"g.set_order({fs.describe(given)})"
+            raw = np.asarray(given) if isinstance(given, np.ndarray) else None
+            ok = (raw is not None and not isinstance(given, np.ma.MaskedArray) and raw.ndim == 1
+                  and raw.dtype.kind in "iu" and (raw.size == 0 or (int(raw.min()) >= 0 and int(raw.max()) < rows)))
+            before = np.array(given, copy=True, subok=False) if isinstance(given, np.ndarray) else None
+            calls.append(text)
+            _trace(text)
+            try:
+                g.set_order(given)
+            except Exception as exc:
+                _named_failure("gather_rows", exc, "\n".join(calls))
+                if ok:
+                    raise Mismatch(f"a valid order was rejected: {exc}\ncalls:\n" + "\n".join(calls)) from exc
+            else:
+                if not ok:
+                    raise Mismatch("accepted an order it must refuse\ncalls:\n" + "\n".join(calls))
+                order = raw.astype(np.int64)
+            if before is not None and not np.array_equal(np.asarray(given), before):
+                raise Mismatch("set_order modified the order it was given\ncalls:\n" + "\n".join(calls))
+            if (order is not None and ok and isinstance(given, np.ndarray) and given.flags.writeable
+                    and given.size and boolean(data, f"scribble{step}")):
+                given[...] = np.array(rows + 5).astype(given.dtype)  # the object must hold a private copy
+                calls.append("order[...] = rows + 5")
+        else:
+            n = len(order) if order is not None else 0
+            start, stop = fs.take_bounds(data, n, cap, f"take{step}")
+            text = f"g.take({start!r}, {stop!r})"
+            calls.append(text)
+            ints = all(isinstance(v, (int, np.integer)) and not isinstance(v, np.bool_) for v in (start, stop))
+            ok = (order is not None and ints and 0 <= start <= stop <= n and stop - start <= cap)
+            _trace(text)
+            try:
+                got = g.take(start, stop)
+            except Exception as exc:
+                _named_failure("gather_rows", exc, "\n".join(calls))
+                if ok:
+                    raise Mismatch(f"a valid take was rejected: {exc}\ncalls:\n" + "\n".join(calls)) from exc
+            else:
+                if not ok:
+                    raise Mismatch("take accepted bounds it must refuse\ncalls:\n" + "\n".join(calls))
+                if got.nbytes and not np.may_share_memory(got, g.buffer):
+                    raise Mismatch("take did not return a view of the buffer\ncalls:\n" + "\n".join(calls))
+                assert_same_bytes(got, np.take(src_before, order[int(start):int(stop)], axis=0),
+                                  "\n".join(calls) + "\nresult vs src[order[start:stop]]")
+        _assert_unchanged(_arrays_in(src), snap, what="\n".join(calls))
+    if order is not None and len(order):  # still usable after whatever failed
+        got = g.take(0, min(len(order), cap))
+        assert_same_bytes(got, np.take(src_before, order[:min(len(order), cap)], axis=0),
+                          "\n".join(calls) + "\nfinal take(0, ...)")
+
+
+STEP_BUFFERS = ("y", "dz", "db", "dw", "dx")
+
+
+def _step_copy(layers, probs, row_loss, dlogits):
+    """Independent copies for the twin (flags and None kept as they are)."""
+    memo = {}
+
+    def c(x):
+        if isinstance(x, np.ndarray):
+            if id(x) not in memo:
+                memo[id(x)] = np.array(x, copy=True, order="C")
+            return memo[id(x)]
+        return x
+    return [{k: c(v) for k, v in L.items()} for L in layers], c(probs), c(row_loss), c(dlogits)
+
+
+def case_dense_step(data):
+    """kernels.DenseForwardBackward(...) and a few run(x, target): each raises
+    TypeError/ValueError/MemoryError naming dense_forward_backward, with no array
+    changed (a failed run may have written the step's buffers, never the weights,
+    x or target), or matches reference.DenseForwardBackward on copies: the loss
+    (rel 1e-5, NaN for NaN) and every buffer the step writes (rows [0, rows) of
+    the per-sample ones)."""
+    op = "dense_forward_backward"
+    threads(data)
+    layers, probs, row_loss, dlogits, sparse, mutation, valid = fs.step_specs(data, "spec")
+    args = (layers, probs, row_loss, dlogits, sparse)
+    desc = describe_call(f"kernels.DenseForwardBackward[{mutation}]",
+                         [[{k: v for k, v in L.items()} for L in layers], probs, row_loss, dlogits, sparse], {})
+    arrays = _arrays_in(args)
+    snap = _snapshot(arrays)
+    _trace(desc)
+    try:
+        step = kernels.DenseForwardBackward(*args)
+    except Exception as exc:
+        _named_failure(op, exc, desc, (TypeError, ValueError, MemoryError))
+        if valid:
+            raise Mismatch(f"a valid step was rejected: {exc}\ncall: {desc}") from exc
+        _assert_unchanged(arrays, snap, what=desc)
+        return
+    _assert_unchanged(arrays, snap, what=desc)
+    rows_max, classes, inputs = layers[0]["y"].shape[0], layers[-1]["w"].shape[1], layers[0]["w"].shape[0]
+    written = [probs, row_loss, dlogits] + [L[f] for L in layers for f in STEP_BUFFERS
+                                            if isinstance(L.get(f), np.ndarray)]
+    weights = [L[f] for L in layers for f in ("w", "b") if isinstance(L[f], np.ndarray)]
+    for r in range(integer(data, 1, 3, "runs")):
+        x, target, ok = fs.step_batch(data, rows_max, inputs, classes, sparse, written, f"batch{r}")
+        text = f"{desc}.run({fs.describe(x)}, {fs.describe(target)})"
+        ok = ok and valid
+        inputs_snap = _snapshot(_arrays_in([x, target] + weights))
+        twin = _step_copy(layers, probs, row_loss, dlogits)
+        rx = np.array(x, copy=True) if isinstance(x, np.ndarray) else x
+        rt = np.array(target, copy=True) if isinstance(target, np.ndarray) else target
+        _trace(text)
+        try:
+            loss = step.run(x, target)
+        except Exception as exc:
+            _named_failure(op, exc, text, (TypeError, ValueError, MemoryError))
+            if ok:
+                raise Mismatch(f"a valid run was rejected: {exc}\ncall: {text}") from exc
+            _assert_unchanged(_arrays_in([x, target] + weights), inputs_snap, what=f"{text} (raised)")
+            continue
+        _assert_unchanged(_arrays_in([x, target] + weights), inputs_snap, what=text)
+        n = x.shape[0]
+        try:
+            with np.errstate(all="ignore"):
+                want = reference.DenseForwardBackward(*twin, sparse).run(rx, rt)
+        except Exception as exc:
+            raise Mismatch(f"the step accepted a run its NumPy twin rejects ({type(exc).__name__}: {exc})"
+                           f"\ncall: {text}") from exc
+        # rel 1e-5, plus float32 rounding of the logits for a loss near 0 (-log(1 - tiny))
+        loss_atol = 8 * EPS32 * max(1.0, _finite_max(layers[-1]["y"][:n]))
+        if not (math.isnan(loss) and math.isnan(want)) and loss != pytest.approx(want, rel=1e-5, abs=loss_atol):
+            raise Mismatch(f"loss {loss!r}, the twin gives {want!r}\ncall: {text}")
+        tl, tp, tr, td = twin
+        pairs = [("probs", probs[:n], tp[:n]), ("row_loss", row_loss[:n], tr[:n]), ("dlogits", dlogits[:n], td[:n])]
+        for i, (L, T) in enumerate(zip(layers, tl)):
+            for f in STEP_BUFFERS:
+                if isinstance(L.get(f), np.ndarray) and (f != "dz" or L["relu"]) and (f != "dx" or L["need_x"]):
+                    per_sample = f in ("y", "dz", "dx")
+                    pairs.append((f"layer {i} {f}", L[f][:n] if per_sample else L[f],
+                                  T[f][:n] if per_sample else T[f]))
+        for what, got_, want_ in pairs:
+            assert_close(got_, want_, 1e-4, 1e-5, f"{text}\n{what}")
+
+
+def case_planned_steps(data):
+    """fit's planned step: RowGather and DenseForwardBackward."""
+    if boolean(data, "object"):
+        case_dense_step(data)
+    else:
+        case_row_gather(data)
+
+
 # ================================================================ families: ops
 
 OP_DTYPES = [np.dtype(t) for t in (np.float64, np.float16, np.int32, np.int8, np.uint8, np.bool_, np.int64)]
@@ -1204,6 +1417,7 @@ def case_c_ops(data):
 CASES = {
     "gemm": case_gemm, "bias": case_bias, "relu": case_relu, "softmax_xent": case_softmax_xent,
     "optimizers": case_optimizers, "threads": case_threads, "gather": case_gather, "c_ops": case_c_ops,
+    "planned_steps": case_planned_steps,
     "elementwise_ops": case_elementwise_ops, "shape_ops": case_shape_ops,
 }
 
@@ -1427,6 +1641,79 @@ def test_fixed_gather_rows_masked_idx_is_refused(idx):
     src = np.arange(6, dtype=F).reshape(3, 2)[:, :1]
     with pytest.raises(TypeError, match="gather_rows: expected idx to be a plain 1-d integer array"):
         kernels.gather_rows(src, idx)
+
+
+# ---------------------------------------------------------------- fixed: fit's planned step
+# Found by the planned_steps family, fixed the same session: take's bounds are
+# checked as integers first, a huge max_rows gets a named MemoryError, masked orders
+# are refused, and inconsistent need_x flags (a SIGSEGV in C) are refused.
+
+@pytest.mark.parametrize("start,stop", [(0.0, 1.0), (0, 1.0), (0, None), ("0", 1), (-1, np.uint64(0)),
+                                        (np.int8(-1), 2**70), (np.bool_(False), np.bool_(True))],
+                         ids=["floats", "float-stop", "None", "str", "negative-uint64", "int8-huge",
+                              "np.bool_"])
+def test_fixed_row_gather_take_non_integer_bounds(start, stop):
+    """take(0.0, 1.0) -> TypeError 'float' object cannot be interpreted as an integer (from
+    cffi, after the range check passed); take(0, None) -> TypeError unsupported operand;
+    take(-1, np.uint64(0)) -> OverflowError from NumPy; none names gather_rows."""
+    g = kernels.RowGather(np.arange(6, dtype=F).reshape(3, 2), 2)
+    g.set_order(np.array([2, 0, 1]))
+    with pytest.raises((TypeError, ValueError)) as info:
+        g.take(start, stop)
+    assert str(info.value).startswith("gather_rows:"), f"{type(info.value).__name__}: {info.value}"
+    assert g.take(0, 2).tolist() == [[4, 5], [0, 1]]
+
+
+@pytest.mark.parametrize("max_rows", [2**40, 2**62, 2**64], ids=["8TiB", "too-big", "beyond-int64"])
+def test_fixed_row_gather_huge_max_rows(max_rows):
+    """RowGather(src, 2**40) -> MemoryError 'Unable to allocate 8.00 TiB ...'; 2**62 ->
+    ValueError 'array is too big; ...'; 2**64 -> ValueError 'Maximum allowed dimension
+    exceeded' (np.empty's messages, not naming gather_rows)."""
+    with pytest.raises((TypeError, ValueError, MemoryError)) as info:
+        kernels.RowGather(np.zeros((3, 2), F), max_rows)
+    assert str(info.value).startswith("gather_rows:"), f"{type(info.value).__name__}: {info.value}"
+
+
+@pytest.mark.parametrize("order", [np.ma.array([0, 99], mask=[False, True]), np.ma.array([0], mask=[True])],
+                         ids=["masked-out-of-range", "all-masked"])
+def test_fixed_row_gather_masked_order(order):
+    """The bug fixed in gather_rows (test_fixed_gather_rows_masked_idx_is_refused),
+    still in RowGather.set_order: [0, 99] with 99 masked is accepted (every take
+    then fails in C: 'the C kernel rejected its arguments'), an all-masked order
+    raises numpy.ma.MaskError. gather_rows refuses masked indices with a TypeError."""
+    g = kernels.RowGather(np.arange(6, dtype=F).reshape(3, 2), 2)
+    g.set_order(np.array([1]))
+    with pytest.raises((TypeError, ValueError)) as info:
+        g.set_order(order)
+    assert str(info.value).startswith("gather_rows:"), f"{type(info.value).__name__}: {info.value}"
+    assert g.take(0, 1).tolist() == [[2, 3]]  # the previous order is kept
+
+
+def test_fixed_dense_forward_backward_need_x_gap():
+    """Flags the wrapper does not check: layer 0 trains (need_w), layer 1 has
+    need_x=False (dx=None), so csrc/dense_step.c sets grad = L->dx = NULL after
+    layer 1 and layer 0's backward reads through it. Expected: refused with a
+    ValueError naming dense_forward_backward (nothing could compute layer 0's
+    gradients), not a crash."""
+    proc = run_python("""
+        import numpy as np
+        from minigrad import kernels
+        F = np.float32
+        def layer(k, u, relu):
+            return {"w": np.ones((k, u), F), "b": np.zeros(u, F), "y": np.zeros((4, u), F),
+                    "db": np.zeros(u, F), "dw": np.zeros((k, u), F),
+                    "dz": np.zeros((4, u), F) if relu else None, "dx": None,
+                    "relu": relu, "need_w": True, "need_b": True, "need_x": False}
+        try:
+            step = kernels.DenseForwardBackward([layer(3, 2, True), layer(2, 2, False)], np.zeros((4, 2), F),
+                                                np.zeros(4, F), np.zeros((4, 2), F), sparse_targets=True)
+            step.run(np.ones((2, 3), F), np.array([0, 1]))
+            print("accepted")
+        except (TypeError, ValueError) as exc:
+            print(f"{type(exc).__name__}: {exc}")
+        """)
+    assert proc.returncode == 0, f"exit status {proc.returncode} (-11 = SIGSEGV)\n{proc.stderr}"
+    assert "Error: dense_forward_backward:" in proc.stdout, proc.stdout
 
 
 def test_fuzz_total_budget():

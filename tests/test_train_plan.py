@@ -459,5 +459,5 @@ def test_row_gather(rng):
         kernels.RowGather(src[:, ::2], 4)
     with pytest.raises(TypeError, match="numeric array"):
         kernels.RowGather(np.array([[None]]), 4)
-    with pytest.raises(ValueError, match="stop <= 0"):
-        kernels.RowGather(src, 4).take(0, 1)  # no order yet
+    with pytest.raises(ValueError, match=re.escape("expected set_order() before take()")):
+        kernels.RowGather(src, 4).take(0, 0)  # no order yet
