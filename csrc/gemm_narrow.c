@@ -37,6 +37,28 @@ static inline void finish(float *dst, float v, float alpha, float beta, const fl
     *dst = v;
 }
 
+/* Writes a rows x cols block of results to C at (i, j); s[r * rs + q * cs] is
+ * element (r, q). C = A op(B) alone (the usual weight gradient) is a plain store:
+ * finish would leave every value as it is. */
+static inline void store_block(const struct mg_gemm_args *g, int plain, int64_t i, int64_t j,
+                        int64_t rows, int64_t cols, const float *s, int64_t rs, int64_t cs)
+{
+    for (int64_t r = 0; r < rows; ++r) {
+        float *dst = g->c + (i + r) * g->ldc + j;
+        const float *src = s + r * rs;
+        if (plain)
+            for (int64_t q = 0; q < cols; ++q) dst[q] = src[q * cs];
+        else
+            for (int64_t q = 0; q < cols; ++q)
+                finish(dst + q, src[q * cs], g->alpha, g->beta, g->bias, j + q, g->relu);
+    }
+}
+
+static int plain_product(const struct mg_gemm_args *g)
+{
+    return g->alpha == 1.0f && g->beta == 0.0f && !g->bias && !g->relu;
+}
+
 /* ---------------------------------------------------------------- op(A) = A
  *
  * Lane l of a dot product sums p = l, l+8, ... in order, then the 8 lanes are
@@ -105,6 +127,7 @@ static int gemm_narrow_dot(const struct mg_gemm_args *g)
         for (; p < ldbt; ++p) d[p] = 0.0f;
     }
     const int64_t ntiles = mg_ceil_div(m, DR) * (nt / DC);
+    const int plain = plain_product(g);
     MG_OMP(omp parallel num_threads(mg_get_num_threads())
            if (2.0 * (double)m * (double)n * (double)k >= MG_GEMM_PAR_MIN_FLOPS))
     {
@@ -116,10 +139,7 @@ static int gemm_narrow_dot(const struct mg_gemm_args *g)
             float s[DR][DC];
             narrow_dot_tile(k, g->a + i * g->lda, g->a + (i + mr - 1) * g->lda, bt + j * ldbt,
                             ldbt, s);
-            for (int64_t r = 0; r < mr; ++r)
-                for (int64_t q = 0; q < nr; ++q)
-                    finish(g->c + (i + r) * g->ldc + j + q, s[r][q], g->alpha, g->beta,
-                           g->bias, j + q, g->relu);
+            store_block(g, plain, i, j, mr, nr, &s[0][0], DC, 1);
         }
         MG_FTZ_END;
     }
@@ -204,7 +224,7 @@ static int gemm_narrow_outer(const struct mg_gemm_args *g)
     /* column groups: [0, w0) and, for n > OUTER_MAX_NW, [w0, n) */
     const int64_t groups = n > OUTER_MAX_NW ? 2 : 1, w0 = mg_ceil_div(n, groups);
     const int64_t ntiles = mg_ceil_div(m, OUTER_ROWS) * groups;
-    const int plain = g->alpha == 1.0f && g->beta == 0.0f && !g->bias && !g->relu;
+    const int plain = plain_product(g);
     MG_OMP(omp parallel num_threads(mg_get_num_threads())
            if (2.0 * (double)m * (double)n * (double)k >= MG_GEMM_PAR_MIN_FLOPS))
     {
@@ -215,16 +235,7 @@ static int gemm_narrow_outer(const struct mg_gemm_args *g)
             const int64_t j0 = (t % groups) * w0, nw = mg_min64(w0, n - j0);
             float s[OUTER_MAX_NW][OUTER_ROWS];
             narrow_outer_tile((int)nw, k, g->a + i, g->lda, bp + j0, n, rows, s);
-            if (plain) { /* C = A^T op(B): the weight gradient; skip finish's tests */
-                for (int64_t r = 0; r < rows; ++r)
-                    for (int64_t q = 0; q < nw; ++q)
-                        g->c[(i + r) * g->ldc + j0 + q] = s[q][r];
-                continue;
-            }
-            for (int64_t r = 0; r < rows; ++r)
-                for (int64_t q = 0; q < nw; ++q)
-                    finish(g->c + (i + r) * g->ldc + j0 + q, s[q][r], g->alpha, g->beta,
-                           g->bias, j0 + q, g->relu);
+            store_block(g, plain, i, j0, rows, nw, &s[0][0], 1, OUTER_ROWS);
         }
         MG_FTZ_END;
     }
