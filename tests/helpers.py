@@ -49,6 +49,17 @@ def assert_bitwise_equal(got, want, what=""):
                              f"index {i}: {got.ravel()[i]!r} vs {want.ravel()[i]!r}")
 
 
+def assert_same_state(a, b, what):
+    """Two models' weights, optimizer slots and step count bitwise equal."""
+    for i, (wa, wb) in enumerate(zip(a.get_weights(), b.get_weights())):
+        assert_bitwise_equal(wa, wb, f"{what}: weight {i}")
+    va, vb = a.optimizer.variables(), b.optimizer.variables()
+    assert len(va) == len(vb), what
+    for i, (sa, sb) in enumerate(zip(va, vb)):
+        assert_bitwise_equal(sa, sb, f"{what}: optimizer slot {i}")
+    assert a.optimizer.iterations == b.optimizer.iterations, what
+
+
 def _outputs(result, args):
     """Everything a kernel produced: its return value(s) and every array argument
     (so in-place updates are compared too)."""

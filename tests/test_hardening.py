@@ -12,7 +12,7 @@ import pytest
 
 import minigrad as mg
 from minigrad import callbacks, function, kernels, layers, models, train_plan, utils
-from helpers import assert_bitwise_equal, run_python
+from helpers import assert_bitwise_equal, assert_same_state, run_python
 
 F32 = np.float32
 
@@ -37,17 +37,6 @@ def toy_model(seed=0, optimizer="rmsprop", features=20, hidden=16, classes=3):
                                layers.Dense(classes, activation="softmax")])
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
-
-
-def assert_same_state(a, b, what):
-    """Weights, optimizer slots and step count bitwise equal."""
-    for i, (wa, wb) in enumerate(zip(a.get_weights(), b.get_weights())):
-        assert_bitwise_equal(wa, wb, f"{what}: weight {i}")
-    va, vb = a.optimizer.variables(), b.optimizer.variables()
-    assert len(va) == len(vb), what
-    for i, (sa, sb) in enumerate(zip(va, vb)):
-        assert_bitwise_equal(sa, sb, f"{what}: optimizer slot {i}")
-    assert a.optimizer.iterations == b.optimizer.iterations, what
 
 
 class StopAt(callbacks.Callback):

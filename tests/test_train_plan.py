@@ -14,7 +14,7 @@ import pytest
 import minigrad as mg
 from minigrad import callbacks, kernels, layers, losses, models, optimizers, reference, train_plan, utils
 from minigrad.datasets import mnist
-from helpers import assert_bitwise_equal, mnist_dir
+from helpers import assert_bitwise_equal, assert_same_state, mnist_dir
 
 F32 = np.float32
 
@@ -77,13 +77,7 @@ def fit(build, x, y, planned, seed=0, threads=None, **kwargs):
 
 def assert_same_training(a, b, what):
     (ma, ha, _), (mb, hb, _) = a, b
-    for i, (wa, wb) in enumerate(zip(ma.get_weights(), mb.get_weights())):
-        assert_bitwise_equal(wa, wb, f"{what}: weight {i}")
-    va, vb = ma.optimizer.variables(), mb.optimizer.variables()
-    assert len(va) == len(vb), what
-    for i, (sa, sb) in enumerate(zip(va, vb)):
-        assert_bitwise_equal(sa, sb, f"{what}: optimizer slot {i}")
-    assert ma.optimizer.iterations == mb.optimizer.iterations, what
+    assert_same_state(ma, mb, what)
     assert ha.history.keys() == hb.history.keys(), what
     for key in ha.history:  # every logged float, exactly (NaN equal to NaN)
         np.testing.assert_array_equal(ha.history[key], hb.history[key], err_msg=f"{what}: {key}")
