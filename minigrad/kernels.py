@@ -74,12 +74,14 @@ def _input(op, name, x, ndim):
     return x
 
 
-def _output(op, name, out, shape, inputs=()):
-    """A new float32 array of `shape`, or `out` checked to be a safe destination."""
+def _output(op, name, out, shape, inputs=(), dtype=None):
+    """A new array of `shape` (float32, or `dtype` for a kernel that copies any
+    element type), or `out` checked to be a safe destination."""
     if out is None:
-        return _allocate(op, name, shape)
-    if not isinstance(out, np.ndarray) or out.dtype != F32:
-        raise TypeError(f"{op}: expected {name} to be a float32 array, received {_describe(out)}")
+        return _allocate(op, name, shape, F32 if dtype is None else dtype)
+    if not isinstance(out, np.ndarray) or out.dtype != (F32 if dtype is None else dtype):
+        wanted = "a float32 array" if dtype is None else f"an array of dtype {dtype}"
+        raise TypeError(f"{op}: expected {name} to be {wanted}, received {_describe(out)}")
     if out.shape != tuple(shape):
         raise ValueError(f"{op}: expected {name} of shape {tuple(shape)}, received {out.shape}")
     if not _usable_in_place(out) or not out.flags.writeable:
@@ -170,12 +172,12 @@ def _flag(op, name, value):
     return bool(value)
 
 
-def _allocate(op, name, shape):
+def _allocate(op, name, shape, dtype=F32):
     try:
-        return np.empty(shape, dtype=F32)
+        return np.empty(shape, dtype=dtype)
     except (MemoryError, ValueError) as exc:
         raise MemoryError(f"{op}: cannot allocate {name} of shape {tuple(shape)} "
-                          f"({math.prod(shape) * 4:,} bytes): {exc}") from None
+                          f"({math.prod(shape) * np.dtype(dtype).itemsize:,} bytes): {exc}") from None
 
 
 # ---------------------------------------------------------------- threads
@@ -449,25 +451,7 @@ def gather_rows(src, idx, out=None):
     # copying, and no other thread may change them in between
     given_idx, idx = idx, np.array(idx, dtype=I64, order="C")
     shape = (idx.size,) + src.shape[1:]
-    if out is None:
-        try:
-            out = np.empty(shape, dtype=src.dtype)
-        except (MemoryError, ValueError) as exc:
-            raise MemoryError(f"{op}: cannot allocate out of shape {shape}: {exc}") from None
-    else:
-        if not isinstance(out, np.ndarray) or out.dtype != src.dtype:
-            raise TypeError(f"{op}: expected out to be an array of dtype {src.dtype}, "
-                            f"received {_describe(out)}")
-        if out.shape != shape:
-            raise ValueError(f"{op}: expected out of shape {shape}, received {out.shape}")
-        if not _usable_in_place(out) or not out.flags.writeable:
-            problem = ("read-only" if not out.flags.writeable else
-                       "non-contiguous" if not out.flags.c_contiguous else "misaligned")
-            raise ValueError(f"{op}: expected out to be writeable, C-contiguous and aligned "
-                             f"(it is written in place), received a {problem} array")
-        for name, other in (("src", src), ("idx", given_idx)):
-            if np.may_share_memory(out, other):
-                raise ValueError(f"{op}: out must not share memory with {name}")
+    out = _output(op, "out", out, shape, (("src", src), ("idx", given_idx)), dtype=src.dtype)
     if not _usable_in_place(src):
         # a strided or broadcast view: indexing reads only the rows asked for
         # (np.take would first copy all of src)
@@ -524,11 +508,7 @@ class RowGather:
             raise ValueError(f"{op}: expected max_rows to be a positive integer, received {max_rows!r}")
         self._src, self._rows = src, src.shape[0]
         self._row_bytes = src.itemsize * math.prod(src.shape[1:])
-        shape = (int(max_rows),) + src.shape[1:]
-        try:
-            self.buffer = np.empty(shape, dtype=src.dtype)
-        except (MemoryError, ValueError) as exc:
-            raise MemoryError(f"{op}: cannot allocate a batch buffer of shape {shape}: {exc}") from None
+        self.buffer = _allocate(op, "a batch buffer", (int(max_rows),) + src.shape[1:], src.dtype)
         self._src_ptr, self._buf_ptr = ffi.from_buffer(src), ffi.from_buffer(self.buffer)
         self._order = None
 
