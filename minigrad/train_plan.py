@@ -68,6 +68,11 @@ def planned_steps():
     return _planned_steps
 
 
+def _updatable(a):
+    """A weight C and the optimizer can use in place: float32, C-contiguous, aligned, writeable."""
+    return a.dtype == _F32 and kernels._usable_in_place(a) and a.flags.writeable
+
+
 def unsupported_reason(model, x, y):
     """Why ``fit`` must train ``model`` on (x, y) with the autograd graph, or None
     if a ``DensePlan`` can run its steps. x and y are fit's validated arrays."""
@@ -106,8 +111,7 @@ def unsupported_reason(model, x, y):
         for t in layer.weights:
             if t.requires_grad != layer.trainable:
                 return "a weight's requires_grad differs from its layer's trainable flag"
-            a = t.data
-            if not (a.dtype == _F32 and a.flags.c_contiguous and a.flags.aligned and a.flags.writeable):
+            if not _updatable(t.data):
                 return "a weight is not a writeable, C-contiguous float32 array"
     if y.ndim not in (1, 2) or len(y) != len(x):
         return "the targets are neither one label nor one row per sample"
@@ -200,11 +204,8 @@ class DensePlan:
                     or layer.activation != activation or layer.trainable != trainable):
                 return False
         for t, array, shape, requires_grad in self._weights:
-            if (t.data is not array or array.shape != shape or array.dtype != _F32
-                    or t.requires_grad != requires_grad):
-                return False
-            flags = array.flags
-            if not (flags.c_contiguous and flags.aligned and flags.writeable):
+            if (t.data is not array or array.shape != shape or t.requires_grad != requires_grad
+                    or not _updatable(array)):
                 return False
         if self._slots is not None:
             state = self.optimizer._slots
