@@ -38,8 +38,9 @@ so the repeats time the same work.
 Runs are interleaved: for each repeat, for each case, for each thread count, every
 engine runs one epoch (the engine order rotates between repeats). Reported: the
 median seconds per epoch, samples/s, GFLOP/s, time ratios computed per repeat (side
-by side) and their median [min-max], the 1 -> N thread speed-up, and the late/normal
-slow-down. The CPU time other processes used during each epoch is measured from
+by side) and their median [min-max], the GEMM floor (the NumPy loop's own time inside
+sgemm: no engine whose GEMMs run at OpenBLAS's speed and skip nothing can be faster),
+the 1 -> N thread speed-up, and the late/normal slow-down. The CPU time other processes used during each epoch is measured from
 /proc/stat ("other load", in cores) because the machines are shared.
 """
 import argparse
@@ -169,22 +170,32 @@ class NumpyEngine:
     def slots(self):
         return self.V
 
+    def _matmul(self, a, b):
+        """a @ b, its time added to self.gemm_s: the loop's time inside sgemm is the
+        floor for any engine whose GEMMs run at OpenBLAS's speed."""
+        t = time.perf_counter()
+        out = a @ b
+        self.gemm_s += time.perf_counter() - t
+        return out
+
     def epoch(self, x, y, seed):
         W1, b1, W2, b2 = self.P
         lr, rho, omr, eps = self.lr, self.rho, self.one_minus_rho, self.eps
+        mm = self._matmul
         n = len(x)
         perm = np.random.default_rng(seed).permutation(n)
         rows = np.arange(B)
         total = 0.0
+        self.gemm_s = 0.0
         clock = self.clock = [time.perf_counter()]
         for start in range(0, n, B):
             idx = perm[start:start + B]
             k = len(idx)
             xb, yb = x[idx], y[idx]
-            h = xb @ W1
+            h = mm(xb, W1)
             h += b1
             np.maximum(h, 0, out=h)
-            z = h @ W2
+            z = mm(h, W2)
             z += b2
             z -= z.max(axis=1, keepdims=True)
             e = np.exp(z)
@@ -193,11 +204,11 @@ class NumpyEngine:
             g = e / se
             g[rows[:k], yb] -= 1
             g *= F32(1.0 / k)
-            dW2 = h.T @ g
+            dW2 = mm(h.T, g)
             db2 = g.sum(axis=0)
-            dh = g @ W2.T
+            dh = mm(g, W2.T)
             dh *= h > 0
-            dW1 = xb.T @ dh
+            dW1 = mm(xb.T, dh)
             db1 = dh.sum(axis=0)
             for w, gr, v in zip(self.P, (dW1, db1, dW2, db2), self.V):
                 v *= rho
@@ -478,6 +489,8 @@ def worker_main(conn, engine_name, cfg):
                       "seconds": mon.wall, "cpu_seconds": mon.self_cpu,
                       "other_cores": mon.other_cores, "steal_cores": mon.steal_cores,
                       "loss": loss}
+            if hasattr(engine, "gemm_s"):
+                result["gemm_seconds"] = engine.gemm_s
             if want_profile:
                 result["profile_after"] = subnormal_profile(
                     engine.weights(), engine.slots(), xd[:1024], yint[:1024])
@@ -677,6 +690,24 @@ def summarize(runs, args):
                 r = per_rep_ratio(("late", threads, engine), ("normal", threads, engine))
                 if r:
                     late.append({"engine": engine, "threads": threads, **r})
+    floors = []  # NumPy's time inside sgemm, per repeat: the GEMM floor of this machine
+    for case in args.cases:
+        for threads in args.threads:
+            np_reps = by.get((case, threads, "numpy"), {})
+            reps = {r: v for r, v in np_reps.items() if v.get("gemm_seconds")}
+            if not reps:
+                continue
+            entry = {"case": case, "threads": threads,
+                     "floor_s": bl.median([v["gemm_seconds"] for v in reps.values()]),
+                     "numpy_share": _med_range([v["gemm_seconds"] / v["seconds"]
+                                                for v in reps.values()])}
+            for engine in ("minigrad-fit", "torch"):
+                other = by.get((case, threads, engine), {})
+                common = sorted(set(other) & set(reps))
+                if common:
+                    entry[engine] = _med_range([other[r]["seconds"] / reps[r]["gemm_seconds"]
+                                                for r in common])
+            floors.append(entry)
     worst = None  # the three engines with Keras-3 RMSprop must agree on the loss
     for key in {(r["case"], r["threads"], r["rep"]) for r in runs}:
         losses = [r["loss"] for r in runs if (r["case"], r["threads"], r["rep"]) == key
@@ -685,7 +716,7 @@ def summarize(runs, args):
             d = (max(losses) - min(losses)) / max(losses)
             worst = d if worst is None else max(worst, d)
     return {"epoch_gflop": flops / 1e9, "loss_agreement": worst, "table": table, "ratios": ratios,
-            "speedups": speedups, "late_vs_normal": late}
+            "speedups": speedups, "late_vs_normal": late, "gemm_floor": floors}
 
 
 def _rng_s(r, fmt="{:.2f}"):
@@ -725,6 +756,21 @@ def report(summary, infos, runs, memory, args, env, skipped, log):
         log("Time ratios, per repeat then median [min-max] (< 1: the first is faster):")
         for r in summary["ratios"]:
             log(f"  {r['case']:<7}{r['threads']} thr  {r['a']:>14} / {r['b']:<14} {_rng_s(r)}")
+    if summary.get("gemm_floor"):
+        log("")
+        log("GEMM floor: the NumPy loop's own time inside its five sgemm calls per step (OpenBLAS,")
+        log("same run). An engine whose GEMMs run at OpenBLAS's speed and do every multiplication")
+        log("needs at least this long, so its best possible time ratio to the NumPy loop is the")
+        log("loop's sgemm share. Per repeat, median [min-max]:")
+        for f in summary["gemm_floor"]:
+            line = (f"  {f['case']:<7}{f['threads']} thr  sgemm {f['floor_s']:.3f} s = "
+                    f"{_rng_s(f['numpy_share'], '{:.0%}')} of numpy's epoch")
+            for engine in ("minigrad-fit", "torch"):
+                if engine in f:
+                    line += f";  {engine} / floor {_rng_s(f[engine])}"
+            log(line)
+        log("  (minigrad-fit can go below the floor only where it skips work: the zero pixels "
+            "of real MNIST.)")
     if summary["speedups"]:
         log("")
         log("Thread speed-up t(first)/t(more) per repeat, median [min-max]:")
@@ -781,8 +827,10 @@ def parse_args(argv=None):
                    help="size of the subset the late-training model has fitted (default 1280)")
     p.add_argument("--late-epochs", type=int, default=100,
                    help="epochs of pre-training on that subset (default 100, i.e. 1000 steps)")
-    p.add_argument("--gap", type=float, default=0.1,
-                   help="seconds of idle time between two timed epochs (default 0.1)")
+    p.add_argument("--gap", type=float, default=0.25,
+                   help="seconds of idle time between two timed epochs (default 0.25: "
+                        "OpenBLAS's worker threads spin for ~0.1 s after the NumPy loop's "
+                        "last call, on a core the next engine needs)")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                    help="before each epoch, wait up to SECONDS for other processes to use "
                         "< 0.3 cores (default 0: do not wait)")

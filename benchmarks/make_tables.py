@@ -83,6 +83,13 @@ def epoch_tables(data):
         out += ["", "| case | threads | time ratio | median [min–max] |", "|---|---:|---|---:|"]
         for r in s["ratios"]:
             out.append(f"| {r['case']} | {r['threads']} | {r['a']} / {r['b']} | {_ratio(r)} |")
+    if s.get("gemm_floor"):
+        out += ["", "| case | threads | NumPy loop's sgemm s | share of its epoch "
+                "| fit / sgemm floor | torch / sgemm floor |", "|---|---:|---:|---:|---:|---:|"]
+        for f in s["gemm_floor"]:
+            out.append(f"| {f['case']} | {f['threads']} | {f['floor_s']:.3f} "
+                       f"| {_ratio(f['numpy_share'])} | {_ratio(f.get('minigrad-fit'))} "
+                       f"| {_ratio(f.get('torch'))} |")
     if s["speedups"]:
         out += ["", "| case | engine | speed-up | median [min–max] |", "|---|---|---|---:|"]
         for r in s["speedups"]:

@@ -15,6 +15,7 @@ trio is repeated --bench-reps times (interleaved), so that the ratio of each
 trio is measured under the same machine load.
 """
 import math
+import time
 
 import numpy as np
 import pytest
@@ -32,6 +33,7 @@ if torch is not None:
 
 B, D_IN, D_HID, D_OUT = bl.BATCH, bl.D_IN, bl.D_HID, bl.D_OUT
 IMPLS = ("minigrad", "numpy", "torch")
+SETTLE_S = 0.15  # idle seconds before each row (see test_kernel)
 
 
 def _rng():
@@ -393,6 +395,11 @@ def test_kernel(benchmark, op, impl, threads, rep, request):
     mg.set_num_threads(threads)
     if torch is not None:
         torch.set_num_threads(threads)
+    # The row before may have been another library's: OpenBLAS's worker threads
+    # keep spinning for ~0.1 s after a call (measured here: one core busy for
+    # 0.10 s; libgomp's and PyTorch's for < 0.01 s), and at 2 threads they would
+    # take a core from this row's first rounds.
+    time.sleep(SETTLE_S)
     waited, _ = bl.wait_for_quiet(request.config.getoption("--bench-wait-quiet"))
     if waited > 0.5:
         benchmark.extra_info["waited_s"] = round(waited, 1)

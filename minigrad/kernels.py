@@ -165,6 +165,8 @@ def _scalar(op, name, value):
 
 def _flag(op, name, value):
     """A yes/no option: bool, int or None (no). Arrays are refused: their truth is ambiguous."""
+    if value is False or value is True:  # the common case, first: gemm takes three per call
+        return value
     if value is None:
         return False
     if not isinstance(value, (bool, int, np.bool_, np.integer)):
@@ -267,10 +269,9 @@ def gemm(a, b, out=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
         if bias.shape != (n,):
             raise ValueError(f"{op}: expected bias of shape ({n},), received {bias.shape}")
     out = _output(op, "out", out, (m, n), given + (("a", a), ("b", b), ("bias", bias)))
-    status = lib.mg_gemm(bool(trans_a), bool(trans_b), m, n, k, alpha,
+    status = lib.mg_gemm(trans_a, trans_b, m, n, k, alpha,
                          _ptr(a), a.shape[1], _ptr(b), b.shape[1], beta,
-                         _ptr(out), n, _ptr(bias) if bias is not None else ffi.NULL,
-                         bool(relu))
+                         _ptr(out), n, _ptr(bias) if bias is not None else ffi.NULL, relu)
     _check_status(op, status)
     return out
 
