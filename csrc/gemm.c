@@ -200,6 +200,11 @@ static void pack_a(const struct plan *P, int64_t i0, int64_t mc, int64_t p0, int
         int64_t mr = mg_min64(MR, mc - ir);
         if (P->ta) { /* op(A)(i, p) = a[p*lda + i]: rows of A are contiguous in i */
             const float *src = P->a + p0 * P->lda + (i0 + ir);
+            if (mr == MR) { /* a fixed-size copy per p, which the compiler unrolls */
+                for (int64_t p = 0; p < kc; ++p)
+                    memcpy(dst + p * MR, src + p * P->lda, MR * sizeof(float));
+                continue;
+            }
             for (int64_t p = 0; p < kc; ++p) {
                 int64_t r = 0;
                 for (; r < mr; ++r) dst[p * MR + r] = src[p * P->lda + r];
