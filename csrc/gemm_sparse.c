@@ -99,17 +99,18 @@ static int64_t list_row(const float *row, int64_t k, int32_t *idx, float *val, i
     return n;
 }
 
-/* op(A) stored transposed: walks seg = a[p, r0 .. r0+len) and, for each
- * non-zero a[p, r], counts it in end[r] or appends (p, value) at end[r]. */
+/* op(A) stored transposed: walks seg = a[p, r0 .. r0+len) and appends
+ * (p, value) at end[r] for each non-zero a[p, r]. */
 __attribute__((target("avx2")))
 static void scatter_row(const float *seg, int64_t len, int64_t r0, int32_t p,
-                        const struct lists *L, int fill)
+                        const struct lists *L)
 {
     int64_t i = 0;
 #define MG_VISIT(ii)                                                                  \
     do {                                                                              \
         int64_t *e_ = &L->end[r0 + (ii)];                                             \
-        if (fill) { L->idx[*e_] = p; L->val[*e_] = seg[ii]; }                         \
+        L->idx[*e_] = p;                                                              \
+        L->val[*e_] = seg[ii];                                                        \
         ++*e_;                                                                        \
     } while (0)
     for (; i + 8 <= len; i += 8)
@@ -120,18 +121,48 @@ static void scatter_row(const float *seg, int64_t len, int64_t r0, int32_t p,
 #undef MG_VISIT
 }
 
-/* How many non-zeros rows [r0, r1) of op(A) have. With op(A) = A (not
- * transposed) the count of each row is left in end[r] for list_rows. Only
- * counting, with no store per entry, keeps a dense op(A)'s decline cheap. */
+/* Op(A) = A^T: the non-zero count of each row r in [r0, r1) of op(A), i.e. of
+ * each column r of the stored A, as column sums of the A != 0 mask: 8 int32
+ * lanes per vector, 64 columns per pass over A's rows (NaN counts, -0 not). */
+__attribute__((target("avx2")))
+static int64_t count_columns(const struct mg_gemm_args *g, int64_t r0, int64_t r1,
+                             const struct lists *L)
+{
+    int64_t total = 0, r = r0;
+    for (int width = 64; width >= 8; width /= 8) /* blocks of 64 columns, then of 8 */
+        for (; r + width <= r1; r += width) {
+            __m256i acc[8];
+            const int nv = width / 8;
+            for (int q = 0; q < nv; ++q) acc[q] = _mm256_setzero_si256();
+            for (int64_t p = 0; p < g->k; ++p) {
+                const float *row = g->a + p * g->lda + r;
+                for (int q = 0; q < nv; ++q) { /* a true compare is -1: subtract it */
+                    const __m256 ne = _mm256_cmp_ps(_mm256_loadu_ps(row + 8 * q),
+                                                    _mm256_setzero_ps(), _CMP_NEQ_UQ);
+                    acc[q] = _mm256_sub_epi32(acc[q], _mm256_castps_si256(ne));
+                }
+            }
+            int32_t counts[64];
+            for (int q = 0; q < nv; ++q) _mm256_storeu_si256((__m256i *)(counts + 8 * q), acc[q]);
+            for (int i = 0; i < width; ++i) total += L->end[r + i] = counts[i];
+        }
+    for (; r < r1; ++r) { /* the last few columns */
+        int64_t n = 0;
+        for (int64_t p = 0; p < g->k; ++p) n += !(g->a[p * g->lda + r] == 0.0f);
+        total += L->end[r] = n;
+    }
+    return total;
+}
+
+/* How many non-zeros rows [r0, r1) of op(A) have; each row's count is left in
+ * end[r] for list_rows. Only counting, with no store per entry, keeps a dense
+ * op(A)'s decline cheap. */
 static int64_t count_rows(const struct mg_gemm_args *g, int64_t r0, int64_t r1,
                           const struct lists *L)
 {
+    if (g->trans_a) return count_columns(g, r0, r1, L);
     int64_t n = 0;
-    if (!g->trans_a) {
-        for (int64_t r = r0; r < r1; ++r) n += L->end[r] = count_row(g->a + r * g->lda, g->k);
-    } else { /* op(A)(r, p) = a[p*lda + r]: the same entries, walked by rows of A */
-        for (int64_t p = 0; p < g->k; ++p) n += count_row(g->a + p * g->lda + r0, r1 - r0);
-    }
+    for (int64_t r = r0; r < r1; ++r) n += L->end[r] = count_row(g->a + r * g->lda, g->k);
     return n;
 }
 
@@ -140,11 +171,6 @@ static int64_t count_rows(const struct mg_gemm_args *g, int64_t r0, int64_t r1,
 static void list_rows(const struct mg_gemm_args *g, int64_t r0, int64_t r1, int64_t base,
                       const struct lists *L)
 {
-    if (g->trans_a) { /* per-row counts, walking A by rows */
-        for (int64_t r = r0; r < r1; ++r) L->end[r] = 0;
-        for (int64_t p = 0; p < g->k; ++p)
-            scatter_row(g->a + p * g->lda + r0, r1 - r0, r0, (int32_t)p, L, 0);
-    }
     for (int64_t r = r0; r < r1; ++r) {
         const int64_t cnt = L->end[r];
         L->beg[r] = L->end[r] = base; /* end[r]: the fill cursor of transposed A */
@@ -155,7 +181,7 @@ static void list_rows(const struct mg_gemm_args *g, int64_t r0, int64_t r1, int6
             L->end[r] = list_row(g->a + r * g->lda, g->k, L->idx, L->val, L->beg[r]);
     } else { /* in increasing p, so every list comes out sorted */
         for (int64_t p = 0; p < g->k; ++p)
-            scatter_row(g->a + p * g->lda + r0, r1 - r0, r0, (int32_t)p, L, 1);
+            scatter_row(g->a + p * g->lda + r0, r1 - r0, r0, (int32_t)p, L);
     }
 }
 
