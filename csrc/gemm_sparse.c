@@ -83,11 +83,36 @@ static int64_t count_row(const float *row, int64_t k)
     return n;
 }
 
-/* Writes the non-zeros of row[0..k) to idx/val from n on; returns the new n. */
-__attribute__((target("avx2")))
-static int64_t list_row(const float *row, int64_t k, int32_t *idx, float *val, int64_t n)
+/* left_pack[mask]: the lanes whose bit is set in mask, in increasing order,
+ * then zeros. Filled once when the library is loaded. */
+static uint8_t left_pack[256][8];
+
+__attribute__((constructor))
+static void fill_left_pack(void)
 {
+    for (int mask = 0; mask < 256; ++mask)
+        for (int lane = 0, n = 0; lane < 8; ++lane)
+            if (mask >> lane & 1) left_pack[mask][n++] = (uint8_t)lane;
+}
+
+/* Writes the non-zeros of row[0..k) to idx/val from n on, up to `end` (the row
+ * has exactly end - n of them); returns the new n. While 8 slots remain, each
+ * group of 8 values is compacted in registers and stored 8 wide: the slots
+ * past its own non-zeros are rewritten by the next group of the same row. */
+__attribute__((target("avx2")))
+static int64_t list_row(const float *row, int64_t k, int32_t *idx, float *val, int64_t n,
+                        int64_t end)
+{
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     int64_t p = 0;
+    for (; p + 8 <= k && n + 8 <= end; p += 8) {
+        const unsigned mask = nonzero_mask8(row + p);
+        const __m256i perm = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)left_pack[mask]));
+        _mm256_storeu_ps(val + n, _mm256_permutevar8x32_ps(_mm256_loadu_ps(row + p), perm));
+        _mm256_storeu_si256((__m256i *)(idx + n), _mm256_permutevar8x32_epi32(
+                                _mm256_add_epi32(_mm256_set1_epi32((int)p), lane), perm));
+        n += __builtin_popcount(mask);
+    }
     for (; p + 8 <= k; p += 8)
         for (unsigned mask = nonzero_mask8(row + p); mask; mask &= mask - 1) {
             const int b = __builtin_ctz(mask);
@@ -173,12 +198,13 @@ static void list_rows(const struct mg_gemm_args *g, int64_t r0, int64_t r1, int6
 {
     for (int64_t r = r0; r < r1; ++r) {
         const int64_t cnt = L->end[r];
-        L->beg[r] = L->end[r] = base; /* end[r]: the fill cursor of transposed A */
+        L->beg[r] = base;
+        L->end[r] = g->trans_a ? base : base + cnt; /* transposed A: the fill cursor */
         base += cnt;
     }
     if (!g->trans_a) {
         for (int64_t r = r0; r < r1; ++r)
-            L->end[r] = list_row(g->a + r * g->lda, g->k, L->idx, L->val, L->beg[r]);
+            L->end[r] = list_row(g->a + r * g->lda, g->k, L->idx, L->val, L->beg[r], L->end[r]);
     } else { /* in increasing p, so every list comes out sorted */
         for (int64_t p = 0; p < g->k; ++p)
             scatter_row(g->a + p * g->lda + r0, r1 - r0, r0, (int32_t)p, L);
