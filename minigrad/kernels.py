@@ -633,6 +633,7 @@ class DenseForwardBackward:
         self.sparse_targets = bool(sparse_targets)
         self._reads = [(r, r.shape) for r in reads]
         self._written_spans = [_span(x) for _, x in written]
+        self._clear_regions = None  # (x address, bytes, target address, bytes) last checked
         self._loss = ffi.new("float *")
 
     def _rows_of(self, y, i):
@@ -678,11 +679,18 @@ class DenseForwardBackward:
             ctype, want = "float *", f"float32 rows of shape ({rows}, {self.classes})"
         if not ok or not _usable_in_place(target):
             raise ValueError(f"{op}: expected target to be C-contiguous {want}, received {_describe(target)}")
-        if _overlaps(x, self._written_spans) or _overlaps(target, self._written_spans):
-            raise ValueError(f"{op}: x and target must not share memory with the step's buffers")
+        x_buf, target_buf = ffi.from_buffer(x), ffi.from_buffer(target)
+        # the step's buffers never move, so memory checked once against them stays
+        # clear: fit passes the same batch buffer every step
+        regions = (int(ffi.cast("uintptr_t", x_buf)), x.nbytes,
+                   int(ffi.cast("uintptr_t", target_buf)), target.nbytes)
+        if regions != self._clear_regions:
+            if _overlaps(x, self._written_spans) or _overlaps(target, self._written_spans):
+                raise ValueError(f"{op}: x and target must not share memory with the step's buffers")
+            self._clear_regions = regions
         _check_status(op, lib.mg_dense_forward_backward(
-            self._table, self._count, rows, ffi.cast("float *", ffi.from_buffer(x)),
-            ffi.cast(ctype, ffi.from_buffer(target)), self.sparse_targets,
+            self._table, self._count, rows, ffi.cast("float *", x_buf),
+            ffi.cast(ctype, target_buf), self.sparse_targets,
             self._probs, self._row_loss, self._dlogits, self._loss))
         return float(self._loss[0])
 
@@ -730,7 +738,7 @@ def _unchanged(arrays, shapes, written):
     """The cached arrays still have their dtype, shape and layout (all can be
     reassigned in place on an ndarray), and the written ones are still writeable."""
     for a, shape in zip(arrays, shapes):
-        if a.shape != shape or a.dtype != F32:
+        if a.shape != shape or (a.dtype is not F32 and a.dtype != F32):
             return False
         flags = a.flags
         if not (flags.c_contiguous and flags.aligned):

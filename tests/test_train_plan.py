@@ -431,8 +431,12 @@ def test_dense_forward_backward_refuses_bad_batches(rng):
         with pytest.raises((TypeError, ValueError), match=re.escape(message)):
             step.run(*args)
     square = kernels.DenseForwardBackward(*step_arrays(rng, sizes=(5, 5, 3)), sparse_targets=True)
-    with pytest.raises(ValueError, match="x and target must not share memory with the step's buffers"):
-        square.run(square._keep[2][:5], labels)  # x = the first layer's own output buffer
+    clean = rng.standard_normal((5, 5)).astype(F32)
+    assert np.isfinite(square.run(clean, labels))  # remembered as clear of the step's buffers
+    for _ in range(2):  # ... which must not let an overlapping batch through
+        with pytest.raises(ValueError, match="x and target must not share memory with the step's buffers"):
+            square.run(square._keep[2][:5], labels)  # x = the first layer's own output buffer
+        assert np.isfinite(square.run(clean, labels))
     specs[0]["w"].shape = (5, 6)  # reshaped in place after it was checked
     with pytest.raises(ValueError, match="a weight changed shape"):
         step.run(x, labels)
