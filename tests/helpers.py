@@ -126,6 +126,10 @@ def run_python(snippet, env=None, timeout=120):
     """Run a Python snippet in a fresh interpreter; return the CompletedProcess.
     A segfault there fails the test instead of killing pytest."""
     full_env = dict(os.environ)
+    # .ci/sanitize's leak pass checks the pytest process itself; a child gets these
+    # options instead (LeakSanitizer off: its tracer crashes in short-lived children)
+    if "MINIGRAD_CHILD_ASAN_OPTIONS" in full_env:
+        full_env["ASAN_OPTIONS"] = full_env["MINIGRAD_CHILD_ASAN_OPTIONS"]
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-c", textwrap.dedent(snippet)], cwd=REPO,
                           env=full_env, capture_output=True, text=True, timeout=timeout)
