@@ -777,14 +777,17 @@ def case_gather(data):
 
 # ---------------------------------------------------------------- planned steps
 
-def _named_failure(op, exc, desc, types=(TypeError, ValueError)):
-    """exc is acceptable only as one of `types` naming op."""
+def _refusal(op, exc, desc, valid, what, types=(TypeError, ValueError)):
+    """exc is acceptable only as one of `types` naming op, raised by a call that
+    was not `valid` (`what` names the kind of call in the message)."""
     if not isinstance(exc, types):
         raise Mismatch(f"{type(exc).__name__} (expected TypeError/ValueError or a result): {exc}"
                        f"\ncall: {desc}") from exc
     if not str(exc).startswith(f"{op}:"):
         raise Mismatch(f"{type(exc).__name__} whose message does not start with '{op}:': "
                        f"{str(exc)!r}\ncall: {desc}") from exc
+    if valid:
+        raise Mismatch(f"a valid {what} was rejected: {exc}\ncall: {desc}") from exc
 
 
 def case_row_gather(data):
@@ -809,9 +812,7 @@ def case_row_gather(data):
     try:
         g = kernels.RowGather(src, max_rows)
     except Exception as exc:  # a max_rows beyond memory: a named MemoryError
-        _named_failure("gather_rows", exc, desc, types=(TypeError, ValueError, MemoryError))
-        if valid:
-            raise Mismatch(f"a valid call was rejected: {exc}\ncall: {desc}") from exc
+        _refusal("gather_rows", exc, desc, valid, "call", types=(TypeError, ValueError, MemoryError))
         _assert_unchanged(_arrays_in(src), snap, what=desc)
         return
     if not valid:
@@ -833,9 +834,7 @@ def case_row_gather(data):
             try:
                 g.set_order(given)
             except Exception as exc:
-                _named_failure("gather_rows", exc, "\n".join(calls))
-                if ok:
-                    raise Mismatch(f"a valid order was rejected: {exc}\ncalls:\n" + "\n".join(calls)) from exc
+                _refusal("gather_rows", exc, "\n".join(calls), ok, "order")
             else:
                 if not ok:
                     raise Mismatch("accepted an order it must refuse\ncalls:\n" + "\n".join(calls))
@@ -857,9 +856,7 @@ def case_row_gather(data):
             try:
                 got = g.take(start, stop)
             except Exception as exc:
-                _named_failure("gather_rows", exc, "\n".join(calls))
-                if ok:
-                    raise Mismatch(f"a valid take was rejected: {exc}\ncalls:\n" + "\n".join(calls)) from exc
+                _refusal("gather_rows", exc, "\n".join(calls), ok, "take")
             else:
                 if not ok:
                     raise Mismatch("take accepted bounds it must refuse\ncalls:\n" + "\n".join(calls))
@@ -909,9 +906,7 @@ def case_dense_step(data):
     try:
         step = kernels.DenseForwardBackward(*args)
     except Exception as exc:
-        _named_failure(op, exc, desc, (TypeError, ValueError, MemoryError))
-        if valid:
-            raise Mismatch(f"a valid step was rejected: {exc}\ncall: {desc}") from exc
+        _refusal(op, exc, desc, valid, "step", (TypeError, ValueError, MemoryError))
         _assert_unchanged(arrays, snap, what=desc)
         return
     _assert_unchanged(arrays, snap, what=desc)
@@ -931,9 +926,7 @@ def case_dense_step(data):
         try:
             loss = step.run(x, target)
         except Exception as exc:
-            _named_failure(op, exc, text, (TypeError, ValueError, MemoryError))
-            if ok:
-                raise Mismatch(f"a valid run was rejected: {exc}\ncall: {text}") from exc
+            _refusal(op, exc, text, ok, "run", (TypeError, ValueError, MemoryError))
             _assert_unchanged(_arrays_in([x, target] + weights), inputs_snap, what=f"{text} (raised)")
             continue
         _assert_unchanged(_arrays_in([x, target] + weights), inputs_snap, what=text)
