@@ -701,8 +701,7 @@ int mg_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
      * team to agree on, no extra barrier). */
     int nthreads = 1;
 #ifdef _OPENMP
-    const double flops = 2.0 * (double)m * (double)n * (double)k;
-    if (flops >= MG_GEMM_PAR_MIN_FLOPS) nthreads = mg_get_num_threads();
+    nthreads = mg_gemm_threads(m, n, k);
     if (nthreads < 1) nthreads = 1;
 #endif
     /* Small m: private A and B per thread (see gemm_body_cols). Otherwise a

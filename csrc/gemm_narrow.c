@@ -128,8 +128,7 @@ static int gemm_narrow_dot(const struct mg_gemm_args *g)
     }
     const int64_t ntiles = mg_ceil_div(m, DR) * (nt / DC);
     const int plain = plain_product(g);
-    MG_OMP(omp parallel num_threads(mg_get_num_threads())
-           if (2.0 * (double)m * (double)n * (double)k >= MG_GEMM_PAR_MIN_FLOPS))
+    MG_OMP(omp parallel num_threads(mg_gemm_threads(m, n, k)))
     {
         MG_FTZ_BEGIN;
         MG_OMP(omp for schedule(static))
@@ -225,8 +224,7 @@ static int gemm_narrow_outer(const struct mg_gemm_args *g)
     const int64_t groups = n > OUTER_MAX_NW ? 2 : 1, w0 = mg_ceil_div(n, groups);
     const int64_t ntiles = mg_ceil_div(m, OUTER_ROWS) * groups;
     const int plain = plain_product(g);
-    MG_OMP(omp parallel num_threads(mg_get_num_threads())
-           if (2.0 * (double)m * (double)n * (double)k >= MG_GEMM_PAR_MIN_FLOPS))
+    MG_OMP(omp parallel num_threads(mg_gemm_threads(m, n, k)))
     {
         MG_FTZ_BEGIN;
         MG_OMP(omp for schedule(static))

@@ -120,8 +120,14 @@ struct mg_gemm_args {
 /* The calling thread's grow-only GEMM workspace (NULL when out of memory). */
 float *mg_gemm_ws_get(size_t nfloats);
 
-/* A GEMM product below waking a thread team costs more than it saves. */
+/* Threads for an m x n x k GEMM product: one below MG_GEMM_PAR_MIN_FLOPS,
+ * where waking a thread team costs more than it saves. */
 #define MG_GEMM_PAR_MIN_FLOPS 400000.0
+static inline int mg_gemm_threads(int64_t m, int64_t n, int64_t k)
+{
+    return 2.0 * (double)m * (double)n * (double)k >= MG_GEMM_PAR_MIN_FLOPS
+           ? mg_get_num_threads() : 1;
+}
 
 /* What a special GEMM path returns when it does not apply (C untouched). */
 #define MG_GEMM_DECLINED 1
