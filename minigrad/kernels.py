@@ -738,7 +738,7 @@ def _unchanged(arrays, shapes, written):
     """The cached arrays still have their dtype, shape and layout (all can be
     reassigned in place on an ndarray), and the written ones are still writeable."""
     for a, shape in zip(arrays, shapes):
-        if a.shape != shape or (a.dtype is not F32 and a.dtype != F32):
+        if a.shape != shape or a.dtype != F32:
             return False
         flags = a.flags
         if not (flags.c_contiguous and flags.aligned):
