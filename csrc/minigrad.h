@@ -92,27 +92,6 @@ int mg_softmax_xent_backward_dense(const float *probs, const float *targets, flo
 int mg_gather_rows(const void *src, int64_t src_rows, int64_t row_bytes,
                    const int64_t *idx, int64_t count, void *dst);
 
-/* One training step's forward and backward pass through `count` dense layers
- * with a softmax cross-entropy on the last one's output (minigrad/train_plan.py).
- * Layer i computes y = x_i @ w + b [relu] with x_0 = x and x_i = layers[i-1].y;
- * backward writes dz (relu layers), db (when need_b, or always for relu layers),
- * dw (need_w) and dx (need_x), exactly as the separate kernels above would.
- * target is int64 labels (sparse_target) or float rows; *loss is the mean loss.
- * A NaN or infinite loss stops after the forward pass (MG_OK). Backward stops at
- * the first layer (from the top) with none of need_w/need_b/need_x; a layer's dx
- * is the gradient of the layer below, so need_x must be set exactly when a layer
- * below has need_w or need_b (kernels.DenseForwardBackward checks it). */
-typedef struct {
-    int64_t k, units;
-    const float *w, *b;
-    float *y, *dz, *db, *dw, *dx;
-    int relu, need_w, need_b, need_x;
-} mg_dense_layer_t;
-
-int mg_dense_forward_backward(const mg_dense_layer_t *layers, int64_t count, int64_t rows,
-                              const float *x, const void *target, int sparse_target,
-                              float *probs, float *row_loss, float *dlogits, float *loss);
-
 /* In-place optimizer updates over a list of parameters, all in one call so that
  * Python can never interrupt a step half-way (a model is updated whole or not
  * at all). Hyperparameters come in double so that 1 - rho and 1 - beta are

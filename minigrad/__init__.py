@@ -16,7 +16,6 @@ from .gradcheck import GradcheckError, gradcheck
 from .kernels import get_num_threads, set_num_threads
 from .ops import dense, matmul, relu, softmax, softmax_cross_entropy
 from .tensor import Tensor
-from .workspace import Workspace, workspace_stats
 from . import (callbacks, datasets, layers, losses, metrics, models,  # the Keras-style layer
                optimizers, utils)
 from .models import Sequential
@@ -27,7 +26,7 @@ __all__ = [
     "Tensor", "Function", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "matmul", "relu", "dense", "softmax", "softmax_cross_entropy",
     "set_num_threads", "get_num_threads", "set_check_finite", "get_check_finite",
-    "kernels", "Workspace", "workspace_stats",
+    "kernels",
     "Sequential", "models", "layers", "optimizers", "losses", "metrics", "callbacks", "utils",
     "datasets",
 ]

@@ -30,13 +30,12 @@ from . import callbacks as callbacks_module
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
-from . import train_plan, utils
+from . import kernels, utils
 from .function import no_grad
 from .layers import Dense, Layer, normalize_input_shape, unique_name
 from .ops import softmax_cross_entropy
 from .progress import Progbar
 from .tensor import Tensor
-from .workspace import Workspace
 
 _F32 = np.dtype(np.float32)
 
@@ -166,10 +165,7 @@ class Sequential:
         return last(x, workspace=workspaces[-1])
 
     def _workspaces(self):
-        """One Workspace per layer plus one for the loss, created on first use."""
-        if getattr(self, "_workspace_list", None) is None or len(self._workspace_list) != len(self._layers) + 1:
-            self._workspace_list = [Workspace() for _ in range(len(self._layers) + 1)]
-        return self._workspace_list
+        return [None] * (len(self._layers) + 1)
 
     def __call__(self, x):
         """Forward pass as a Tensor (graph recorded), for hand-written loops."""
@@ -357,11 +353,11 @@ class Sequential:
         if verbose:
             cbs.append(callbacks_module.ProgbarLogger(verbose))
         cbs = callbacks_module.CallbackList(cbs, self, {"epochs": epochs, "steps": steps, "verbose": verbose})
-        batches = train_plan.Batches(x, y, batch_size, shuffle)
+        batches = _Batches(x, y, batch_size, shuffle)
         # The planned step (train_plan.py) when the model qualifies; it is rebuilt
         # if a callback changes the model, and dropped for the rest of this fit
         # (autograd steps) if the model stops qualifying.
-        plan = self._new_plan(x, y, min(batch_size, n))
+        plan = None
 
         self.stop_training = False
         self.optimizer.zero_grad(self.trainable_weights)
@@ -377,8 +373,6 @@ class Sequential:
                 for step in range(steps):
                     cbs.on_train_batch_begin(step)
                     xb, yb = batches.get(step)
-                    if plan is not None and not plan.matches(self):
-                        plan = self._new_plan(x, y, plan.rows)
                     try:
                         if plan is not None:
                             loss_value, out = plan.step(xb, yb)
@@ -854,3 +848,29 @@ class _NpzReader:
         if value < 0:
             raise ValueError(f"{self.where}: expected {key} >= 0, received {value}")
         return value
+
+
+class _Batches:
+    """An epoch's mini-batches: views of (x, y), or rows gathered in C into two
+    buffers reused every step when the epoch is shuffled."""
+
+    def __init__(self, x, y, batch_size, shuffle):
+        self.x, self.y, self.batch_size, self.n = x, y, batch_size, len(x)
+        self._gathers = None
+        if shuffle:
+            rows = min(batch_size, self.n)
+            self._gathers = (kernels.RowGather(x, rows), kernels.RowGather(y, rows))
+
+    def start_epoch(self, order):
+        """order: a permutation of the samples (shuffle) or None (in order)."""
+        if self._gathers is not None:
+            for gather in self._gathers:
+                gather.set_order(order)
+
+    def get(self, step):
+        """(xb, yb) of batch `step`."""
+        start = step * self.batch_size
+        stop = min(start + self.batch_size, self.n)
+        if self._gathers is None:
+            return self.x[start:stop], self.y[start:stop]
+        return self._gathers[0].take(start, stop), self._gathers[1].take(start, stop)

@@ -345,7 +345,7 @@ class SoftmaxCrossEntropy(Function):
                                                       buf("row_loss", logits.shape[:1]))
         ctx.workspace = workspace
         ctx.save_for_backward(probs, target)
-        return np.array(loss, dtype=_F32)
+        return loss
 
     @staticmethod
     def backward(ctx, grad):

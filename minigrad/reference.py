@@ -80,13 +80,13 @@ def _dense_target(target, shape):
     return target.astype(np.float64)
 
 
-def softmax_xent_forward(logits, target, probs_out=None, row_loss_out=None):
+def softmax_xent_forward(logits, target, probs_out=None, row_loss_out=None, loss_out=None):
     log_p = _log_softmax(logits)
     t = _dense_target(target, logits.shape)
     # a zero target never multiplies a log (0 * -inf would be NaN)
     row_loss = -np.where(t != 0, t * log_p, 0.0).sum(axis=1)
-    loss = float(np.float32(row_loss.mean())) if len(row_loss) else 0.0
-    return loss, _out(probs_out, np.exp(log_p)), _out(row_loss_out, row_loss)
+    loss = row_loss.mean() if len(row_loss) else 0.0
+    return _out(loss_out, loss), _out(probs_out, np.exp(log_p)), _out(row_loss_out, row_loss)
 
 
 def softmax_xent_backward(probs, target, scale, out=None):
@@ -117,39 +117,6 @@ class RowGather:
 
     def take(self, start, stop):
         return gather_rows(self._src, self._order[start:stop], self.buffer[:stop - start])
-
-
-class DenseForwardBackward:
-    """Twin of kernels.DenseForwardBackward: the same layers, buffers and run(),
-    computed by the NumPy twins above in the order the C step uses."""
-
-    def __init__(self, layers, probs, row_loss, dlogits, sparse_targets):
-        self.layers, self.probs, self.row_loss, self.dlogits = layers, probs, row_loss, dlogits
-
-    def run(self, x, target):
-        rows = len(x)
-        inputs = [x]
-        for L in self.layers:
-            L["y"][:rows] = gemm(inputs[-1], L["w"], bias=L["b"], relu=L["relu"])
-            inputs.append(L["y"][:rows])
-        loss, probs, _ = softmax_xent_forward(inputs[-1], target, self.probs[:rows], self.row_loss[:rows])
-        if not np.isfinite(loss):
-            return loss
-        grad = softmax_xent_backward(probs, target, 1.0 / rows, self.dlogits[:rows])
-        for i in range(len(self.layers) - 1, -1, -1):
-            L = self.layers[i]
-            if not (L["need_w"] or L["need_b"] or L["need_x"]):
-                break
-            dz = grad
-            if L["relu"]:
-                dz, _ = relu_backward_bias_grad(L["y"][:rows], grad, L["dz"][:rows], L["db"])
-            elif L["need_b"]:
-                bias_grad(grad, L["db"])
-            if L["need_w"]:
-                gemm(inputs[i], dz, L["dw"], trans_a=True)
-            if L["need_x"]:
-                grad = gemm(dz, L["w"], L["dx"][:rows], trans_b=True)
-        return loss
 
 
 def _as_list(x):

@@ -53,8 +53,8 @@ def test_set_random_seed_validates(seed):
 
 
 @pytest.mark.parametrize("module", ["utils", "layers", "models", "optimizers", "losses", "metrics",
-                                    "callbacks", "progress", "kernels", "reference", "tensor", "workspace",
-                                    "function", "ops", "gradcheck", "train_plan", ""])
+                                    "callbacks", "progress", "kernels", "reference", "tensor", "kernels.tape",
+                                    "function", "ops", "gradcheck", ""])
 def test_docstring_examples_run(module):
     """Every example in the public modules' docstrings is real, runnable code."""
     name = f"minigrad.{module}" if module else "minigrad"

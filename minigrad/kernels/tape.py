@@ -1,0 +1,202 @@
+"""The recording of one step's kernel calls: what ``mg.jit`` captures and replays.
+
+While a ``Tape`` is active on this Python thread, every kernel wrapper appends
+the C call it made (the C function and its already-validated arguments, which
+point at arrays the tape keeps alive) and every NumPy computation an op does
+through ``ufunc``/``call``/``copy`` appends a call that redoes it into the same
+output array. Replaying the tape makes exactly those calls again, in order, on
+whatever the arrays hold now: the same kernels with the same arguments, so the
+numbers are those of the eager run bit for bit.
+
+Arrays that recorded calls wrote are *produced*; an op whose output was made
+any other way (a fresh NumPy array) would be replayed stale, so ``check_known``
+lets the autograd layer refuse to record it.
+
+>>> import numpy as np
+>>> from minigrad import kernels
+>>> from minigrad.kernels import tape
+>>> a = np.ones((2, 2), np.float32)
+>>> with tape.Tape() as t:
+...     y = kernels.relu_forward(a)
+...     z = tape.ufunc(np.multiply, y, np.float32(2))
+>>> a[:] = 3.0
+>>> t.replay()
+>>> z.tolist()
+[[6.0, 6.0], [6.0, 6.0]]
+"""
+import threading
+
+import numpy as np
+
+_local = threading.local()
+
+
+class CaptureError(RuntimeError):
+    """A step did work that a replay could not redo (an op outside the kernels)."""
+
+
+class Tape:
+    """An ordered list of calls plus the arrays they write.
+
+    ``calls`` holds ``(function, args, is_c)``: C functions return a status
+    code that replay checks; other calls (NumPy, or Python closures that read
+    live values such as an optimizer's step count) return anything.
+    """
+
+    def __init__(self):
+        self.calls = []
+        self.produced = {}  # id(array) -> array: what recorded calls write (kept alive)
+        self._previous = None
+
+    # ------------------------------------------------------------ recording
+    def __enter__(self):
+        self._previous = getattr(_local, "tape", None)
+        _local.tape = self
+        return self
+
+    def __exit__(self, *exc_info):
+        _local.tape = self._previous
+        self._previous = None
+        return False
+
+    def add_c(self, cfunc, args, outputs=()):
+        self.calls.append((cfunc, args, True))
+        self.mark(*outputs)
+
+    def add(self, function, args=(), outputs=()):
+        self.calls.append((function, args, False))
+        self.mark(*outputs)
+
+    def mark(self, *arrays):
+        """Record arrays as produced (written by the tape, or its inputs)."""
+        for a in arrays:
+            if a is not None:
+                self.produced[id(a)] = a
+
+    def knows(self, array):
+        """True if array is produced by the tape or a view of a produced array."""
+        produced = self.produced
+        while array is not None:
+            if id(array) in produced:
+                return True
+            array = getattr(array, "base", None)
+        return False
+
+    # ------------------------------------------------------------ replay
+    def replay(self):
+        """Make every recorded call again, in order."""
+        for function, args, is_c in self.calls:
+            status = function(*args)
+            if is_c and status:
+                raise RuntimeError(f"replay: a recorded C call ({function.__name__}) "
+                                   f"returned error code {status}")
+
+
+def active():
+    """The Tape recording on this thread, or None."""
+    return getattr(_local, "tape", None)
+
+
+def paused():
+    """A context in which nothing is recorded (work that is not part of the step)."""
+    return _Paused()
+
+
+class _Paused:
+    def __enter__(self):
+        self._tape = getattr(_local, "tape", None)
+        _local.tape = None
+
+    def __exit__(self, *exc_info):
+        _local.tape = self._tape
+        return False
+
+
+# ---------------------------------------------------------------- NumPy work that replays
+
+def ufunc(function, *args, **kwargs):
+    """function(*args) for a NumPy ufunc, as float32; recorded as a call with out=.
+
+    >>> float(ufunc(np.add, np.float32(1), np.float32(2)))
+    3.0
+    """
+    out = function(*args, dtype=np.float32, **kwargs)
+    if type(out) is not np.ndarray:  # 0-d arithmetic returns a NumPy scalar
+        out = np.asarray(out, dtype=np.float32)
+    tape = getattr(_local, "tape", None)
+    if tape is not None:
+        tape.add(_Ufunc(function, kwargs), args + (out,), (out,))
+    return out
+
+
+class _Ufunc:
+    __slots__ = ("function", "kwargs", "__name__")
+
+    def __init__(self, function, kwargs):
+        self.function, self.kwargs, self.__name__ = function, kwargs, function.__name__
+
+    def __call__(self, *args):
+        return self.function(*args[:-1], out=args[-1], dtype=np.float32, **self.kwargs)
+
+
+def call(function, *args, **kwargs):
+    """A fresh float32 array from any NumPy function; recorded as compute + copy.
+
+    For work with no ``out=`` form (reshaping copies, fancy indexing, sorting):
+    the replay computes a temporary and copies it into the recorded array.
+
+    >>> call(np.sum, np.ones((2, 3), np.float32), axis=0).tolist()
+    [2.0, 2.0, 2.0]
+    """
+    out = np.array(function(*args, **kwargs), dtype=np.float32, order="C")
+    tape = getattr(_local, "tape", None)
+    if tape is not None:
+        tape.add(_Copying(function, args, kwargs, out), (), (out,))
+    return out
+
+
+class _Copying:
+    __slots__ = ("function", "args", "kwargs", "out", "__name__")
+
+    def __init__(self, function, args, kwargs, out):
+        self.function, self.args, self.kwargs, self.out = function, args, kwargs, out
+        self.__name__ = getattr(function, "__name__", "call")
+
+    def __call__(self):
+        np.copyto(self.out, self.function(*self.args, **self.kwargs), casting="unsafe")
+
+
+def copy(source, dtype=np.float32):
+    """A C-contiguous copy of source (of dtype); recorded as a copyto.
+
+    >>> copy(np.arange(3)).dtype
+    dtype('float32')
+    """
+    out = np.array(source, dtype=dtype, order="C")
+    tape = getattr(_local, "tape", None)
+    if tape is not None:
+        tape.add(_copyto_unsafe, (out, source), (out,))
+    return out
+
+
+def _copyto_unsafe(out, source):
+    np.copyto(out, source, casting="unsafe")
+
+
+def into(target, function, *args):
+    """In place: target = function(target, *args) for a ufunc (gradient accumulation)."""
+    function(target, *args, out=target)
+    tape = getattr(_local, "tape", None)
+    if tape is not None:
+        tape.add(_InPlace(function), (target,) + args)
+    return target
+
+
+class _InPlace:
+    __slots__ = ("function", "__name__")
+
+    def __init__(self, function):
+        self.function, self.__name__ = function, function.__name__
+
+    def __call__(self, target, *args):
+        self.function(target, *args, out=target)
