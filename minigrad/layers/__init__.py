@@ -13,9 +13,9 @@ import math
 
 import numpy as np
 
-from . import utils
-from .ops import dense, softmax
-from .tensor import Tensor
+from .. import utils
+from ..ops import dense, softmax
+from ..tensor import Tensor
 
 _name_counts = collections.Counter()
 

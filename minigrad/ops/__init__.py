@@ -6,9 +6,9 @@ NumPy, with broadcasting undone in backward by summing over the broadcast axes.
 """
 import numpy as np
 
-from . import kernels
-from .function import Function
-from .tensor import Tensor
+from .. import kernels
+from ..function import Function
+from ..tensor import Tensor
 
 _F32 = np.dtype(np.float32)
 
