@@ -1,4 +1,4 @@
-"""The Function contract every differentiable op follows, and grad mode.
+"""The Function contract every differentiable op follows.
 
 An op is a subclass of Function with two static methods on NumPy arrays:
 ``forward(ctx, *inputs, **options) -> array`` and
@@ -6,132 +6,32 @@ An op is a subclass of Function with two static methods on NumPy arrays:
 ``ctx.needs_input_grad[i]`` tells backward which gradients anyone needs, so an
 op skips the rest (no gradient for input images, for example).
 
-``set_check_finite(True)`` makes every op check its forward output and every
-gradient it returns in backward, raising ``FloatingPointError`` that names the
-op at the first NaN or infinity (off by default; when off it costs one boolean
-test per op).
+Every array forward or backward returns must come from ``minigrad.kernels``
+(a C kernel, or NumPy work done through ``kernels.tape.ufunc``/``call``/``copy``)
+or be a view of one: that is what lets ``mg.jit`` record a step once and replay
+it. An op that breaks this rule still runs, and ``mg.jit`` then runs that step
+eagerly every time rather than replay a stale value.
+
+>>> import numpy as np, minigrad as mg
+>>> from minigrad import kernels
+>>> class Square(Function):
+...     @staticmethod
+...     def forward(ctx, x):
+...         ctx.save_for_backward(x)
+...         return kernels.tape.ufunc(np.multiply, x, x)
+...     @staticmethod
+...     def backward(ctx, grad):
+...         (x,) = ctx.saved
+...         return kernels.tape.ufunc(np.multiply, grad, kernels.tape.ufunc(np.add, x, x))
+>>> x = mg.Tensor([3.0], requires_grad=True)
+>>> Square.apply(x).sum().backward(); x.grad
+array([6.], dtype=float32)
 """
-import re
-import threading
-
-import numpy as np
-
-_grad_mode = threading.local()
-
-# Read directly (one global lookup) by Function.apply and the backward walk.
-_check_finite = False
-
-
-def set_check_finite(enabled):
-    """Check every op's forward output and backward gradients for NaN/inf (process-wide).
-
-    When on, the first non-finite value raises ``FloatingPointError`` naming the op
-    and the pass, e.g. ``dense (forward) produced NaN/inf``; inside ``fit`` the
-    message also gives the epoch and step. Off by default.
-
-    >>> import minigrad as mg
-    >>> mg.set_check_finite(True)
-    >>> try:
-    ...     mg.relu(mg.Tensor([[float("inf"), 1.0]]))
-    ... except FloatingPointError as exc:
-    ...     print(str(exc)[:31])
-    relu (forward) produced NaN/inf
-    >>> mg.set_check_finite(False)
-    """
-    global _check_finite
-    if not isinstance(enabled, (bool, np.bool_)):
-        raise TypeError(f"set_check_finite: expected True or False, received {enabled!r}")
-    _check_finite = bool(enabled)
-
-
-def get_check_finite():
-    """Whether ``set_check_finite(True)`` is in effect."""
-    return _check_finite
-
-
-def _all_finite(x):
-    """True when every element of the float array x is finite.
-
-    Measured (NumPy 2.4, float32, 128x512 to 60000x10): ``np.isfinite(x).all()`` is
-    about 2x faster than the "finite sum proves it" shortcut (NumPy's pairwise
-    float32 sum vectorises worse than isfinite), and it is exact, where a sum can
-    overflow to inf on large finite values; its bool temporary is x.size bytes."""
-    if x.dtype.kind != "f" or x.size == 0:
-        return True
-    return bool(np.isfinite(x).all())
-
-
-_NAMES = {}
-
-
-def op_name(function):
-    """The user-facing name of a Function class: Dense -> 'dense',
-    SoftmaxCrossEntropy -> 'softmax_cross_entropy' (or its ``name`` attribute)."""
-    name = _NAMES.get(function)
-    if name is None:
-        name = function.__dict__.get("name")
-        if not isinstance(name, str):
-            name = re.sub(r"(?<=[a-z0-9])(?=[A-Z][a-z])", "_", function.__name__).lower().lstrip("_")
-        _NAMES[function] = name
-    return name
-
-
-def _raise_non_finite(function, phase, x, what):
-    x = np.asarray(x)
-    bad = ~np.isfinite(x)
-    count = int(bad.sum())
-    first = np.unravel_index(int(np.argmax(bad)), x.shape) if x.ndim else ()
-    value = float(x[first] if x.ndim else x[()])
-    where = f" at index {tuple(int(i) for i in first)}" if x.ndim else ""
-    raise FloatingPointError(
-        f"{op_name(function)} ({phase}) produced NaN/inf: {count} of {x.size} values of "
-        f"{what} (shape {x.shape}) are not finite, the first{where} is {value!r} "
-        f"(check_finite is on; mg.set_check_finite(False) turns the check off)")
-
-
-def check_forward(function, out):
-    """Raise FloatingPointError if an op's forward output holds NaN/inf."""
-    if out is not None and not _all_finite(np.asarray(out)):
-        _raise_non_finite(function, "forward", out, "its output")
-
-
-def check_backward(function, grads):
-    """Raise FloatingPointError if any gradient an op's backward returned holds NaN/inf."""
-    for i, g in enumerate(grads):
-        if g is not None and not _all_finite(np.asarray(g)):
-            _raise_non_finite(function, "backward", g, f"the gradient for input {i}")
-
-
-def is_grad_enabled():
-    """True unless inside ``with mg.no_grad():`` (per Python thread, as in PyTorch)."""
-    return getattr(_grad_mode, "enabled", True)
-
-
-class no_grad:
-    """Context manager (and decorator) under which ops build no graph.
-
-    >>> import minigrad as mg
-    >>> w = mg.Tensor([1.0, 2.0], requires_grad=True)
-    >>> with mg.no_grad():
-    ...     y = w * 2
-    >>> y.requires_grad
-    False
-    """
-
-    def __enter__(self):
-        self._previous = is_grad_enabled()
-        _grad_mode.enabled = False
-
-    def __exit__(self, *exc_info):
-        _grad_mode.enabled = self._previous
-        return False
-
-    def __call__(self, fn):
-        def wrapper(*args, **kwargs):
-            with no_grad():
-                return fn(*args, **kwargs)
-        wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
-        return wrapper
+from . import grad_mode as _grad_mode
+from .grad_mode import (check_backward, check_forward, get_check_finite,  # noqa: F401
+                        is_grad_enabled, no_grad, op_name, set_check_finite)
+from .kernels.tape import _local as _tape_local
+from .tensor import Tensor
 
 
 class Context:
@@ -165,18 +65,23 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **options):
         """Run forward on the inputs' data and, when needed, record the graph edge."""
-        Tensor = _tensor_module.Tensor
         needs = tuple(isinstance(x, Tensor) and x.requires_grad for x in inputs)
         record = any(needs) and is_grad_enabled()
         ctx = Context(needs)
         raw = [x.data if isinstance(x, Tensor) else x for x in inputs]
+        recording = getattr(_tape_local, "tape", None)
+        if recording is not None:
+            for x in inputs:
+                if isinstance(x, Tensor) and x._node is None:
+                    recording.note_leaf(x)
         result = cls.forward(ctx, *raw, **options)
-        if _check_finite:
+        if _grad_mode._check_finite:
             check_forward(cls, result)
         out = Tensor._wrap(result, record)
         if record:
             out._node = Node(cls, ctx, inputs)
+        if recording is not None and not recording.knows(out.data):
+            recording.refuse(f"{op_name(cls)}: its forward returned an array made outside "
+                             f"minigrad.kernels, which a replay could not recompute (compute "
+                             f"it with a kernels function or kernels.tape.ufunc/call/copy)")
         return out
-
-
-from . import tensor as _tensor_module  # noqa: E402  (tensor imports this module too)

@@ -16,6 +16,7 @@ a softmax does not take that path: it trains on the logits, as TensorFlow does.)
 import numpy as np
 
 from .function import Function
+from .kernels.tape import call, copy, ufunc
 from .ops import softmax_cross_entropy
 from .tensor import Tensor
 
@@ -29,13 +30,17 @@ class _Clip(Function):
     def forward(ctx, x, lo, hi):
         ctx.save_for_backward(x)
         ctx.bounds = (lo, hi)
-        return np.clip(x, _F32(lo), _F32(hi)).astype(_F32, copy=False)
+        return call(np.clip, x, _F32(lo), _F32(hi))
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved
         lo, hi = ctx.bounds
-        return grad * ((x >= _F32(lo)) & (x <= _F32(hi))), None, None
+        return ufunc(np.multiply, grad, call(_inside, x, _F32(lo), _F32(hi))), None, None
+
+
+def _inside(x, lo, hi):
+    return (x >= lo) & (x <= hi)
 
 
 # ---------------------------------------------------------------- targets
@@ -63,7 +68,9 @@ def sparse_targets(y_true, num_classes, op="sparse_categorical_crossentropy"):
         bad = y.min() if y.min() < 0 else y.max()
         raise ValueError(f"{op}: expected labels in [0, {num_classes}) for a model with "
                          f"{num_classes} outputs, received {int(bad)}")
-    return np.ascontiguousarray(y, dtype=np.int64)
+    if y.dtype == np.int64 and y.flags.c_contiguous:
+        return y
+    return copy(y, np.int64)
 
 
 def categorical_targets(y_true, num_classes, op="categorical_crossentropy"):
@@ -76,7 +83,9 @@ def categorical_targets(y_true, num_classes, op="categorical_crossentropy"):
                          f"with {num_classes} outputs, received shape {y.shape}{hint}")
     if y.dtype.kind not in "biuf":
         raise TypeError(f"{op}: expected numeric targets, received dtype {y.dtype}")
-    return np.ascontiguousarray(y, dtype=_F32)
+    if y.dtype == _F32 and y.flags.c_contiguous:
+        return y
+    return copy(y, _F32)
 
 
 def _pred(y_pred, op):
@@ -119,9 +128,13 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False):
     _check_rows(y, y_pred, op)
     if from_logits:
         return softmax_cross_entropy(y_pred, y)
-    one_hot = np.zeros(y_pred.shape, dtype=_F32)
-    one_hot[np.arange(len(y)), y] = 1.0
-    return _clipped_crossentropy(one_hot, y_pred)
+    return _clipped_crossentropy(call(_one_hot, y, y_pred.shape[1]), y_pred)
+
+
+def _one_hot(labels, classes):
+    out = np.zeros((len(labels), classes), dtype=_F32)
+    out[np.arange(len(labels)), labels] = 1.0
+    return out
 
 
 # ---------------------------------------------------------------- classes
@@ -138,6 +151,16 @@ class Loss:
         self.from_logits = bool(from_logits)
 
     def __call__(self, y_true, y_pred):
+        raise NotImplementedError
+
+    @property
+    def fuses_with(self):
+        """The name of an output activation this loss can take fused, computing the loss
+        from that activation's input (``on_pre_activation``); None when it cannot."""
+        return None
+
+    def on_pre_activation(self, y_true, z):
+        """The loss of activation(z), computed from z (for ``fuses_with``)."""
         raise NotImplementedError
 
     def targets(self, y_true, num_classes):
@@ -161,6 +184,13 @@ class CategoricalCrossentropy(Loss):
     def __call__(self, y_true, y_pred):
         return categorical_crossentropy(y_true, y_pred, from_logits=self.from_logits)
 
+    @property
+    def fuses_with(self):
+        return None if self.from_logits else "softmax"
+
+    def on_pre_activation(self, y_true, z):
+        return categorical_crossentropy(y_true, z, from_logits=True)
+
     def targets(self, y_true, num_classes):
         return categorical_targets(y_true, num_classes, self.name)
 
@@ -178,6 +208,13 @@ class SparseCategoricalCrossentropy(Loss):
 
     def __call__(self, y_true, y_pred):
         return sparse_categorical_crossentropy(y_true, y_pred, from_logits=self.from_logits)
+
+    @property
+    def fuses_with(self):
+        return None if self.from_logits else "softmax"
+
+    def on_pre_activation(self, y_true, z):
+        return sparse_categorical_crossentropy(y_true, z, from_logits=True)
 
     def targets(self, y_true, num_classes):
         return sparse_targets(y_true, num_classes, self.name)

@@ -1,7 +1,9 @@
 """Sequential: a stack of layers with Keras' compile / fit / evaluate / predict.
 
-It runs on the same Tensor, ops and optimizers a hand-written loop uses; the
-whole training step is ``Sequential.train_step``.
+It runs on the same Tensor, ops and optimizers a hand-written loop uses: fit's
+step is a plain function of the batch (forward, loss, backward, one optimizer
+call) run through ``mg.jit``, so after the first batch of each shape it replays
+the recorded kernel calls, for any model.
 
 >>> import numpy as np
 >>> from minigrad import models, layers, utils
@@ -26,14 +28,16 @@ import zlib
 
 import numpy as np
 
+from . import activations
 from . import callbacks as callbacks_module
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
 from . import kernels, utils
 from .function import no_grad
-from .layers import Dense, Layer, normalize_input_shape, unique_name
-from .ops import softmax_cross_entropy
+from .jit import Jitted, NonFiniteLoss, stop_if_not_finite
+from .kernels import tape
+from .layers import Layer, normalize_input_shape, unique_name
 from .progress import Progbar
 from .tensor import Tensor
 
@@ -75,6 +79,11 @@ class Sequential:
     407050
     """
 
+    def __setattr__(self, name, value):
+        # fit's recorded step read the model's optimizer and loss when it was captured
+        tape.changed()
+        object.__setattr__(self, name, value)
+
     def __init__(self, layers=None, name=None):
         self.name = name or unique_name("sequential")
         self._layers = []
@@ -102,6 +111,7 @@ class Sequential:
             raise ValueError(f'Sequential.add: all layer names should be unique; "{layer.name}" '
                              f"is already used")
         self._layers.append(layer)
+        tape.changed()
         if len(self._layers) == 1 and layer.input_shape is not None:
             self._input_shape = layer.input_shape
         if self._input_shape is not None:
@@ -111,7 +121,7 @@ class Sequential:
         shape = input_shape
         for layer in self._layers:
             if not layer.built:
-                layer.build(shape)
+                layer._ensure_built(shape)
             else:
                 layer.check_input_shape((None,) + tuple(shape))
             shape = layer.compute_output_shape(shape)
@@ -150,30 +160,24 @@ class Sequential:
         return sum(layer.count_params() for layer in self._layers)
 
     # ------------------------------------------------------------ forward
-    def _forward(self, x, logits=False, reuse_buffers=False):
-        """The layers applied to Tensor x; with logits=True the last softmax is left out.
-
-        reuse_buffers: write every output into per-layer workspaces (train_step only:
-        the previous step's graph must be dead)."""
-        workspaces = self._workspaces() if reuse_buffers else [None] * len(self._layers)
-        for layer, ws in zip(self._layers[:-1], workspaces):
-            x = layer(x, workspace=ws)
+    def _forward(self, x, training=None, pre_activation=False):
+        """The layers applied to Tensor x; with pre_activation=True the last layer's
+        activation is left out (the loss takes it fused)."""
+        for layer in self._layers[:-1]:
+            x = layer(x, training=training)
         last = self._layers[-1]
-        if logits and isinstance(last, Dense):
+        if pre_activation:
             last.check_input_shape(x.shape)
-            return last.call_logits(x, workspaces[-1])
-        return last(x, workspace=workspaces[-1])
+            return last.call_pre_activation(x)
+        return last(x, training=training)
 
-    def _workspaces(self):
-        return [None] * (len(self._layers) + 1)
-
-    def __call__(self, x):
+    def __call__(self, x, training=None):
         """Forward pass as a Tensor (graph recorded), for hand-written loops."""
         x = x if isinstance(x, Tensor) else Tensor(self._inputs(x, "Sequential.__call__"))
         if not self.built:
             self._check_ndim(x.shape)
             self.build(x.shape[1:])
-        return self._forward(x)
+        return self._forward(x, training=training)
 
     def _check_ndim(self, shape):
         if len(shape) != 2:
@@ -196,17 +200,22 @@ class Sequential:
 
     @property
     def _fused(self):
-        """Train on the logits with the fused softmax-CE (what TensorFlow does)."""
+        """Train on the last layer's pre-activation output when the loss takes that
+        activation fused (softmax + cross-entropy, as TensorFlow does)."""
         last = self._layers[-1] if self._layers else None
-        return (isinstance(self.loss, (losses_module.CategoricalCrossentropy,
-                                       losses_module.SparseCategoricalCrossentropy))
-                and not self.loss.from_logits
-                and isinstance(last, Dense) and last.activation == "softmax")
+        fuses_with = getattr(self.loss, "fuses_with", None)
+        return (fuses_with is not None and hasattr(last, "call_pre_activation")
+                and activations.name_of(getattr(last, "activation", None)) == fuses_with)
 
-    def _compute_loss(self, y, out, reuse_buffers=False):
-        if self._fused:
-            return softmax_cross_entropy(out, y, self._workspaces()[-1] if reuse_buffers else None)
-        return self.loss(y, out)
+    def _compute_loss(self, y, out, fused):
+        if fused:
+            return self.loss.on_pre_activation(y, out)
+        loss = self.loss(y, out)
+        if not isinstance(loss, Tensor):
+            raise TypeError(f"the loss {getattr(self.loss, '__name__', self.loss)!r} returned "
+                            f"{type(loss).__name__}; expected a scalar Tensor computed with "
+                            f"minigrad ops (so that it has a gradient)")
+        return loss
 
     # ------------------------------------------------------------ compile
     def compile(self, optimizer="rmsprop", loss=None, metrics=None):
@@ -259,40 +268,67 @@ class Sequential:
         return x, y
 
     # ------------------------------------------------------------ training
-    def train_step(self, x, y):
-        """One optimisation step on a batch; returns (loss value, model output as an array).
-
-        x: float32 (B, features); y: targets as prepared by fit. The graph is built
-        with the same Tensor ops a hand-written loop uses, then ONE optimizer call
-        updates every trainable weight, so a step is applied completely or not at all.
-        A NaN or infinite loss applies no update at all and sets ``stop_training``.
-        The output is the logits when the softmax is fused into the loss (same argmax).
-        ``fit`` runs this step, or for a stack of Dense layers with a built-in loss and
-        optimizer the same kernels without the graph (minigrad/train_plan.py; same
-        numbers bit for bit). Overriding train_step makes fit call the override.
-        """
-        # ---------------- the training step ----------------
-        # images need no gradient; outputs go into buffers reused every step
-        out = self._forward(Tensor(x), logits=self._fused, reuse_buffers=True)
-        loss = self._compute_loss(y, out, reuse_buffers=True)
-        value = loss.item()  # a scalar: always checked, it costs nothing
-        if not math.isfinite(value):
-            # Never apply an update computed from a NaN/inf loss: the model keeps
-            # its last finite weights, and fit stops.
-            self.stop_training = True
-            return value, out.data
+    def _train_batch(self, x, y):
+        """One training step as a plain function of the batch (what mg.jit records):
+        forward with training=True, the loss, a stop before backward if it is not
+        finite, backward, ONE optimizer call for every trainable weight. Returns
+        (loss, model output; the pre-activation output when the loss is fused)."""
+        fused = self._fused
+        out = self._forward(Tensor(x), training=True, pre_activation=fused)
+        loss = self._compute_loss(y, out, fused)
+        stop_if_not_finite(loss)
         loss.backward()
         params = self.trainable_weights
         self.optimizer.step(params)
         self.optimizer.zero_grad(params)
-        return value, out.data
-        # ----------------------------------------------------
+        return loss, out
 
-    def _new_plan(self, x, y, rows):
-        """A DensePlan for fit's steps on (x, y), or None when they must run on the graph."""
-        if train_plan.unsupported_reason(self, x, y) is not None:
-            return None
-        return train_plan.DensePlan(self, rows, sparse_targets=y.ndim == 1)
+    def _test_batch(self, x, y):
+        fused = self._fused
+        out = self._forward(Tensor(x), training=False, pre_activation=fused)
+        return self._compute_loss(y, out, fused), out
+
+    def _predict_batch(self, x):
+        return self._forward(Tensor(x), training=False)
+
+    def _step_function(self, kind):
+        """The model's jitted step functions, made once: 'fit' borrows fit's batch
+        buffers (their views are stable), the others copy their inputs."""
+        functions = self.__dict__.get("_step_functions")
+        if functions is None:
+            functions = {"fit": Jitted(self._train_batch, name="fit", borrow_inputs=True),
+                         "train": Jitted(self._train_batch, name="train_step"),
+                         "test": Jitted(self._test_batch, name="evaluate"),
+                         "predict": Jitted(self._predict_batch, name="predict")}
+            object.__setattr__(self, "_step_functions", functions)
+        return functions[kind]
+
+    def train_step(self, x, y):
+        """One optimisation step on a batch; returns (loss value, model output as an array).
+
+        x: float32 (B, features); y: targets as prepared by fit. It runs the same Tensor
+        graph a hand-written loop builds, through ``mg.jit`` (recorded on the first
+        batch of each shape, replayed after); ONE optimizer call updates every
+        trainable weight, so a step is applied completely or not at all. A NaN or
+        infinite loss applies no update at all, sets ``stop_training`` and returns
+        (loss, None). The output is the pre-activation one when the loss takes the
+        last activation fused (same argmax). Overriding train_step makes fit call the
+        override (eagerly, as written).
+        """
+        return self._run_train_step(self._step_function("train"), x, y)
+
+    def _run_train_step(self, function, x, y):
+        try:
+            loss, out = function(x, y)
+        except NonFiniteLoss as exc:
+            # Never apply an update computed from a NaN/inf loss: the model keeps
+            # its last finite weights, and fit stops.
+            self.stop_training = True
+            return exc.value, None
+        return float(loss.data), out.data
+
+    def _overrides_train_step(self):
+        return type(self).train_step is not Sequential.train_step or "train_step" in self.__dict__
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True):
@@ -354,10 +390,9 @@ class Sequential:
             cbs.append(callbacks_module.ProgbarLogger(verbose))
         cbs = callbacks_module.CallbackList(cbs, self, {"epochs": epochs, "steps": steps, "verbose": verbose})
         batches = _Batches(x, y, batch_size, shuffle)
-        # The planned step (train_plan.py) when the model qualifies; it is rebuilt
-        # if a callback changes the model, and dropped for the rest of this fit
-        # (autograd steps) if the model stops qualifying.
-        plan = None
+        step_function = None if self._overrides_train_step() else self._step_function("fit")
+        if step_function is not None:
+            step_function.reset()  # recordings of an earlier fit borrowed its batch buffers
 
         self.stop_training = False
         self.optimizer.zero_grad(self.trainable_weights)
@@ -374,8 +409,8 @@ class Sequential:
                     cbs.on_train_batch_begin(step)
                     xb, yb = batches.get(step)
                     try:
-                        if plan is not None:
-                            loss_value, out = plan.step(xb, yb)
+                        if step_function is not None:
+                            loss_value, out = self._run_train_step(step_function, xb, yb)
                         else:
                             loss_value, out = self.train_step(xb, yb)
                     except FloatingPointError as exc:
@@ -388,8 +423,9 @@ class Sequential:
                               f"(epoch {epoch + 1}, loss {loss_value}; this batch's update "
                               f"was not applied)", flush=True)
                     loss_mean.update_state(loss_value, len(xb))
-                    for m in metrics:
-                        m.update_state(yb, out)
+                    if out is not None:
+                        for m in metrics:
+                            m.update_state(yb, out)
                     logs = {m.name: m.result() for m in metrics}
                     logs["loss"] = loss_mean.result()
                     cbs.on_train_batch_end(step, logs)
@@ -423,12 +459,13 @@ class Sequential:
         """Loss (batch-size-weighted mean) and metrics over (x, y), without a graph."""
         loss_mean = metrics_module.Mean(name="loss")
         logs = {}
+        test_batch = self._step_function("test")
         with no_grad():
             for step in range(math.ceil(len(x) / batch_size)):
                 batch = slice(step * batch_size, (step + 1) * batch_size)
                 xb, yb = x[batch], y[batch]
-                out = self._forward(Tensor(xb), logits=self._fused)
-                loss_mean.update_state(self._compute_loss(yb, out).item(), len(xb))
+                loss, out = test_batch(xb, yb)
+                loss_mean.update_state(float(loss.data), len(xb))
                 for m in metrics:
                     m.update_state(yb, out.data)
                 logs = {m.name: m.result() for m in metrics}
@@ -471,10 +508,11 @@ class Sequential:
         out = np.empty((len(x),) + self._output_shapes()[-1], dtype=_F32)
         steps = math.ceil(len(x) / batch_size)
         bar = Progbar(steps, verbose=verbose) if verbose and steps else None
+        predict_batch = self._step_function("predict")
         with no_grad():
             for step in range(steps):
                 sl = slice(step * batch_size, (step + 1) * batch_size)
-                out[sl] = self._forward(Tensor(x[sl])).data
+                out[sl] = predict_batch(x[sl]).data
                 if bar is not None:
                     bar.update(step + 1)
         return out
@@ -851,26 +889,24 @@ class _NpzReader:
 
 
 class _Batches:
-    """An epoch's mini-batches: views of (x, y), or rows gathered in C into two
-    buffers reused every step when the epoch is shuffled."""
+    """An epoch's mini-batches: rows of (x, y) gathered in C into two buffers."""
 
     def __init__(self, x, y, batch_size, shuffle):
         self.x, self.y, self.batch_size, self.n = x, y, batch_size, len(x)
-        self._gathers = None
-        if shuffle:
-            rows = min(batch_size, self.n)
-            self._gathers = (kernels.RowGather(x, rows), kernels.RowGather(y, rows))
+        rows = min(batch_size, self.n)
+        # Batches are always gathered into two buffers reused every step, in order
+        # when not shuffling: fit's recorded step reads those same buffers, and no
+        # other thread can change a batch while C reads it.
+        self._gathers = (kernels.RowGather(x, rows), kernels.RowGather(y, rows))
+        self._in_order = np.arange(self.n)
 
     def start_epoch(self, order):
         """order: a permutation of the samples (shuffle) or None (in order)."""
-        if self._gathers is not None:
-            for gather in self._gathers:
-                gather.set_order(order)
+        for gather in self._gathers:
+            gather.set_order(self._in_order if order is None else order)
 
     def get(self, step):
         """(xb, yb) of batch `step`."""
         start = step * self.batch_size
         stop = min(start + self.batch_size, self.n)
-        if self._gathers is None:
-            return self.x[start:stop], self.y[start:stop]
         return self._gathers[0].take(start, stop), self._gathers[1].take(start, stop)

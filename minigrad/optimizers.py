@@ -18,11 +18,13 @@ Keras-style: ``opt.apply_gradients(zip(grads, variables))``.
 State slots (one float32 array per parameter and slot) are created on first use,
 keyed by the parameter Tensor itself.
 """
+import functools
 import math
 
 import numpy as np
 
 from . import kernels
+from .kernels import tape
 from .tensor import Tensor
 
 
@@ -77,8 +79,29 @@ class Optimizer:
         ws = [v.data for v, _ in pairs]
         gs = [g for _, g in pairs]
         slots = [[self._slot(v)[k] for v, _ in pairs] for k in range(len(self._slot_names))]
+        recording = tape.active()
+        with tape.paused():  # a replay must read the hyperparameters and step count live
+            self._apply_update(ws, gs, slots)
+        if recording is not None:
+            for v, _ in pairs:
+                recording.note_leaf(v)
+            recording.add(self._apply_update, (ws, gs, slots))
+            variables = [v for v, _ in pairs]
+            recording.guards.append(functools.partial(
+                self._same_state, variables, [self._slots.get(v) for v in variables]))
+
+    def _apply_update(self, ws, gs, slots):
+        """The update of one step: one C call for every parameter, then the step count."""
         self._update(ws, gs, slots, self.iterations + 1)
         self.iterations += 1
+
+    def _same_state(self, variables, slots):
+        """None while the optimizer still holds these state arrays (else why not)."""
+        current = self._slots
+        for v, s in zip(variables, slots):
+            if current.get(v) is not s:
+                return f"{type(self).__name__}'s state was replaced"
+        return None
 
     def apply_gradients(self, grads_and_vars):
         """Keras form: ``opt.apply_gradients(zip(grads, variables))``."""
@@ -88,13 +111,21 @@ class Optimizer:
     def step(self, params):
         """Update every parameter from its ``.grad`` (parameters without one are skipped)."""
         params = list(params)
+        recording = tape.active()
+        if recording is not None:
+            for p in params:
+                if isinstance(p, Tensor):
+                    recording.read_grad(p)
         self.apply([p.grad if isinstance(p, Tensor) else None for p in params], params)
 
     @staticmethod
     def zero_grad(params):
         """Drop the parameters' gradients (the next backward starts from zero)."""
+        recording = tape.active()
         for p in params:
             p.grad = None
+            if recording is not None:
+                recording.wrote_grad(p)
 
     def variables(self):
         """All state arrays, in the order their parameters were first seen."""

@@ -20,8 +20,9 @@ Graph semantics (PyTorch conventions):
 """
 import numpy as np
 
-from . import function as _function
-from .function import Function, is_grad_enabled  # noqa: F401  (re-exported)
+from . import grad_mode as _grad_mode
+from .kernels import tape as _tape
+from .kernels.tape import _local as _tape_local
 
 _F32 = np.dtype(np.float32)
 
@@ -31,10 +32,10 @@ def _as_float32(data):
         return data.data
     if isinstance(data, np.ndarray):
         if data.dtype == _F32:
-            return data if data.flags.c_contiguous else np.array(data, order="C")
+            return data if data.flags.c_contiguous else _tape.copy(data)
         if data.dtype.kind not in "biuf":
             raise TypeError(f"Tensor: expected real numeric data, received an array of dtype {data.dtype}")
-        return data.astype(_F32, order="C")
+        return _tape.copy(data)  # recorded while capturing: the source may be a step's input
     try:
         array = np.asarray(data)
     except Exception as exc:
@@ -113,36 +114,18 @@ class Tensor:
                 raise RuntimeError(f"backward: grad can be omitted only for a one-element tensor, "
                                    f"this one has shape {self.shape}")
             grad = np.ones(self.shape, dtype=_F32)
+            recording = getattr(_tape_local, "tape", None)
+            if recording is not None:
+                recording.mark(grad)  # a constant seed: the same in every replay
         else:
             grad = _as_float32(grad.data if isinstance(grad, Tensor) else grad)
             if grad.shape != self.shape:
                 raise ValueError(f"backward: expected grad of shape {self.shape}, received {grad.shape}")
-            grad = grad.copy()  # it may be stored as a leaf's .grad
+            grad = _tape.copy(grad)  # it may be stored as a leaf's .grad
         _backpropagate(self, grad)
 
-    # -------------------------------------------------------------- operators
-    def __add__(self, other): return ops.add(self, other)
-    def __radd__(self, other): return ops.add(other, self)
-    def __sub__(self, other): return ops.sub(self, other)
-    def __rsub__(self, other): return ops.sub(other, self)
-    def __mul__(self, other): return ops.mul(self, other)
-    def __rmul__(self, other): return ops.mul(other, self)
-    def __truediv__(self, other): return ops.div(self, other)
-    def __rtruediv__(self, other): return ops.div(other, self)
-    def __neg__(self): return ops.Neg.apply(self)
-    def __pow__(self, exponent): return ops.pow(self, exponent)
-    def __matmul__(self, other): return ops.matmul(self, other)
-    def __rmatmul__(self, other): return ops.matmul(other, self)
-
-    def sum(self, axis=None, keepdims=False): return ops.Sum.apply(self, axis=axis, keepdims=keepdims)
-    def mean(self, axis=None, keepdims=False): return ops.Mean.apply(self, axis=axis, keepdims=keepdims)
-    def reshape(self, *shape): return ops.Reshape.apply(self, shape=shape[0] if len(shape) == 1 else shape)
-    def transpose(self): return ops.Transpose.apply(self)
-    T = property(transpose)
-    def exp(self): return ops.Exp.apply(self)
-    def log(self): return ops.Log.apply(self)
-    def relu(self): return ops.ReLU.apply(self)
-    def softmax(self): return ops.Softmax.apply(self)
+    # Operators and math methods (+, @, sum, relu, ...) are installed by
+    # minigrad.ops, which sits above this module.
 
 
 def _topological_order(root):
@@ -169,14 +152,16 @@ def _topological_order(root):
 
 
 def _backpropagate(root, grad):
+    recording = getattr(_tape_local, "tape", None)
     if root._node is None:  # root is itself a leaf
-        root.grad = grad if root.grad is None else root.grad + grad
+        _accumulate_leaf(root, grad, recording)
         return
     pending = {id(root): grad}
     # Arrays handed to a tensor in this pass. An op may return the same array for
     # two inputs (add passes its gradient through); the second holder gets a copy
     # so that in-place accumulation never writes into someone else's gradient.
     handed_out = {id(grad)}
+    check_finite = _grad_mode._check_finite
     for tensor in reversed(_topological_order(root)):
         grad = pending.pop(id(tensor), None)
         if grad is None:
@@ -186,32 +171,47 @@ def _backpropagate(root, grad):
         input_grads = node.function.backward(node.ctx, grad)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
-        if _function._check_finite:
-            _function.check_backward(node.function, input_grads)
+        if len(input_grads) != len(node.inputs):
+            raise RuntimeError(f"{_grad_mode.op_name(node.function)}.backward returned "
+                               f"{len(input_grads)} gradients, expected one per input "
+                               f"({len(node.inputs)})")
+        if check_finite:
+            _grad_mode.check_backward(node.function, input_grads)
         for x, g, needed in zip(node.inputs, input_grads, node.ctx.needs_input_grad):
             if not needed or g is None:
                 continue
             if type(g) is not np.ndarray:  # a NumPy scalar from 0-d arithmetic
-                g = np.asarray(g, dtype=_F32)
+                g = _tape.copy(g)
+            if g.shape != x.data.shape:
+                raise RuntimeError(f"{_grad_mode.op_name(node.function)}.backward returned a "
+                                   f"gradient of shape {g.shape} for an input of shape "
+                                   f"{x.data.shape}")
+            if recording is not None and not recording.knows(g):
+                recording.refuse(f"{_grad_mode.op_name(node.function)}.backward returned an "
+                                 f"array made outside minigrad.kernels, which a replay could "
+                                 f"not recompute")
             if id(g) in handed_out:
-                g = g.copy()
+                g = _tape.copy(g)
             if x._node is None:  # a leaf: accumulate into .grad, PyTorch style
-                if x.grad is None:
-                    x.grad = g
+                if _accumulate_leaf(x, g, recording):
                     handed_out.add(id(g))
-                elif np.may_share_memory(x.grad, g):
-                    # only a reused workspace buffer can do this: the previous
-                    # step's gradient was not cleared before this backward
-                    raise RuntimeError("backward: a gradient buffer is being reused while the "
-                                       "previous gradient is still in .grad; clear the "
-                                       "gradients (optimizer.zero_grad) between steps")
-                else:
-                    x.grad += g
             elif id(x) in pending:
-                pending[id(x)] += g
+                _tape.into(pending[id(x)], np.add, g)
             else:
                 pending[id(x)] = g
                 handed_out.add(id(g))
 
 
-from . import ops  # noqa: E402  (ops needs Tensor defined first)
+def _accumulate_leaf(leaf, g, recording):
+    """leaf.grad = g, or += g; True when g itself became leaf.grad."""
+    if recording is not None:
+        recording.read_grad(leaf)
+    if leaf.grad is None:
+        leaf.grad = g
+        taken = True
+    else:
+        _tape.into(leaf.grad, np.add, g)
+        taken = False
+    if recording is not None:
+        recording.wrote_grad(leaf)
+    return taken

@@ -14,18 +14,11 @@ cached optimizer table), and bad upstream gradients for backward. gather_rows
 gets rows of every dtype above (packed structured too), filled with random bit
 patterns (NaN payloads, -0.0) or not, and indices of any dtype/ndim/value (bool,
 float, lists, scalars, masked arrays), with outputs overlapping src or idx.
-fit's planned step (family planned_steps): kernels.RowGather gets the same srcs
+fit's batches (family planned_steps): kernels.RowGather gets the same srcs
 and max_rows of any kind, then a few set_order/take calls (orders of any
 dtype/ndim/value, lists, masked arrays; take bounds negative, reversed, beyond
 the order, wider than the buffer, before any order, bools, NumPy integers,
-floats, None), the caller's order overwritten after set_order;
-kernels.DenseForwardBackward gets well-formed 1-3 layer setups (relu on/off,
-frozen layers, need_x exactly above a trainable layer) with at most one thing
-changed (dtype, shape, ndim, layout, read-only, missing dz/dx/b, an output
-aliasing another output or a weight, a broken chain, need_b without bias, a
-non-array, no layers, 0 rows), then a few run(x, target) with x/target of any
-dtype/shape/layout/kind, 0 or R + 1 rows, labels out of range, NaN/inf values,
-x or target inside one of the step's buffers.
+floats, None), the caller's order overwritten after set_order.
 
 The oracle (``check_kernel_call`` for kernels.*, ``check_op_call`` for the ops)
 accepts exactly two outcomes:
@@ -38,14 +31,9 @@ accepts exactly two outcomes:
   (NaN-aware, float32 tolerance; for kernels that run with flush-to-zero, either
   with subnormals flushed or not; byte for byte for gather_rows, which copies
   bytes, and equal to np.take(src, idx, axis=0) too), and every argument it does
-  not document as written is unchanged. For the planned step's objects: a
-  TypeError/ValueError naming gather_rows that leaves the RowGather usable with
-  its previous order, or take returns src[order[start:stop]] byte for byte (a
-  view of its buffer); a TypeError/ValueError/MemoryError naming
-  dense_forward_backward with the weights, x and target unchanged (a failed run
-  may leave the step's own buffers partly written), or the loss of
-  reference.DenseForwardBackward run on copies (rel 1e-5, NaN for NaN) and the
-  same written buffers (rtol 1e-4, atol 1e-5; rows [0, rows) of per-sample ones).
+  not document as written is unchanged. For RowGather: a TypeError/ValueError
+  naming gather_rows that leaves the RowGather usable with its previous order,
+  or take returns src[order[start:stop]] byte for byte (a view of its buffer).
 
 Calls whose arguments are all well formed must succeed, and ops must reject
 exactly the operands NumPy cannot convert or broadcast. Anything else fails the
@@ -111,7 +99,7 @@ FAMILIES = {
     "threads": (0.02, True),
     "gather": (0.04, True),          # gather_rows
     "c_ops": (0.10, True),          # matmul, dense, relu, softmax, softmax_cross_entropy
-    "planned_steps": (0.03, True),  # RowGather, DenseForwardBackward (fit's planned step)
+    "planned_steps": (0.03, True),  # RowGather (fit's batches)
     "elementwise_ops": (0.09, False),
     "shape_ops": (0.07, False),
 }
@@ -534,7 +522,7 @@ def case_softmax_xent(data):
                                 tol=[(1e-5, loss_atol), (1e-5, 1e-6), (1e-5, loss_atol)],
                                 must_succeed=valid, nan_for_inf=inf_target)
         if got is not None:
-            assert isinstance(got[0], float)
+            assert isinstance(got[0], np.ndarray) and got[0].shape == () and got[0].dtype == np.float32
             assert probs_out is None or got[1] is probs_out
             assert row_loss_out is None or got[2] is row_loss_out
         return
@@ -887,78 +875,9 @@ def _step_copy(layers, probs, row_loss, dlogits):
     return [{k: c(v) for k, v in L.items()} for L in layers], c(probs), c(row_loss), c(dlogits)
 
 
-def case_dense_step(data):
-    """kernels.DenseForwardBackward(...) and a few run(x, target): each raises
-    TypeError/ValueError/MemoryError naming dense_forward_backward, with no array
-    changed (a failed run may have written the step's buffers, never the weights,
-    x or target), or matches reference.DenseForwardBackward on copies: the loss
-    (rel 1e-5, NaN for NaN) and every buffer the step writes (rows [0, rows) of
-    the per-sample ones)."""
-    op = "dense_forward_backward"
-    threads(data)
-    layers, probs, row_loss, dlogits, sparse, mutation, valid = fs.step_specs(data, "spec")
-    args = (layers, probs, row_loss, dlogits, sparse)
-    desc = describe_call(f"kernels.DenseForwardBackward[{mutation}]",
-                         [[{k: v for k, v in L.items()} for L in layers], probs, row_loss, dlogits, sparse], {})
-    arrays = _arrays_in(args)
-    snap = _snapshot(arrays)
-    _trace(desc)
-    try:
-        step = kernels.DenseForwardBackward(*args)
-    except Exception as exc:
-        _refusal(op, exc, desc, valid, "step", (TypeError, ValueError, MemoryError))
-        _assert_unchanged(arrays, snap, what=desc)
-        return
-    _assert_unchanged(arrays, snap, what=desc)
-    rows_max, classes, inputs = layers[0]["y"].shape[0], layers[-1]["w"].shape[1], layers[0]["w"].shape[0]
-    written = [probs, row_loss, dlogits] + [L[f] for L in layers for f in STEP_BUFFERS
-                                            if isinstance(L.get(f), np.ndarray)]
-    weights = [L[f] for L in layers for f in ("w", "b") if isinstance(L[f], np.ndarray)]
-    for r in range(integer(data, 1, 3, "runs")):
-        x, target, ok = fs.step_batch(data, rows_max, inputs, classes, sparse, written, f"batch{r}")
-        text = f"{desc}.run({fs.describe(x)}, {fs.describe(target)})"
-        ok = ok and valid
-        inputs_snap = _snapshot(_arrays_in([x, target] + weights))
-        twin = _step_copy(layers, probs, row_loss, dlogits)
-        rx = np.array(x, copy=True) if isinstance(x, np.ndarray) else x
-        rt = np.array(target, copy=True) if isinstance(target, np.ndarray) else target
-        _trace(text)
-        try:
-            loss = step.run(x, target)
-        except Exception as exc:
-            _refusal(op, exc, text, ok, "run", (TypeError, ValueError, MemoryError))
-            _assert_unchanged(_arrays_in([x, target] + weights), inputs_snap, what=f"{text} (raised)")
-            continue
-        _assert_unchanged(_arrays_in([x, target] + weights), inputs_snap, what=text)
-        n = x.shape[0]
-        try:
-            with np.errstate(all="ignore"):
-                want = reference.DenseForwardBackward(*twin, sparse).run(rx, rt)
-        except Exception as exc:
-            raise Mismatch(f"the step accepted a run its NumPy twin rejects ({type(exc).__name__}: {exc})"
-                           f"\ncall: {text}") from exc
-        # rel 1e-5, plus float32 rounding of the logits for a loss near 0 (-log(1 - tiny))
-        loss_atol = 8 * EPS32 * max(1.0, _finite_max(layers[-1]["y"][:n]))
-        if not (math.isnan(loss) and math.isnan(want)) and loss != pytest.approx(want, rel=1e-5, abs=loss_atol):
-            raise Mismatch(f"loss {loss!r}, the twin gives {want!r}\ncall: {text}")
-        tl, tp, tr, td = twin
-        pairs = [("probs", probs[:n], tp[:n]), ("row_loss", row_loss[:n], tr[:n]), ("dlogits", dlogits[:n], td[:n])]
-        for i, (L, T) in enumerate(zip(layers, tl)):
-            for f in STEP_BUFFERS:
-                if isinstance(L.get(f), np.ndarray) and (f != "dz" or L["relu"]) and (f != "dx" or L["need_x"]):
-                    per_sample = f in ("y", "dz", "dx")
-                    pairs.append((f"layer {i} {f}", L[f][:n] if per_sample else L[f],
-                                  T[f][:n] if per_sample else T[f]))
-        for what, got_, want_ in pairs:
-            assert_close(got_, want_, 1e-4, 1e-5, f"{text}\n{what}")
-
-
 def case_planned_steps(data):
-    """fit's planned step: RowGather and DenseForwardBackward."""
-    if boolean(data, "object"):
-        case_dense_step(data)
-    else:
-        case_row_gather(data)
+    """fit's batches: RowGather."""
+    case_row_gather(data)
 
 
 # ================================================================ families: ops
@@ -1680,33 +1599,6 @@ def test_fixed_row_gather_masked_order(order):
         g.set_order(order)
     assert str(info.value).startswith("gather_rows:"), f"{type(info.value).__name__}: {info.value}"
     assert g.take(0, 1).tolist() == [[2, 3]]  # the previous order is kept
-
-
-def test_fixed_dense_forward_backward_need_x_gap():
-    """Flags the wrapper does not check: layer 0 trains (need_w), layer 1 has
-    need_x=False (dx=None), so csrc/dense_step.c sets grad = L->dx = NULL after
-    layer 1 and layer 0's backward reads through it. Expected: refused with a
-    ValueError naming dense_forward_backward (nothing could compute layer 0's
-    gradients), not a crash."""
-    proc = run_python("""
-        import numpy as np
-        from minigrad import kernels
-        F = np.float32
-        def layer(k, u, relu):
-            return {"w": np.ones((k, u), F), "b": np.zeros(u, F), "y": np.zeros((4, u), F),
-                    "db": np.zeros(u, F), "dw": np.zeros((k, u), F),
-                    "dz": np.zeros((4, u), F) if relu else None, "dx": None,
-                    "relu": relu, "need_w": True, "need_b": True, "need_x": False}
-        try:
-            step = kernels.DenseForwardBackward([layer(3, 2, True), layer(2, 2, False)], np.zeros((4, 2), F),
-                                                np.zeros(4, F), np.zeros((4, 2), F), sparse_targets=True)
-            step.run(np.ones((2, 3), F), np.array([0, 1]))
-            print("accepted")
-        except (TypeError, ValueError) as exc:
-            print(f"{type(exc).__name__}: {exc}")
-        """)
-    assert proc.returncode == 0, f"exit status {proc.returncode} (-11 = SIGSEGV)\n{proc.stderr}"
-    assert "Error: dense_forward_backward:" in proc.stdout, proc.stdout
 
 
 def test_fuzz_total_budget():

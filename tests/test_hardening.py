@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import minigrad as mg
-from minigrad import callbacks, function, kernels, layers, models, train_plan, utils
+from minigrad import callbacks, function, grad_mode, kernels, layers, models, utils
 from helpers import assert_bitwise_equal, assert_same_state, run_python
 
 F32 = np.float32
@@ -73,7 +73,7 @@ def test_check_finite_api_and_default():
     ([1.0, np.nan], False), ([np.inf, 1.0], False), ([-np.inf], False), ([np.inf, -np.inf], False),
 ])
 def test_all_finite_fast_path_is_exact(values, finite):
-    assert function._all_finite(np.array(values, F32)) is finite
+    assert grad_mode._all_finite(np.array(values, F32)) is finite
 
 
 def test_off_by_default_nan_flows_through():
@@ -331,22 +331,34 @@ def test_keyboard_interrupt_in_a_callback_leaves_a_consistent_state(optimizer):
     assert_same_state(model, reference, "after a following fit")
 
 
-@pytest.mark.parametrize("planned", [False, True], ids=["autograd", "planned"])
-def test_keyboard_interrupt_inside_backward_drops_the_whole_step(monkeypatch, planned):
-    # autograd: interrupted inside backward; planned: after the C forward/backward
-    # call, just before the optimizer update (the only other place Python runs)
-    x, y = toy_data(320)
-    owner, name = (train_plan.DensePlan, "_update") if planned else (kernels, "relu_backward_bias_grad")
-    real, calls = getattr(owner, name), []
+class _InterruptingLib:
+    """kernels.lib with one C function wrapped: its Nth call raises KeyboardInterrupt.
+    Installed before fit, so fit's recorded step records the wrapper and its
+    replays call it too."""
 
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:  # step 4 must not happen at all
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
+    def __init__(self, lib, name, at):
+        self._lib, self._name, self._at, self.calls = lib, name, at, 0
+
+    def __getattr__(self, attr):
+        real = getattr(self._lib, attr)
+        if attr != self._name:
+            return real
+
+        def wrapped(*args):
+            self.calls += 1
+            if self.calls == self._at:  # step `at` must not happen at all
+                raise KeyboardInterrupt
+            return real(*args)
+        wrapped.__name__ = attr
+        return wrapped
+
+
+@pytest.mark.parametrize("where", ["mg_relu_backward_bias_grad", "mg_rmsprop_update"])
+def test_keyboard_interrupt_inside_a_step_drops_the_whole_step(monkeypatch, where):
+    # inside backward, or at the optimizer's C call: of the 4th step, which is a replay
+    x, y = toy_data(320)
+    monkeypatch.setattr(kernels, "lib", _InterruptingLib(kernels.lib, where, 4))
     model = toy_model(seed=3)
-    monkeypatch.setattr(train_plan, "_enabled", planned)
-    monkeypatch.setattr(owner, name, interrupted)
     with pytest.raises(KeyboardInterrupt):
         model.fit(x, y, batch_size=64, epochs=1, verbose=0, shuffle=False)
     monkeypatch.undo()

@@ -31,10 +31,6 @@ import numpy as np
 _local = threading.local()
 
 
-class CaptureError(RuntimeError):
-    """A step did work that a replay could not redo (an op outside the kernels)."""
-
-
 class Tape:
     """An ordered list of calls plus the arrays they write.
 
@@ -46,6 +42,11 @@ class Tape:
     def __init__(self):
         self.calls = []
         self.produced = {}  # id(array) -> array: what recorded calls write (kept alive)
+        self.leaves = {}    # id(tensor) -> tensor: graph leaves the step used (parameters)
+        self.grad_reads = {}  # id(leaf) -> (leaf, .grad as the step found it) when it was read
+        self.grad_writes = {}  # id(leaf) -> leaf whose .grad the step set
+        self.guards = []    # callables: None while the recording is valid, else why not
+        self.refused = None  # why this step cannot be replayed (it still runs eagerly)
         self._previous = None
 
     # ------------------------------------------------------------ recording
@@ -72,6 +73,29 @@ class Tape:
         for a in arrays:
             if a is not None:
                 self.produced[id(a)] = a
+
+    def refuse(self, reason):
+        """Mark the step as not replayable (the first reason is kept); the eager run goes on."""
+        if self.refused is None:
+            self.refused = reason
+
+    def note_leaf(self, tensor):
+        """A leaf Tensor the step reads (its data is referenced, not copied)."""
+        if id(tensor) not in self.leaves:
+            self.leaves[id(tensor)] = tensor
+            self.produced[id(tensor.data)] = tensor.data
+
+    def read_grad(self, leaf):
+        """The step reads leaf.grad: if the step did not set it first, the value
+        found here is part of what a replay assumes."""
+        key = id(leaf)
+        if key not in self.grad_writes and key not in self.grad_reads:
+            self.grad_reads[key] = (leaf, leaf.grad)
+        self.note_leaf(leaf)
+
+    def wrote_grad(self, leaf):
+        self.grad_writes[id(leaf)] = leaf
+        self.note_leaf(leaf)
 
     def knows(self, array):
         """True if array is produced by the tape or a view of a produced array."""
@@ -200,3 +224,19 @@ class _InPlace:
 
     def __call__(self, target, *args):
         self.function(target, *args, out=target)
+
+
+# ---------------------------------------------------------------- what recordings assume
+
+_version = [0]
+
+
+def changed():
+    """Something a recorded step may have read from Python changed (a layer's weight
+    was reassigned, a model recompiled...): every recording made before is stale."""
+    _version[0] += 1
+
+
+def version():
+    """A counter that ``changed()`` increments; recordings remember the value they saw."""
+    return _version[0]

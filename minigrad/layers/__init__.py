@@ -9,12 +9,15 @@
 (2, 3)
 """
 import collections
+import inspect
 import math
 
 import numpy as np
 
-from .. import utils
-from ..ops import dense, softmax
+from .. import activations, utils
+from ..function import no_grad
+from ..kernels import tape
+from ..ops import dense
 from ..tensor import Tensor
 
 _name_counts = collections.Counter()
@@ -99,10 +102,44 @@ def _initial_value(init, shape, where):
 
 # ---------------------------------------------------------------- Layer base
 
-class Layer:
-    """Base class: owns weights (Tensors), builds them lazily from the first input shape."""
+_TAKES_TRAINING = {}
 
-    def __init__(self, name=None, input_shape=None, trainable=True):
+
+def _call_takes_training(cls):
+    """Whether cls.call accepts ``training`` (Keras layers may leave it out)."""
+    takes = _TAKES_TRAINING.get(cls)
+    if takes is None:
+        try:
+            params = inspect.signature(cls.call).parameters
+            takes = "training" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        except (TypeError, ValueError):
+            takes = False
+        _TAKES_TRAINING[cls] = takes
+    return takes
+
+
+class Layer:
+    """Base class: owns weights (Tensors), builds them lazily from the first input shape.
+
+    A subclass defines ``call(self, x, training=None)`` (``training`` may be left
+    out) and, when it has weights, ``build(self, input_shape)`` creating them with
+    ``add_weight``; that is all Sequential, fit, evaluate, predict and ``mg.jit``
+    need. ``input_shape`` is per sample (no batch axis).
+
+    >>> import numpy as np, minigrad as mg
+    >>> class Scale(Layer):
+    ...     def build(self, input_shape):
+    ...         self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
+    ...     def call(self, x, training=None):
+    ...         return x * self.scale
+    >>> Scale()(mg.Tensor(np.full((2, 3), 2.0, np.float32))).numpy().tolist()
+    [[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]]
+    """
+
+    def __init__(self, name=None, input_shape=None, trainable=True, **kwargs):
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) "
+                            f"{sorted(kwargs)}")
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"{type(self).__name__}: expected name to be a non-empty string, "
                              f"received {name!r}")
@@ -113,12 +150,33 @@ class Layer:
         self._trainable = bool(trainable)
         self._weights = []  # (attribute name, Tensor), in creation order
 
+    def __setattr__(self, name, value):
+        # A recorded training step (mg.jit) read this layer's attributes when it was
+        # captured: changing one afterwards (a weight, trainable, the activation)
+        # makes every recording stale.
+        if not name.startswith("_") and self.__dict__.get("built"):
+            tape.changed()
+        object.__setattr__(self, name, value)
+
     # -------------------------------------------------------- weights
-    def add_weight(self, attr, shape, initializer):
-        t = Tensor(_initial_value(initializer, shape, f'layer "{self.name}"'),
-                   requires_grad=self._trainable)
+    def add_weight(self, name=None, shape=None, initializer="glorot_uniform", trainable=None,
+                   attr=None):
+        """A new weight Tensor of ``shape``, also set as attribute ``name`` (Keras order
+        ``add_weight(shape=..., initializer=..., name=...)`` or ``add_weight(name, shape,
+        initializer)``)."""
+        if not isinstance(name, str) and shape is None:  # add_weight((3, 4), ...)
+            name, shape = None, name
+        attr = attr or name or f"weight_{len(self._weights)}"
+        where = f'layer "{self.name}"'
+        if shape is None:
+            raise ValueError(f"{where}: add_weight needs a shape")
+        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        init = _initializer(initializer, where)
+        trainable = self._trainable if trainable is None else bool(trainable)
+        t = Tensor(_initial_value(init, shape, where), requires_grad=trainable)
         self._weights.append((attr, t))
-        setattr(self, attr, t)
+        if attr.isidentifier() and not hasattr(type(self), attr):
+            object.__setattr__(self, attr, t)
         return t
 
     @property
@@ -143,6 +201,7 @@ class Layer:
         self._trainable = bool(value)
         for t in self.weights:
             t.requires_grad = self._trainable
+        tape.changed()
 
     def weight_names(self):
         return [name for name, _ in self._weights]
@@ -153,45 +212,53 @@ class Layer:
     # -------------------------------------------------------- building and calling
     def build(self, input_shape):
         """Create the weights for per-sample input shape ``input_shape`` (no batch axis)."""
-        self.input_shape = tuple(input_shape)
-        self.built = True
+
+    def _ensure_built(self, input_shape):
+        if not self.built:
+            self.build(tuple(input_shape))
+            self.input_shape = tuple(input_shape)
+            self.built = True
 
     def weight_shapes(self, input_shape):
         """[(name, shape)] the weights would have when built for ``input_shape``."""
-        return []
+        return [(name, t.shape) for name, t in self._weights]
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
+        """The per-sample output shape; by default found by calling the layer on one
+        sample of zeros (nothing recorded, no graph)."""
+        with no_grad(), tape.paused():
+            out = self.call(Tensor(np.zeros((1,) + tuple(input_shape), np.float32)),
+                            **({"training": False} if _call_takes_training(type(self)) else {}))
+        return tuple(out.shape[1:])
 
     def check_input_shape(self, shape):
         """Raise Keras' incompatible-input error unless ``shape`` (with batch axis) fits."""
 
-    def __call__(self, x, workspace=None):
-        """Forward pass. ``workspace`` (training loops only, see minigrad.workspace)
-        lets the layer write its outputs into buffers reused from step to step."""
+    def __call__(self, x, training=None):
+        """Forward pass; ``training`` is True inside fit's steps, False in evaluate/predict."""
         if not isinstance(x, Tensor):
             x = Tensor(x)
-        if not self.built:
-            self.build(x.shape[1:])
+        self._ensure_built(x.shape[1:])
         self.check_input_shape(x.shape)
-        return self.call(x) if workspace is None else self.call(x, workspace=workspace)
+        if _call_takes_training(type(self)):
+            return self.call(x, training=training)
+        return self.call(x)
 
-    def call(self, x):
-        raise NotImplementedError
+    def call(self, x, training=None):
+        raise NotImplementedError(f"{type(self).__name__}: a Layer subclass must define "
+                                  f"call(self, x, training=None)")
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name!r}, built={self.built}>"
 
 
-ACTIVATIONS = (None, "linear", "relu", "softmax")
-
-
 class Dense(Layer):
     """A densely connected layer: ``activation(x @ kernel + bias)``, kernel of shape (in, units).
 
-    activation: None / 'linear', 'relu' or 'softmax'. The forward pass is one fused
-    op ``mg.dense`` (GEMM with a bias [+ relu] epilogue); a softmax layer then
-    applies ``mg.softmax``, unless the model fuses it into the loss (see ``call_logits``).
+    activation: a name ('relu', 'softmax', 'linear', ...), None or a callable. 'relu'
+    and linear run in the GEMM's epilogue (``mg.dense``, one C call); any other
+    activation is applied to the result, unless the model fuses it into the loss
+    (a softmax before a cross-entropy, see ``call_pre_activation``).
 
     >>> import numpy as np, minigrad as mg
     >>> layer = Dense(2, activation="softmax", input_shape=(3,))
@@ -202,24 +269,23 @@ class Dense(Layer):
 
     def __init__(self, units, activation=None, use_bias=True, input_shape=None,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None,
-                 trainable=True):
+                 trainable=True, **kwargs):
         if not _positive_int(units):
             raise ValueError(f"Dense: received an invalid value for `units`, expected a positive "
                              f"integer, received units={units!r}")
-        if isinstance(activation, str):
-            activation = activation.lower()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"Dense: unknown activation {activation!r}; expected one of "
-                             f"None, 'linear', 'relu', 'softmax'")
-        super().__init__(name=name, input_shape=input_shape, trainable=trainable)
+        try:
+            activation = activations.get(activation)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"Dense: {exc}") from None
+        super().__init__(name=name, input_shape=input_shape, trainable=trainable, **kwargs)
         self.units = int(units)
-        self.activation = None if activation == "linear" else activation
+        self.activation = activation
         self.use_bias = bool(use_bias)
         self.kernel_initializer = _initializer(kernel_initializer, "Dense")
         self.bias_initializer = _initializer(bias_initializer, "Dense")
         self.kernel = self.bias = None
         if self.input_shape is not None:
-            self.build(self.input_shape)
+            self._ensure_built(self.input_shape)
 
     def weight_shapes(self, input_shape):
         shapes = [("kernel", (input_shape[-1], self.units))]
@@ -234,7 +300,6 @@ class Dense(Layer):
         for attr, shape in self.weight_shapes(input_shape):
             init = self.kernel_initializer if attr == "kernel" else self.bias_initializer
             self.add_weight(attr, shape, init)
-        super().build(input_shape)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
@@ -249,14 +314,53 @@ class Dense(Layer):
                              f"expected axis -1 of input shape to have value {expected}, "
                              f"but received input with shape {tuple(shape)}")
 
-    def call_logits(self, x, workspace=None):
-        """x @ kernel + bias, before any softmax (what a fused softmax-cross-entropy needs)."""
-        return dense(x, self.kernel, self.bias, "relu" if self.activation == "relu" else None,
-                     workspace=workspace)
+    @property
+    def activation_name(self):
+        return activations.name_of(self.activation)
 
-    def call(self, x, workspace=None):
-        y = self.call_logits(x, workspace)
-        return softmax(y) if self.activation == "softmax" else y
+    def call_pre_activation(self, x):
+        """x @ kernel + bias [+ relu when fused], before any other activation: what a loss
+        fused with that activation (softmax + cross-entropy) takes."""
+        fused = activations.fused(self.activation)
+        return dense(x, self.kernel, self.bias, "relu" if fused == "relu" else None)
+
+    def call(self, x, training=None):
+        y = self.call_pre_activation(x)
+        return y if activations.fused(self.activation) else self.activation(y)
 
     def __repr__(self):
-        return f"<Dense name={self.name!r}, units={self.units}, activation={self.activation!r}>"
+        return f"<Dense name={self.name!r}, units={self.units}, activation={self.activation_name!r}>"
+
+
+class Activation(Layer):
+    """Applies an activation (a name or a callable) to its input.
+
+    >>> import minigrad as mg
+    >>> Activation("relu")(mg.Tensor([[-1.0, 2.0]])).numpy().tolist()
+    [[0.0, 2.0]]
+    """
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activations.get(activation)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def call(self, x, training=None):
+        return self.activation(x)
+
+
+class Flatten(Layer):
+    """Flattens each sample to one axis: (N, d1, d2, ...) -> (N, d1*d2*...).
+
+    >>> import numpy as np, minigrad as mg
+    >>> Flatten()(mg.Tensor(np.zeros((2, 3, 4), np.float32))).shape
+    (2, 12)
+    """
+
+    def compute_output_shape(self, input_shape):
+        return (int(math.prod(input_shape)),)
+
+    def call(self, x, training=None):
+        return x.reshape(x.shape[0], -1)

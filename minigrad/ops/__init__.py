@@ -2,12 +2,15 @@
 
 The heavy ops (matmul, add-bias, relu, the fused dense layer and softmax +
 cross-entropy) run in the C kernels; the general element-wise and shape ops use
-NumPy, with broadcasting undone in backward by summing over the broadcast axes.
+NumPy through ``kernels.tape`` (so that ``mg.jit`` can replay them), with
+broadcasting undone in backward by summing over the broadcast axes. This module
+also gives ``Tensor`` its operators and math methods.
 """
 import numpy as np
 
 from .. import kernels
 from ..function import Function
+from ..kernels.tape import call, copy, ufunc
 from ..tensor import Tensor
 
 _F32 = np.dtype(np.float32)
@@ -23,7 +26,7 @@ def _const(x, op):
         array = None
     if array is None or array.dtype.kind not in "biuf":
         raise TypeError(f"{op}: expected a Tensor, array or real number, received {type(x).__name__}")
-    return array.astype(_F32, copy=False)
+    return array if array.dtype == _F32 else copy(array)
 
 
 def _unbroadcast(grad, shape):
@@ -31,18 +34,9 @@ def _unbroadcast(grad, shape):
     if grad.shape == shape:
         return grad
     extra = grad.ndim - len(shape)
-    if extra:
-        grad = grad.sum(axis=tuple(range(extra)))
-    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
-    if stretched:
-        grad = grad.sum(axis=stretched, keepdims=True)
-    return np.asarray(grad, dtype=_F32).reshape(shape)
-
-
-def _fresh(array):
-    """A writeable, contiguous float32 copy of a (possibly broadcast) view."""
-    return np.array(array, dtype=_F32, order="C")
-
+    stretched = tuple(i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1)
+    summed = call(np.sum, grad, axis=tuple(range(extra)) + stretched, keepdims=True, dtype=_F32)
+    return summed.reshape(shape)
 
 
 # ---------------------------------------------------------------- element-wise, broadcasting
@@ -51,7 +45,7 @@ class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = (np.shape(a), np.shape(b))
-        return np.add(a, b, dtype=_F32)
+        return ufunc(np.add, a, b)
 
     @staticmethod
     def backward(ctx, grad):
@@ -77,13 +71,13 @@ class Sub(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = (np.shape(a), np.shape(b))
-        return np.subtract(a, b, dtype=_F32)
+        return ufunc(np.subtract, a, b)
 
     @staticmethod
     def backward(ctx, grad):
         sa, sb = ctx.shapes
         ga = _unbroadcast(grad, sa) if ctx.needs_input_grad[0] else None
-        gb = _unbroadcast(-grad, sb) if ctx.needs_input_grad[1] else None
+        gb = _unbroadcast(ufunc(np.negative, grad), sb) if ctx.needs_input_grad[1] else None
         return ga, gb
 
 
@@ -91,13 +85,13 @@ class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return np.multiply(a, b, dtype=_F32)
+        return ufunc(np.multiply, a, b)
 
     @staticmethod
     def backward(ctx, grad):
         a, b = ctx.saved
-        ga = _unbroadcast(grad * b, np.shape(a)) if ctx.needs_input_grad[0] else None
-        gb = _unbroadcast(grad * a, np.shape(b)) if ctx.needs_input_grad[1] else None
+        ga = _unbroadcast(ufunc(np.multiply, grad, b), np.shape(a)) if ctx.needs_input_grad[0] else None
+        gb = _unbroadcast(ufunc(np.multiply, grad, a), np.shape(b)) if ctx.needs_input_grad[1] else None
         return ga, gb
 
 
@@ -105,24 +99,27 @@ class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return np.divide(a, b, dtype=_F32)
+        return ufunc(np.divide, a, b)
 
     @staticmethod
     def backward(ctx, grad):
         a, b = ctx.saved
-        ga = _unbroadcast(grad / b, np.shape(a)) if ctx.needs_input_grad[0] else None
-        gb = _unbroadcast(-grad * a / (b * b), np.shape(b)) if ctx.needs_input_grad[1] else None
+        ga = _unbroadcast(ufunc(np.divide, grad, b), np.shape(a)) if ctx.needs_input_grad[0] else None
+        gb = None
+        if ctx.needs_input_grad[1]:  # -grad * a / (b * b), in that order
+            gb = ufunc(np.divide, ufunc(np.multiply, ufunc(np.negative, grad), a), ufunc(np.multiply, b, b))
+            gb = _unbroadcast(gb, np.shape(b))
         return ga, gb
 
 
 class Neg(Function):
     @staticmethod
     def forward(ctx, x):
-        return np.negative(x)
+        return ufunc(np.negative, x)
 
     @staticmethod
     def backward(ctx, grad):
-        return -grad
+        return ufunc(np.negative, grad)
 
 
 class Pow(Function):
@@ -131,36 +128,36 @@ class Pow(Function):
     def forward(ctx, x, exponent):
         ctx.save_for_backward(x)
         ctx.exponent = exponent
-        return np.power(x, _F32.type(exponent), dtype=_F32)
+        return ufunc(np.power, x, _F32.type(exponent))
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved
         p = _F32.type(ctx.exponent)
-        return grad * p * np.power(x, p - 1, dtype=_F32), None
+        return ufunc(np.multiply, ufunc(np.multiply, grad, p), ufunc(np.power, x, p - 1)), None
 
 
 class Exp(Function):
     @staticmethod
     def forward(ctx, x):
-        y = np.exp(x)
+        y = ufunc(np.exp, x)
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, grad):
-        return grad * ctx.saved[0]
+        return ufunc(np.multiply, grad, ctx.saved[0])
 
 
 class Log(Function):
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        return np.log(x)
+        return ufunc(np.log, x)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad / ctx.saved[0]
+        return ufunc(np.divide, grad, ctx.saved[0])
 
 
 # ---------------------------------------------------------------- reductions and shapes
@@ -180,14 +177,14 @@ def _normalize_axis(axis, ndim, op):
 def _expand_reduced(grad, in_shape, axes):
     """Broadcast a reduction's gradient back to the input shape (a fresh array)."""
     kept = tuple(1 if i in axes else n for i, n in enumerate(in_shape))
-    return _fresh(np.broadcast_to(np.reshape(grad, kept), in_shape))
+    return copy(np.broadcast_to(np.reshape(grad, kept), in_shape))
 
 
 class Sum(Function):
     @staticmethod
     def forward(ctx, x, axis=None, keepdims=False):
         ctx.in_shape, ctx.axes = x.shape, _normalize_axis(axis, x.ndim, "sum")
-        return np.asarray(x.sum(axis=ctx.axes, keepdims=keepdims), dtype=_F32)
+        return call(np.sum, x, axis=ctx.axes, keepdims=keepdims)
 
     @staticmethod
     def backward(ctx, grad):
@@ -202,11 +199,11 @@ class Mean(Function):
         if ctx.count == 0:
             raise ValueError(f"mean: expected at least one element along axis {axis}, "
                              f"received shape {x.shape}")
-        return np.asarray(x.mean(axis=ctx.axes, keepdims=keepdims), dtype=_F32)
+        return call(np.mean, x, axis=ctx.axes, keepdims=keepdims)
 
     @staticmethod
     def backward(ctx, grad):
-        return _expand_reduced(grad / _F32.type(ctx.count), ctx.in_shape, ctx.axes)
+        return _expand_reduced(ufunc(np.divide, grad, _F32.type(ctx.count)), ctx.in_shape, ctx.axes)
 
 
 class Reshape(Function):
@@ -228,23 +225,14 @@ class Transpose(Function):
     """Reverses the axes (x.T); the result is a contiguous copy, as kernels expect."""
     @staticmethod
     def forward(ctx, x):
-        return np.array(x.T, order="C")  # not ascontiguousarray, which makes 0-d arrays 1-d
+        return copy(x.T)
 
     @staticmethod
     def backward(ctx, grad):
-        return np.array(grad.T, order="C")
+        return copy(grad.T)
 
 
 # ---------------------------------------------------------------- the C-kernel ops
-
-def _no_buffer(role, shape):
-    return None
-
-
-def _buffers(workspace):
-    """buffer(role, shape): the workspace's reusable array, or None (the kernel allocates)."""
-    return workspace.get if workspace is not None else _no_buffer
-
 
 def _check_matmul(a, b):
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
@@ -285,18 +273,16 @@ class Dense(Function):
 
     Backward masks the gradient by relu' and sums its columns for the bias in
     one pass, then does dW = x.T @ dz and, only if needed, dx = dz @ w.T.
-    With a ``workspace`` (see minigrad.workspace) every output goes into a
-    buffer reused from step to step.
     """
     @staticmethod
-    def forward(ctx, x, w, b, relu=False, workspace=None):
+    def forward(ctx, x, w, b, relu=False):
         if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
             raise ValueError(f"dense: expected x (N, K) and kernel (K, M), "
                              f"received {x.shape} and {w.shape}")
         if b is not None and b.shape != (w.shape[1],):
             raise ValueError(f"dense: expected bias of shape ({w.shape[1]},), received {b.shape}")
-        y = kernels.gemm(x, w, _buffers(workspace)("y", (x.shape[0], w.shape[1])), bias=b, relu=relu)
-        ctx.relu, ctx.workspace = relu, workspace
+        y = kernels.gemm(x, w, bias=b, relu=relu)
+        ctx.relu = relu
         ctx.save_for_backward(x, w, y)
         return y
 
@@ -304,46 +290,44 @@ class Dense(Function):
     def backward(ctx, grad):
         x, w, y = ctx.saved
         need_x, need_w, need_b = ctx.needs_input_grad
-        buf = _buffers(ctx.workspace)
         if ctx.relu:
-            dz, db = kernels.relu_backward_bias_grad(y, grad, buf("dz", y.shape), buf("db", (y.shape[1],)))
+            dz, db = kernels.relu_backward_bias_grad(y, grad)
         else:
-            dz, db = grad, (kernels.bias_grad(grad, buf("db", (y.shape[1],))) if need_b else None)
-        dw = kernels.gemm(x, dz, buf("dw", w.shape), trans_a=True) if need_w else None
-        dx = kernels.gemm(dz, w, buf("dx", x.shape), trans_b=True) if need_x else None
+            dz, db = grad, (kernels.bias_grad(grad) if need_b else None)
+        dw = kernels.gemm(x, dz, trans_a=True) if need_w else None
+        dx = kernels.gemm(dz, w, trans_b=True) if need_x else None
         return dx, dw, (db if need_b else None)
 
 
 class Softmax(Function):
-    """Softmax over the last axis."""
+    """Softmax over the last axis (max subtracted first, so any finite input is safe)."""
     @staticmethod
     def forward(ctx, x):
         if x.ndim and x.shape[-1] == 0:
             raise ValueError(f"softmax: expected at least one value along the last axis, "
                              f"received shape {x.shape}")
-        z = x - x.max(axis=-1, keepdims=True)
-        e = np.exp(z)
-        y = (e / e.sum(axis=-1, keepdims=True)).astype(_F32, copy=False)
+        e = ufunc(np.exp, ufunc(np.subtract, x, call(np.max, x, axis=-1, keepdims=True)))
+        y = ufunc(np.divide, e, call(np.sum, e, axis=-1, keepdims=True))
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, grad):
         (y,) = ctx.saved
-        return y * (grad - (grad * y).sum(axis=-1, keepdims=True))
+        dot = call(np.sum, ufunc(np.multiply, grad, y), axis=-1, keepdims=True)
+        return ufunc(np.multiply, y, ufunc(np.subtract, grad, dot))
 
 
 class SoftmaxCrossEntropy(Function):
     """Mean over rows of the cross-entropy of softmax(logits) against target.
 
     target: integer class indices (N,) or float target rows (N, C); it gets no gradient.
+    The upstream gradient multiplies the result as an array (x * 1 is exact), never
+    read into a Python float, so a replayed step never uses a stale value.
     """
     @staticmethod
-    def forward(ctx, logits, target, workspace=None):
-        buf = _buffers(workspace)
-        loss, probs, _ = kernels.softmax_xent_forward(logits, target, buf("probs", logits.shape),
-                                                      buf("row_loss", logits.shape[:1]))
-        ctx.workspace = workspace
+    def forward(ctx, logits, target):
+        loss, probs, _ = kernels.softmax_xent_forward(logits, target)
         ctx.save_for_backward(probs, target)
         return loss
 
@@ -351,9 +335,8 @@ class SoftmaxCrossEntropy(Function):
     def backward(ctx, grad):
         probs, target = ctx.saved
         rows = probs.shape[0]
-        scale = float(grad) / rows if rows else 0.0
-        out = _buffers(ctx.workspace)("dlogits", probs.shape)
-        return kernels.softmax_xent_backward(probs, target, scale, out), None
+        dlogits = kernels.softmax_xent_backward(probs, target, 1.0 / rows if rows else 0.0)
+        return ufunc(np.multiply, dlogits, grad), None
 
 
 # ---------------------------------------------------------------- functional entry points
@@ -391,8 +374,10 @@ def div(a, b):
 
 
 def pow(x, exponent):
-    if isinstance(exponent, Tensor) or not np.isscalar(exponent) or isinstance(exponent, (bool, str)):
-        raise TypeError(f"pow: expected a constant real exponent, received {type(exponent).__name__}")
+    if (isinstance(exponent, (Tensor, bool, str, np.bool_)) or not np.isscalar(exponent)
+            or isinstance(exponent, (complex, np.complexfloating))):
+        raise TypeError(f"pow: expected a constant real exponent, received "
+                        f"{type(exponent).__name__}")
     return Pow.apply(x, float(exponent))
 
 
@@ -412,7 +397,7 @@ def relu(x):
     return ReLU.apply(_tensor(x, "relu"))
 
 
-def dense(x, w, b=None, activation=None, workspace=None):
+def dense(x, w, b=None, activation=None):
     """activation(x @ w + b) as one fused op; activation is None, 'linear' or 'relu'.
 
     >>> import minigrad as mg
@@ -423,15 +408,14 @@ def dense(x, w, b=None, activation=None, workspace=None):
     if activation not in (None, "linear", "relu"):
         raise ValueError(f"dense: expected activation None, 'linear' or 'relu', received {activation!r}")
     b = None if b is None else _tensor(b, "dense")
-    return Dense.apply(_tensor(x, "dense"), _tensor(w, "dense"), b, relu=activation == "relu",
-                       workspace=workspace)
+    return Dense.apply(_tensor(x, "dense"), _tensor(w, "dense"), b, relu=activation == "relu")
 
 
 def softmax(x):
     return Softmax.apply(_tensor(x, "softmax"))
 
 
-def softmax_cross_entropy(logits, target, workspace=None):
+def softmax_cross_entropy(logits, target):
     """Mean cross-entropy of softmax(logits) against target, fused in C.
 
     target: integer class indices of shape (N,), or float target rows (N, C)
@@ -450,11 +434,41 @@ def softmax_cross_entropy(logits, target, workspace=None):
     if target.ndim == 2 and target.dtype != _F32:
         if target.dtype.kind not in "biuf":
             raise TypeError(f"softmax_cross_entropy: expected float target rows, received {target.dtype}")
-        target = target.astype(_F32)
-    return SoftmaxCrossEntropy.apply(logits, target, workspace=workspace)
+        target = copy(target)
+    return SoftmaxCrossEntropy.apply(logits, target)
 
 
 def _tensor(x, op):
     if isinstance(x, Tensor):
         return x
     return Tensor(_const(x, op))
+
+
+# ---------------------------------------------------------------- Tensor's operators and methods
+
+def _install():
+    T = Tensor
+    T.__add__ = lambda self, other: add(self, other)
+    T.__radd__ = lambda self, other: add(other, self)
+    T.__sub__ = lambda self, other: sub(self, other)
+    T.__rsub__ = lambda self, other: sub(other, self)
+    T.__mul__ = lambda self, other: mul(self, other)
+    T.__rmul__ = lambda self, other: mul(other, self)
+    T.__truediv__ = lambda self, other: div(self, other)
+    T.__rtruediv__ = lambda self, other: div(other, self)
+    T.__neg__ = lambda self: Neg.apply(self)
+    T.__pow__ = lambda self, exponent: pow(self, exponent)
+    T.__matmul__ = lambda self, other: matmul(self, other)
+    T.__rmatmul__ = lambda self, other: matmul(other, self)
+    T.sum = lambda self, axis=None, keepdims=False: Sum.apply(self, axis=axis, keepdims=keepdims)
+    T.mean = lambda self, axis=None, keepdims=False: Mean.apply(self, axis=axis, keepdims=keepdims)
+    T.reshape = lambda self, *shape: Reshape.apply(self, shape=shape[0] if len(shape) == 1 else shape)
+    T.transpose = lambda self: Transpose.apply(self)
+    T.T = property(T.transpose)
+    T.exp = lambda self: Exp.apply(self)
+    T.log = lambda self: Log.apply(self)
+    T.relu = lambda self: ReLU.apply(self)
+    T.softmax = lambda self: Softmax.apply(self)
+
+
+_install()
