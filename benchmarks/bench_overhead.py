@@ -9,13 +9,12 @@ for every step, measures its wall time and the time spent inside ``lib.mg_*``
 calls (each C call is timed by a thin wrapper around the cffi library, which adds
 about 0.3 us per call to the "outside" side). Outside = wall - inside: Python
 work in fit, the step, metrics and callbacks. Each run is done twice, side by
-side: with planned steps (minigrad/train_plan.py, the default) and with every
-step on the autograd graph (``train_plan.set_enabled(False)``).
+side: with fit's recorded step replayed (``mg.jit``, the default) and with every
+step run eagerly on the autograd graph (``mg.jit.set_enabled(False)``).
 
 Reported per thread count and path: the median over repeats of the median step,
 of the median outside time per step, and of their ratio, plus the outside share
-of the whole epoch (sum over steps). The issue #4 target: outside <= 10% of a
-step at batch 128.
+of the whole epoch (sum over steps).
 """
 import argparse
 import json
@@ -56,9 +55,9 @@ class _TimedLib:
 
 def run(x, y, threads, planned, seed):
     import minigrad as mg
-    from minigrad import callbacks, kernels, layers, models, optimizers, train_plan, utils
+    from minigrad import callbacks, kernels, layers, models, optimizers, utils
     mg.set_num_threads(threads)
-    train_plan.set_enabled(planned)
+    mg.jit.set_enabled(planned)
     utils.set_random_seed(seed)
     model = models.Sequential([layers.Dense(bl.D_HID, activation="relu", input_shape=(bl.D_IN,)),
                                layers.Dense(bl.D_OUT, activation="softmax")])
@@ -74,15 +73,15 @@ def run(x, y, threads, planned, seed):
 
         def on_epoch_end(self, epoch, logs=None):
             marks.append((time.perf_counter(), timed.inside))
-    kernels.lib = train_plan.lib = timed
-    planned_before = train_plan.planned_steps()
+    kernels.lib = timed
+    fit_step = model._step_function("fit")
     try:
         model.fit(x, y, batch_size=bl.BATCH, epochs=1, verbose=0, callbacks=[Marks()])
     finally:
-        kernels.lib = train_plan.lib = timed._lib
-        train_plan.set_enabled(True)
+        kernels.lib = timed._lib
+        mg.jit.set_enabled(True)
     steps = len(marks) - 1
-    if train_plan.planned_steps() - planned_before != (steps if planned else 0):
+    if (fit_step.stats()["replays"] >= steps - 2) != planned:
         raise RuntimeError("the epoch did not run on the path asked for")
     wall = np.diff([m[0] for m in marks])
     inside = np.diff([m[1] for m in marks])
@@ -121,7 +120,7 @@ def main(argv=None):
     for (threads, planned), runs in sorted(results.items(), key=lambda kv: (kv[0][0], not kv[0][1])):
         med = {k: statistics.median(r[k] for r in runs)
                for k in ("step_us", "outside_us", "outside_share", "outside_share_epoch")}
-        path = "planned" if planned else "autograd"
+        path = "replayed" if planned else "eager"
         print(f"{threads:>7} {path:>9} {med['step_us']:>10.0f} {med['outside_us']:>13.1f} "
               f"{med['outside_share'] * 100:>12.1f}% {med['outside_share_epoch'] * 100:>11.1f}%")
         rows.append(dict(med, threads=threads, path=path, runs=runs))

@@ -16,17 +16,18 @@ from .gradcheck import GradcheckError, gradcheck
 from .kernels import get_num_threads, set_num_threads
 from .ops import dense, matmul, relu, softmax, softmax_cross_entropy
 from .tensor import Tensor
-from . import (callbacks, datasets, layers, losses, metrics, models,  # the Keras-style layer
-               optimizers, utils)
+from .jit import jit
+from . import (activations, callbacks, datasets, layers, losses, metrics,  # the Keras-style layer
+               models, optimizers, utils)
 from .models import Sequential
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tensor", "Function", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
+    "Tensor", "Function", "jit", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "matmul", "relu", "dense", "softmax", "softmax_cross_entropy",
     "set_num_threads", "get_num_threads", "set_check_finite", "get_check_finite",
     "kernels",
-    "Sequential", "models", "layers", "optimizers", "losses", "metrics", "callbacks", "utils",
+    "Sequential", "models", "layers", "activations", "optimizers", "losses", "metrics", "callbacks", "utils",
     "datasets",
 ]

@@ -58,6 +58,7 @@ True
 """
 import collections
 import functools
+import operator
 import threading
 import warnings
 
@@ -68,6 +69,25 @@ from .kernels import tape as tape_module
 from .tensor import Tensor
 
 MAX_RECORDINGS = 8  # signatures kept per function (least recently used dropped first)
+_enabled = True
+
+
+def set_enabled(on):
+    """Turn replaying off (every jitted call then runs eagerly, as written) or on again;
+    for debugging and for measuring what the recording saves. Also ``mg.jit.set_enabled``.
+
+    >>> set_enabled(False); enabled()
+    False
+    >>> set_enabled(True)
+    """
+    global _enabled
+    if not isinstance(on, (bool, np.bool_)):
+        raise TypeError(f"jit.set_enabled: expected True or False, received {on!r}")
+    _enabled = bool(on)
+
+
+def enabled():
+    return _enabled
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -181,6 +201,10 @@ def jit(function=None, *, name=None):
     return Jitted(function, name=name)
 
 
+jit.set_enabled, jit.enabled = set_enabled, enabled
+jit.stop_if_not_finite, jit.NonFiniteLoss = stop_if_not_finite, NonFiniteLoss
+
+
 class Jitted:
     """A function with one recording per input signature (see ``jit``)."""
 
@@ -192,6 +216,7 @@ class Jitted:
         self._eager_keys = set()
         self._lock = threading.RLock()
         self._stats = {"captures": 0, "replays": 0, "eager": 0, "last_recapture": None}
+        self._last = None  # borrowed inputs: (args, grad mode, key, arrays) of the last call
         functools.update_wrapper(self, function)
 
     def stats(self):
@@ -202,6 +227,7 @@ class Jitted:
     def reset(self):
         """Drop every recording (the next call of each signature captures again)."""
         with self._lock:
+            self._last = None
             self._recordings.clear()
             self._eager_keys.clear()
 
@@ -209,10 +235,17 @@ class Jitted:
         return self if instance is None else functools.partial(self, instance)
 
     def __call__(self, *args, **kwargs):
-        if tape_module.active() is not None or grad_mode._check_finite:
+        if tape_module.active() is not None or grad_mode._check_finite or not _enabled:
             self._stats["eager"] += 1
             return self.function(*args, **kwargs)
-        key, arrays = self._signature(args, kwargs)
+        last = self._last
+        if (last is not None and not kwargs and len(args) == len(last[0])
+                and all(map(operator.is_, args, last[0])) and grad_mode.is_grad_enabled() is last[1]):
+            key, arrays = last[2], last[3]  # the very same (borrowed) arrays as last time
+        else:
+            key, arrays = self._signature(args, kwargs)
+            if self._borrow and not kwargs:
+                self._last = (args, grad_mode.is_grad_enabled(), key, arrays)
         with self._lock:
             if key in self._eager_keys:
                 self._stats["eager"] += 1
