@@ -214,7 +214,7 @@ def conv2d_backward_input(dy, w, x_shape, strides=(1, 1), padding="valid", out=N
 
 
 def conv2d_backward_weight(cols, dy, w_shape, out=None):
-    dw = cols.astype(np.float64).T @ dy.reshape(cols.shape[0], -1).astype(np.float64)
+    dw = cols.astype(np.float64).T @ dy.reshape(cols.shape[0], w_shape[3]).astype(np.float64)
     return _out(out, dw.reshape(w_shape))
 
 

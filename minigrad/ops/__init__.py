@@ -458,3 +458,6 @@ def _tensor(x, op):
     if isinstance(x, Tensor):
         return x
     return Tensor(_const(x, op))
+
+
+from .conv import Conv2D, MaxPool2D, conv2d, max_pool2d  # noqa: E402,F401  (conv.py uses _tensor above)
