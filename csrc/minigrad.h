@@ -120,6 +120,52 @@ int mg_sgd_update(const mg_param_t *params, int64_t count,
                   double lr, double momentum, int nesterov);
 int mg_adam_update(const mg_param_t *params, int64_t count,
                    double lr, double beta1, double beta2, double eps, int64_t step);
+/* 2-D convolution and max pooling, NHWC (see conv.c and pool.c).
+ * Geometry, shared by all of them: x is n x h x w x c; the kernel (or pool
+ * window) is kh x kw with strides sh, sw; pad_top/pad_left rows/columns of
+ * implicit zeros (pooling: never-winning padding) come before x, and the output
+ * is oh x ow (padding after x is implied by oh, ow). MG_EINVAL for negative
+ * sizes, kernel sizes or strides < 1, or products beyond int64_t.
+ *
+ * im2col: cols ((n*oh*ow) x (kh*kw*c)), row (b, oy, ox), column (ky, kx, ci),
+ * zeros where a tap falls in the padding.
+ * col2im: dx (n x h x w x c) = the sum over the taps that read each element,
+ * in increasing (ky, kx) order (a gather: bitwise the same at any thread count). */
+int mg_im2col(const float *x, float *cols,
+              int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
+              int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left, int64_t oh, int64_t ow);
+int mg_col2im(const float *dcols, float *dx,
+              int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
+              int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left, int64_t oh, int64_t ow);
+/* y (n x oh x ow x cout) = im2col(x) @ wt + bias, then max(y, 0) when relu;
+ * wt is the kernel (kh, kw, c, cout) seen as (kh*kw*c) x cout, bias has cout
+ * values or is NULL. cols receives im2col(x) (kept for the weight gradient,
+ * which is cols^T @ dY, one mg_gemm). */
+int mg_conv2d_forward(const float *x, const float *wt, const float *bias, float *cols, float *y,
+                      int64_t cout, int relu,
+                      int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
+                      int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left, int64_t oh, int64_t ow);
+/* dx = col2im(dcols), dcols ((n*oh*ow) x (kh*kw*c), a work buffer it overwrites)
+ * = dY @ wt^T, dY being n x oh x ow x cout. */
+int mg_conv2d_backward_input(const float *dy, const float *wt, float *dcols, float *dx,
+                             int64_t cout,
+                             int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
+                             int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left,
+                             int64_t oh, int64_t ow);
+/* Max pooling over kh x kw windows: y and argmax are n x oh x ow x c; argmax
+ * holds flat indices into x. Padding never wins; ties go to the first maximum
+ * in row-major window order; the first NaN of a window wins (NaN propagates).
+ * MG_EINVAL also when a window would lie wholly in the padding.
+ * Backward: dx[i] = sum of dY over the windows (oy, then ox increasing) whose
+ * argmax is i; argmax entries naming no element of their window add nothing. */
+int mg_max_pool2d_forward(const float *x, float *y, int64_t *argmax,
+                          int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
+                          int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left,
+                          int64_t oh, int64_t ow);
+int mg_max_pool2d_backward(const float *dy, const int64_t *argmax, float *dx,
+                           int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
+                           int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left,
+                           int64_t oh, int64_t ow);
 /* CDEF END */
 
 #endif

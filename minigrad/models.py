@@ -37,7 +37,7 @@ from . import kernels, utils
 from .function import no_grad
 from .jit import Jitted, NonFiniteLoss, stop_if_not_finite
 from .kernels import tape
-from .layers import Layer, normalize_input_shape, unique_name
+from .layers import InputLayer, Layer, normalize_input_shape, unique_name
 from .progress import Progbar
 from .tensor import Tensor
 
@@ -105,6 +105,11 @@ class Sequential:
         """Append a layer (and build it if the model's input shape is known)."""
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add: expected a Layer instance, received {type(layer).__name__}")
+        if isinstance(layer, InputLayer):
+            if self._layers or self._input_shape is not None:
+                raise ValueError("Sequential.add: Input(shape=...) can only be the first element")
+            self._input_shape = layer.shape
+            return
         if any(layer is other for other in self._layers):
             raise ValueError(f'Sequential.add: layer "{layer.name}" is already in the model')
         if any(layer.name == other.name for other in self._layers):
@@ -180,9 +185,12 @@ class Sequential:
         return self._forward(x, training=training)
 
     def _check_ndim(self, shape):
-        if len(shape) != 2:
+        expected = getattr(self._layers[0], "input_ndim", 2)
+        if self._input_shape is not None:
+            expected = len(self._input_shape) + 1
+        if len(shape) != expected:
             raise ValueError(f'Input 0 of layer "{self._layers[0].name}" is incompatible with the '
-                             f"layer: expected ndim=2, found ndim={len(shape)}. "
+                             f"layer: expected ndim={expected}, found ndim={len(shape)}. "
                              f"Full shape received: {tuple(shape)}")
 
     def _inputs(self, x, where):

@@ -146,3 +146,130 @@ def adam_update(w, g, m, v, lr, beta1, beta2, eps, step):
         m += (g - m) * F32(1 - beta1)
         v += (g * g - v) * F32(1 - beta2)
         w -= alpha * m / (np.sqrt(v) + F32(eps))
+
+
+# ---- convolution and pooling
+
+def _pair(value):
+    return (int(value), int(value)) if np.isscalar(value) else (int(value[0]), int(value[1]))
+
+
+def conv_output_size(n, k, s, padding):
+    """(output size, padding before) along one axis, TensorFlow's 'valid'/'same' rule."""
+    if padding.lower() == "valid":
+        return max((n - k) // s + 1, 0), 0
+    out = -(-n // s)
+    return out, max((out - 1) * s + k - n, 0) // 2
+
+
+def _conv_geometry(h, w, kh, kw, strides, padding):
+    sh, sw = _pair(strides)
+    oh, pt = conv_output_size(h, kh, sh, padding)
+    ow, pl = conv_output_size(w, kw, sw, padding)
+    if oh == 0 or ow == 0:
+        raise ValueError(f"input {h}x{w} too small for a {kh}x{kw} window")
+    return sh, sw, oh, ow, pt, pl
+
+
+def _padded(x, pt, pl, rows, cols, fill=0.0):
+    """x with pt rows / pl columns of fill before it and enough after to hold rows x cols."""
+    n, h, w, c = x.shape
+    xp = np.full((n, max(rows, pt + h), max(cols, pl + w), c), fill, dtype=x.dtype)
+    xp[:, pt:pt + h, pl:pl + w] = x
+    return xp
+
+
+def conv2d_forward(x, w, b=None, strides=(1, 1), padding="valid", relu=False, out=None, cols_out=None):
+    kh, kw, cin, cout = w.shape
+    n, h, wd, _ = x.shape
+    sh, sw, oh, ow, pt, pl = _conv_geometry(h, wd, kh, kw, strides, padding)
+    xp = _padded(x, pt, pl, (oh - 1) * sh + kh, (ow - 1) * sw + kw)
+    cols = np.empty((n, oh, ow, kh, kw, cin), F32)
+    for ky in range(kh):
+        for kx in range(kw):
+            cols[:, :, :, ky, kx] = xp[:, ky:ky + (oh - 1) * sh + 1:sh, kx:kx + (ow - 1) * sw + 1:sw]
+    cols = cols.reshape(n * oh * ow, kh * kw * cin)
+    y = cols.astype(np.float64) @ w.reshape(-1, cout).astype(np.float64)
+    if b is not None:
+        y = y + b
+    y = y.astype(F32)
+    if relu:
+        y = np.where(y < 0, F32(0), y)
+    return _out(out, y.reshape(n, oh, ow, cout)), _out(cols_out, cols)
+
+
+def conv2d_backward_input(dy, w, x_shape, strides=(1, 1), padding="valid", out=None, dcols_out=None):
+    kh, kw, cin, cout = w.shape
+    n, h, wd, c = x_shape
+    sh, sw, oh, ow, pt, pl = _conv_geometry(h, wd, kh, kw, strides, padding)
+    dcols = dy.reshape(-1, cout).astype(np.float64) @ w.reshape(-1, cout).T.astype(np.float64)
+    if dcols_out is not None:
+        dcols_out[...] = dcols
+    dcols = dcols.reshape(n, oh, ow, kh, kw, cin)
+    dxp = np.zeros((n, max((oh - 1) * sh + kh, pt + h), max((ow - 1) * sw + kw, pl + wd), c))
+    for ky in range(kh):
+        for kx in range(kw):
+            dxp[:, ky:ky + (oh - 1) * sh + 1:sh, kx:kx + (ow - 1) * sw + 1:sw] += dcols[:, :, :, ky, kx]
+    return _out(out, dxp[:, pt:pt + h, pl:pl + wd])
+
+
+def conv2d_backward_weight(cols, dy, w_shape, out=None):
+    dw = cols.astype(np.float64).T @ dy.reshape(cols.shape[0], w_shape[3]).astype(np.float64)
+    return _out(out, dw.reshape(w_shape))
+
+
+def _pool_geometry(x_shape, pool_size, strides, padding):
+    ph, pw = _pair(pool_size)
+    strides = (ph, pw) if strides is None else strides
+    return (ph, pw) + _conv_geometry(x_shape[1], x_shape[2], ph, pw, strides, padding)
+
+
+def _window_taps(x_shape, ph, pw, sh, sw, oh, ow, pt, pl):
+    """For each window offset (dy, dx) in row-major order: the input rows and columns
+    it reads for every output position (oh,), (ow,) and whether they lie inside x."""
+    _, h, w, _ = x_shape
+    for ky in range(ph):
+        iy = np.arange(oh) * sh - pt + ky
+        for kx in range(pw):
+            ix = np.arange(ow) * sw - pl + kx
+            yield iy, ix, ((iy >= 0) & (iy < h))[:, None] & ((ix >= 0) & (ix < w))[None, :]
+
+
+def max_pool2d_forward(x, pool_size=(2, 2), strides=None, padding="valid", out=None, argmax_out=None):
+    n, h, w, c = x.shape
+    ph, pw, sh, sw, oh, ow, pt, pl = _pool_geometry(x.shape, pool_size, strides, padding)
+    best = np.zeros((n, oh, ow, c), F32)
+    where = np.zeros((n, oh, ow, c), np.int64)
+    have = np.zeros((n, oh, ow, c), bool)
+    b = np.arange(n)[:, None, None, None]
+    ci = np.arange(c)[None, None, None, :]
+    for iy, ix, inside in _window_taps(x.shape, ph, pw, sh, sw, oh, ow, pt, pl):
+        iyc, ixc = np.clip(iy, 0, max(h - 1, 0)), np.clip(ix, 0, max(w - 1, 0))
+        v = x[:, iyc][:, :, ixc]
+        # first valid value; then strictly greater, or the first NaN over a number
+        take = inside[None, :, :, None] & (~have | (v > best) | (np.isnan(v) & ~np.isnan(best)))
+        best = np.where(take, v, best)
+        flat = ((b * h + iyc[None, :, None, None]) * w + ixc[None, None, :, None]) * c + ci
+        where = np.where(take, flat, where)
+        have |= take
+    if argmax_out is not None:
+        argmax_out[...] = where
+        where = argmax_out
+    return _out(out, best), where
+
+
+def max_pool2d_backward(dy, argmax, x_shape, pool_size=(2, 2), strides=None, padding="valid", out=None):
+    n, h, w, c = x_shape
+    ph, pw, sh, sw, oh, ow, pt, pl = _pool_geometry(x_shape, pool_size, strides, padding)
+    # an argmax entry counts only if it names an element of its own window
+    a = argmax.astype(np.int64)
+    ai, ac = a // c, a % c
+    ax, ai = ai % w, ai // w
+    ay, ab = ai % h, ai // h
+    oy = np.arange(oh)[None, :, None, None]
+    ox = np.arange(ow)[None, None, :, None]
+    ok = ((ab == np.arange(n)[:, None, None, None]) & (ac == np.arange(c)) & (a >= 0)
+          & (ay >= oy * sh - pt) & (ay < oy * sh - pt + ph) & (ax >= ox * sw - pl) & (ax < ox * sw - pl + pw))
+    dx = np.zeros(n * h * w * c)
+    np.add.at(dx, a[ok], dy[ok].astype(np.float64))  # in (b, oy, ox, c) order, as C sums
+    return _out(out, dx.reshape(x_shape))

@@ -678,3 +678,9 @@ def adam_update(w, g, m, v, lr, beta1, beta2, eps, step):
     table, count, keep = _param_table(op, w, g, [m, v])
     _run(op, lib.mg_adam_update, (table, count, _scalar(op, "lr", lr), _scalar(op, "beta1", beta1),
                                   _scalar(op, "beta2", beta2), _scalar(op, "eps", eps), int(step)), keep)
+
+
+# ---------------------------------------------------------------- convolution and pooling
+# (after everything above: conv.py builds on the helpers of this module)
+from .conv import (conv2d_backward_input, conv2d_backward_weight, conv2d_forward,  # noqa: E402
+                   conv_output_size, max_pool2d_backward, max_pool2d_forward)

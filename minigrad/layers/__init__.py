@@ -11,6 +11,7 @@
 import collections
 import inspect
 import math
+import re
 
 import numpy as np
 
@@ -31,7 +32,9 @@ def unique_name(base):
 
 
 def _snake(name):
-    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+    """Keras' snake case: Dense -> dense, Conv2D -> conv2d, MaxPooling2D -> max_pooling2d."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def _positive_int(x):
@@ -57,7 +60,11 @@ def normalize_input_shape(input_shape, where):
 # ---------------------------------------------------------------- initializers
 
 def _fans(shape):
-    return (shape[0], shape[1]) if len(shape) == 2 else (shape[0], shape[0])
+    """Keras' fans: a kernel (..., in, out) has receptive field prod(...)."""
+    if len(shape) < 2:
+        return (shape[0], shape[0]) if shape else (1, 1)
+    receptive = math.prod(shape[:-2])
+    return shape[-2] * receptive, shape[-1] * receptive
 
 
 def glorot_uniform(shape):
@@ -364,3 +371,29 @@ class Flatten(Layer):
 
     def call(self, x, training=None):
         return x.reshape(x.shape[0], -1)
+
+
+class InputLayer(Layer):
+    """What ``Input(shape=...)`` makes: the per-sample input shape of a Sequential,
+    given as its first element (Keras 3 style). It computes nothing and holds no weights.
+
+    >>> from minigrad import models
+    >>> model = models.Sequential([Input(shape=(4,)), Dense(2)])
+    >>> model.count_params(), len(model.layers)
+    (10, 1)
+    """
+
+    def __init__(self, shape, name=None):
+        super().__init__(name=name, input_shape=shape)
+        self.shape = self.input_shape
+
+    def call(self, x, training=None):
+        return x
+
+
+def Input(shape, name=None):
+    """The input of a model: ``Sequential([Input(shape=(28, 28, 1)), ...])``."""
+    return InputLayer(shape, name=name)
+
+
+from .conv import Conv2D, MaxPooling2D  # noqa: E402,F401  (conv.py builds on Layer above)

@@ -472,3 +472,5 @@ def _install():
 
 
 _install()
+
+from .conv import Conv2D, MaxPool2D, conv2d, max_pool2d  # noqa: E402,F401  (conv.py uses _tensor above)

@@ -1,0 +1,581 @@
+"""Convolution and max pooling: the C kernels against hand-computed numbers and their
+NumPy twins, gradients of the ops, thread invariance, bad input, tape replay, and
+(when PyTorch is installed) PyTorch as an independent oracle."""
+import re
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import minigrad as mg
+from helpers import EPS32, F32, assert_bitwise_equal, check_kernel, rand
+from minigrad import kernels, reference
+from minigrad.kernels import tape
+from minigrad.ops import Conv2D, MaxPool2D, conv2d, max_pool2d
+
+HYP = dict(deadline=None, max_examples=60,
+           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def raises(exc, text, fn, *args, **kwargs):
+    with pytest.raises(exc, match=re.escape(text)):
+        fn(*args, **kwargs)
+
+
+def conv_tol(x, w, relu_free=True):
+    """(rtol, atol) for float32 conv sums of K = kh*kw*cin terms against float64:
+    like helpers.gemm_tol, the rounding error grows like sqrt(K) * max|x| * max|w|."""
+    k = w.shape[0] * w.shape[1] * w.shape[2]
+    amax = float(np.max(np.abs(x))) if x.size else 0.0
+    bmax = float(np.max(np.abs(w))) if w.size else 0.0
+    return 16 * EPS32 * np.sqrt(k), 16 * EPS32 * np.sqrt(k) * amax * bmax + 1e-30
+
+
+def backward_input_tol(dy, w):
+    """dx sums up to kh*kw dcols values, each a cout-term dot product."""
+    kh, kw, _, cout = w.shape
+    amax = float(np.max(np.abs(dy))) if dy.size else 0.0
+    bmax = float(np.max(np.abs(w))) if w.size else 0.0
+    return 16 * EPS32 * np.sqrt(cout * kh * kw), 16 * EPS32 * np.sqrt(cout) * kh * kw * amax * bmax + 1e-30
+
+
+def arr(rows):
+    return np.array(rows, dtype=F32)
+
+
+# ============================================================== geometry and golden values
+
+@pytest.mark.parametrize("n,k,s,padding,expected", [
+    (28, 3, 1, "valid", (26, 0)),
+    (26, 2, 2, "valid", (13, 0)),
+    (13, 2, 2, "valid", (6, 0)),     # the last row/column is dropped
+    (2, 3, 1, "valid", (0, 0)),      # does not fit
+    (28, 3, 1, "same", (28, 1)),     # total 2: 1 before, 1 after
+    (28, 4, 1, "same", (28, 1)),     # total 3 (odd): 1 before, 2 after
+    (5, 2, 2, "same", (3, 0)),       # total 1: 0 before, 1 after
+    (6, 3, 2, "same", (3, 0)),       # total 1
+    (7, 3, 2, "same", (4, 1)),       # total 2
+    (4, 1, 3, "same", (2, 0)),       # total 0
+    (3, 7, 1, "same", (3, 3)),       # kernel larger than the input
+])
+def test_conv_output_size(backend, n, k, s, padding, expected):
+    assert backend.conv_output_size(n, k, s, padding) == expected
+
+
+def test_conv2d_forward_golden(backend):
+    x = np.arange(16, dtype=F32).reshape(1, 4, 4, 1)
+    w = np.ones((2, 2, 1, 1), F32)
+    y, cols = backend.conv2d_forward(x, w, strides=2)
+    np.testing.assert_array_equal(y[0, :, :, 0], [[10, 18], [42, 50]])
+    np.testing.assert_array_equal(cols, [[0, 1, 4, 5], [2, 3, 6, 7], [8, 9, 12, 13], [10, 11, 14, 15]])
+    # 'same' with a 2x2 kernel pads one row/column after (total 1, 0 before)
+    y, _ = backend.conv2d_forward(x, w, np.array([-20], F32), padding="same", relu=True)
+    expected = np.array([[10, 14, 18, 10], [26, 30, 34, 18], [42, 46, 50, 26], [25, 27, 29, 15]], F32) - 20
+    np.testing.assert_array_equal(y[0, :, :, 0], np.maximum(expected, 0))
+
+
+def test_conv2d_channels_golden(backend):
+    # 1x1 kernel: a per-pixel matrix product over channels, plus bias
+    x = np.arange(12, dtype=F32).reshape(1, 2, 2, 3)
+    w = arr([[1, 0], [0, 1], [1, 1]]).reshape(1, 1, 3, 2)
+    y, _ = backend.conv2d_forward(x, w, arr([0.5, -0.5]))
+    np.testing.assert_array_equal(y.reshape(4, 2), x.reshape(4, 3) @ w.reshape(3, 2) + arr([0.5, -0.5]))
+
+
+def test_conv2d_backward_golden(backend):
+    x_shape = (1, 3, 3, 1)
+    w = arr([[1, 2], [3, 4]]).reshape(2, 2, 1, 1)
+    dy = np.ones((1, 2, 2, 1), F32)
+    dx = backend.conv2d_backward_input(dy, w, x_shape)
+    # each input pixel collects the kernel taps that read it
+    np.testing.assert_array_equal(dx[0, :, :, 0], [[1, 3, 2], [4, 10, 6], [3, 7, 4]])
+    x = np.arange(9, dtype=F32).reshape(x_shape)
+    _, cols = backend.conv2d_forward(x, w)
+    dw = backend.conv2d_backward_weight(cols, dy, w.shape)
+    np.testing.assert_array_equal(dw[:, :, 0, 0], [[8, 12], [20, 24]])
+
+
+def test_max_pool_golden_ties_and_padding(backend):
+    x = arr([[1, 3, 3, 0],
+             [3, 2, -1, -2],
+             [0, 0, 5, 5],
+             [0, 0, 5, 5]]).reshape(1, 4, 4, 1)
+    y, argmax = backend.max_pool2d_forward(x, 2)
+    np.testing.assert_array_equal(y[0, :, :, 0], [[3, 3], [0, 5]])
+    # ties: the first maximum in row-major order
+    np.testing.assert_array_equal(argmax.ravel(), [1, 2, 8, 10])
+    dx = backend.max_pool2d_backward(arr([1, 2, 3, 4]).reshape(1, 2, 2, 1), argmax, x.shape, 2)
+    np.testing.assert_array_equal(dx.ravel(), [0, 1, 2, 0, 0, 0, 0, 0, 3, 0, 4, 0, 0, 0, 0, 0])
+    # 'same' padding never wins, even over negative values
+    neg = -np.arange(1, 10, dtype=F32).reshape(1, 3, 3, 1)
+    y, argmax = backend.max_pool2d_forward(neg, 2, padding="same")
+    np.testing.assert_array_equal(y[0, :, :, 0], [[-1, -3], [-7, -9]])
+    np.testing.assert_array_equal(argmax.ravel(), [0, 2, 6, 8])
+
+
+def test_max_pool_overlapping_windows_sum(backend):
+    # 3x3 windows, stride 1: the single maximum wins all four windows
+    x = np.zeros((1, 4, 4, 1), F32)
+    x[0, 1, 2, 0] = 1.0
+    y, argmax = backend.max_pool2d_forward(x, 3, 1)
+    np.testing.assert_array_equal(argmax.ravel(), [6, 6, 6, 6])
+    dx = backend.max_pool2d_backward(arr([1, 2, 4, 8]).reshape(1, 2, 2, 1), argmax, x.shape, 3, 1)
+    assert dx[0, 1, 2, 0] == 15 and np.count_nonzero(dx) == 1
+
+
+def test_max_pool_nan_propagates_first_nan_wins(backend):
+    x = arr([[1, np.nan], [np.inf, np.nan]]).reshape(1, 2, 2, 1)
+    y, argmax = backend.max_pool2d_forward(x, 2)
+    assert np.isnan(y.ravel()[0]) and argmax.ravel().tolist() == [1]
+    x = arr([[np.nan, 7], [9, 8]]).reshape(1, 2, 2, 1)
+    y, argmax = backend.max_pool2d_forward(x, 2)
+    assert np.isnan(y.ravel()[0]) and argmax.ravel().tolist() == [0]
+    x = arr([[-np.inf, -np.inf], [-np.inf, -np.inf]]).reshape(1, 2, 2, 1)
+    y, argmax = backend.max_pool2d_forward(x, 2)
+    assert y.ravel().tolist() == [-np.inf] and argmax.ravel().tolist() == [0]
+
+
+# ============================================================== C against the NumPy twins
+
+CASES = [
+    # (n, h, w, cin, kh, kw, cout, strides, padding)
+    (1, 5, 5, 1, 3, 3, 1, (1, 1), "valid"),
+    (2, 7, 6, 3, 3, 2, 5, (1, 1), "valid"),
+    (2, 7, 6, 3, 3, 2, 5, (2, 3), "same"),
+    (1, 28, 28, 1, 3, 3, 32, (1, 1), "valid"),   # the book's first layer, batch 1
+    (3, 13, 13, 32, 3, 3, 64, (1, 1), "valid"),  # its second layer
+    (2, 9, 8, 4, 4, 4, 3, (1, 1), "same"),       # odd total padding (3): 1 before, 2 after
+    (2, 5, 5, 2, 4, 2, 3, (2, 2), "same"),
+    (1, 3, 2, 2, 5, 4, 2, (1, 1), "same"),       # kernel larger than the image
+    (2, 6, 6, 17, 1, 1, 19, (2, 1), "valid"),
+    (1, 11, 10, 3, 3, 3, 7, (3, 2), "valid"),    # strides that skip the last rows
+]
+
+
+def _conv_data(rng, n, h, w, cin, kh, kw, cout):
+    return rand(rng, n, h, w, cin), rand(rng, kh, kw, cin, cout, scale=0.5), rand(rng, cout, scale=0.1)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
+def test_conv2d_matches_twin(rng, case, relu):
+    n, h, w_, cin, kh, kw, cout, strides, padding = case
+    x, w, b = _conv_data(rng, n, h, w_, cin, kh, kw, cout)
+    rtol, atol = conv_tol(x, w)
+    got = check_kernel("conv2d_forward", x, w, b, strides, padding, relu, rtol=rtol, atol=atol)
+    y, cols = got[0], got[1]
+    np.testing.assert_array_equal(cols, reference.conv2d_forward(x, w, b, strides, padding)[1])
+    dy = rand(rng, *y.shape)
+    rtol, atol = backward_input_tol(dy, w)
+    check_kernel("conv2d_backward_input", dy, w, x.shape, strides, padding, rtol=rtol, atol=atol)
+    k = cols.shape[0]
+    amax, bmax = float(np.abs(cols).max()), float(np.abs(dy).max())
+    check_kernel("conv2d_backward_weight", cols, dy, w.shape,
+                 rtol=16 * EPS32 * np.sqrt(k), atol=16 * EPS32 * np.sqrt(k) * amax * bmax + 1e-30)
+
+
+POOLS = [
+    # (n, h, w, c, pool, strides, padding)
+    (1, 4, 4, 1, (2, 2), None, "valid"),
+    (2, 26, 26, 32, (2, 2), None, "valid"),   # the book's first pooling
+    (2, 11, 11, 64, (2, 2), None, "valid"),   # odd size: last row and column dropped
+    (2, 11, 11, 3, (2, 2), None, "same"),     # odd size: padded after
+    (1, 7, 9, 5, (3, 3), (2, 2), "same"),     # overlapping windows, padded both sides
+    (2, 6, 5, 2, (3, 2), (1, 1), "same"),
+    (1, 5, 5, 1, (2, 2), (3, 3), "valid"),    # gaps: some inputs in no window
+    (1, 3, 3, 4, (4, 4), (1, 1), "same"),     # window larger than the image
+]
+
+
+@pytest.mark.parametrize("case", POOLS, ids=[str(c) for c in POOLS])
+def test_max_pool_matches_twin(rng, case):
+    n, h, w, c, pool, strides, padding = case
+    # few distinct values: many ties, which must go to the first maximum
+    x = rng.integers(-3, 4, (n, h, w, c)).astype(F32)
+    y, argmax = check_kernel("max_pool2d_forward", x, pool, strides, padding, rtol=0, atol=0)[:2]
+    assert argmax.dtype == np.int64
+    dy = rand(rng, *y.shape)
+    check_kernel("max_pool2d_backward", dy, argmax, x.shape, pool, strides, padding, rtol=1e-6, atol=1e-6)
+
+
+@st.composite
+def conv_geometry(draw):
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    padding = draw(st.sampled_from(["valid", "same"]))
+    low_h, low_w = (kh, kw) if padding == "valid" else (1, 1)
+    h, w = draw(st.integers(low_h, 12)), draw(st.integers(low_w, 12))
+    return (draw(st.integers(1, 3)), h, w, draw(st.integers(1, 9)), kh, kw, draw(st.integers(1, 20)),
+            (draw(st.integers(1, 4)), draw(st.integers(1, 4))), padding)
+
+
+@settings(**HYP)
+@given(conv_geometry(), st.booleans(), st.integers(0, 2**32 - 1))
+def test_conv2d_matches_twin_hypothesis(case, relu, seed):
+    rng = np.random.default_rng(seed)
+    n, h, w_, cin, kh, kw, cout, strides, padding = case
+    x, w, b = _conv_data(rng, n, h, w_, cin, kh, kw, cout)
+    rtol, atol = conv_tol(x, w)
+    y = check_kernel("conv2d_forward", x, w, b, strides, padding, relu, rtol=rtol, atol=atol)[0]
+    dy = rand(rng, *y.shape)
+    rtol, atol = backward_input_tol(dy, w)
+    check_kernel("conv2d_backward_input", dy, w, x.shape, strides, padding, rtol=rtol, atol=atol)
+
+
+@settings(**HYP)
+@given(st.integers(1, 3), st.integers(1, 10), st.integers(1, 10), st.integers(1, 9),
+       st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       st.one_of(st.none(), st.tuples(st.integers(1, 4), st.integers(1, 4))),
+       st.sampled_from(["valid", "same"]), st.integers(0, 2**32 - 1))
+def test_max_pool_matches_twin_hypothesis(n, h, w, c, pool, strides, padding, seed):
+    if padding == "valid" and (h < pool[0] or w < pool[1]):
+        h, w = max(h, pool[0]), max(w, pool[1])
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, (n, h, w, c)).astype(F32)
+    y, argmax = check_kernel("max_pool2d_forward", x, pool, strides, padding, rtol=0, atol=0)[:2]
+    dy = rand(rng, *y.shape)
+    check_kernel("max_pool2d_backward", dy, argmax, x.shape, pool, strides, padding, rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool_backward_ignores_foreign_argmax(rng):
+    # argmax entries that name no element of their own window (another image,
+    # another channel, outside x) add nothing, in C as in the twin, and never crash
+    x = rand(rng, 2, 4, 4, 3)
+    y, argmax = kernels.max_pool2d_forward(x, 2)
+    bad = argmax.copy()
+    bad.ravel()[::3] = np.array([-1, 10**12, 5, 2**62, 95])[np.arange(bad.size)[::3] % 5]
+    dy = rand(rng, *y.shape)
+    got, want = kernels.max_pool2d_backward(dy, bad, x.shape), reference.max_pool2d_backward(dy, bad, x.shape)
+    np.testing.assert_array_equal(got, want)
+    assert np.count_nonzero(got) < np.count_nonzero(kernels.max_pool2d_backward(dy, argmax, x.shape))
+
+
+def test_empty_batch(backend):
+    x, w = np.zeros((0, 5, 5, 2), F32), np.ones((3, 3, 2, 4), F32)
+    y, cols = backend.conv2d_forward(x, w, padding="same")
+    assert y.shape == (0, 5, 5, 4) and cols.shape == (0, 18)
+    assert backend.conv2d_backward_input(y, w, x.shape, padding="same").shape == x.shape
+    np.testing.assert_array_equal(backend.conv2d_backward_weight(cols, y, w.shape), np.zeros(w.shape))
+    p, argmax = backend.max_pool2d_forward(x, 2)
+    assert p.shape == argmax.shape == (0, 2, 2, 2)
+
+
+def test_outputs_written_in_place():
+    rng = np.random.default_rng(3)
+    x, w, b = _conv_data(rng, 2, 6, 6, 3, 3, 3, 4)
+    out, cols_out = np.full((2, 4, 4, 4), np.nan, F32), np.full((32, 27), np.nan, F32)
+    y, cols = kernels.conv2d_forward(x, w, b, out=out, cols_out=cols_out)
+    assert y is out and cols is cols_out
+    assert_bitwise_equal(out, kernels.conv2d_forward(x, w, b)[0], "conv2d_forward out=")
+    dx_out = np.full(x.shape, np.nan, F32)
+    assert kernels.conv2d_backward_input(y, w, x.shape, out=dx_out) is dx_out
+    dw_out = np.full(w.shape, np.nan, F32)
+    assert kernels.conv2d_backward_weight(cols, y, w.shape, out=dw_out) is dw_out
+    p_out, a_out = np.empty((2, 3, 3, 3), F32), np.empty((2, 3, 3, 3), np.int64)
+    p, a = kernels.max_pool2d_forward(x, 2, out=p_out, argmax_out=a_out)
+    assert p is p_out and a is a_out
+    g_out = np.full(x.shape, np.nan, F32)
+    assert kernels.max_pool2d_backward(p, a, x.shape, out=g_out) is g_out
+    assert not np.isnan(g_out).any()
+
+
+# ============================================================== gradients of the ops
+
+def _away_from_kinks(rng, shape_x, shape_w, margin, **conv):
+    """Inputs for which no pre-activation lies within margin of 0 (a relu kink that
+    finite differences would straddle)."""
+    for _ in range(200):
+        x = rng.standard_normal(shape_x).astype(F32)
+        w = (rng.standard_normal(shape_w) * 0.5).astype(F32)
+        b = (rng.standard_normal(shape_w[3]) * 0.1).astype(F32)
+        z, _ = reference.conv2d_forward(x, w, b, **conv)
+        if np.abs(z).min() > margin:
+            return x, w, b
+    raise AssertionError("no kink-free sample found")
+
+
+@pytest.mark.parametrize("strides,padding", [((1, 1), "valid"), ((1, 2), "same"), ((2, 2), "same"),
+                                             ((2, 1), "valid")])
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_conv2d_gradcheck(rng, strides, padding, activation):
+    x, w, b = _away_from_kinks(rng, (2, 5, 6, 3), (3, 2, 3, 4), 0.05, strides=strides, padding=padding)
+    tx, tw, tb = (mg.Tensor(a, requires_grad=True) for a in (x, w, b))
+    assert mg.gradcheck(lambda x, w, b: conv2d(x, w, b, strides, padding, activation), [tx, tw, tb],
+                        eps=1e-2, atol=2e-3, rtol=1e-2)
+
+
+def test_conv2d_gradcheck_without_bias(rng):
+    tx = mg.Tensor(rand(rng, 1, 4, 4, 2), requires_grad=True)
+    tw = mg.Tensor(rand(rng, 2, 2, 2, 3), requires_grad=True)
+    assert mg.gradcheck(lambda x, w: conv2d(x, w, padding="same"), [tx, tw], eps=1e-2, atol=2e-3, rtol=1e-2)
+
+
+@pytest.mark.parametrize("pool,strides,padding", [(2, None, "valid"), (2, None, "same"), (3, 1, "same"),
+                                                  ((2, 3), (1, 2), "valid")])
+def test_max_pool_gradcheck(rng, pool, strides, padding):
+    # distinct values 0.1 apart: no perturbation of 1e-2 changes a window's winner
+    x = (rng.permutation(2 * 5 * 7 * 3).astype(F32) * 0.1).reshape(2, 5, 7, 3)
+    tx = mg.Tensor(x, requires_grad=True)
+    assert mg.gradcheck(lambda x: max_pool2d(x, pool, strides, padding), [tx], eps=1e-2, atol=1e-3, rtol=1e-2)
+
+
+def test_conv_net_gradcheck(rng):
+    # the book's stack in miniature: conv relu, pool, conv relu
+    x = mg.Tensor(rand(rng, 2, 8, 8, 1))
+    w1 = mg.Tensor(rand(rng, 3, 3, 1, 4, scale=0.5), requires_grad=True)
+    w2 = mg.Tensor(rand(rng, 3, 3, 4, 3, scale=0.5), requires_grad=True)
+    b1, b2 = (mg.Tensor(rand(rng, n, scale=0.1), requires_grad=True) for n in (4, 3))
+
+    def net(w1, b1, w2, b2):
+        return conv2d(max_pool2d(conv2d(x, w1, b1, activation="relu")), w2, b2, activation="relu")
+    assert mg.gradcheck(net, [w1, b1, w2, b2], eps=1e-3, atol=5e-3, rtol=2e-2)
+
+
+def test_input_images_get_no_gradient(rng):
+    x = mg.Tensor(rand(rng, 2, 6, 6, 1))
+    w = mg.Tensor(rand(rng, 3, 3, 1, 2), requires_grad=True)
+    y = conv2d(x, w, activation="relu")
+    y.sum().backward()
+    assert x.grad is None and w.grad.shape == (3, 3, 1, 2)
+    ctx = y._node.ctx
+    assert ctx.needs_input_grad == (False, True, False)
+
+
+def test_op_errors():
+    x, w = mg.Tensor(np.zeros((1, 5, 5, 2), F32)), mg.Tensor(np.zeros((3, 3, 2, 4), F32))
+    raises(ValueError, "conv2d: expected activation None, 'linear' or 'relu', received 'tanh'",
+           conv2d, x, w, activation="tanh")
+    raises(ValueError, "conv2d_forward: expected padding 'valid' or 'same', received 'full'",
+           conv2d, x, w, padding="full")
+    assert Conv2D.name == "conv2d" and MaxPool2D.name == "max_pool2d"
+
+
+# ============================================================== threads
+
+def _at_thread_counts(compute, what):
+    results = []
+    for n in (1, 2, 3):
+        mg.set_num_threads(n)
+        results.append(compute())
+    for n, result in zip((2, 3), results[1:]):
+        for i, (a, b) in enumerate(zip(results[0], result)):
+            if a.dtype == F32:
+                assert_bitwise_equal(b, a, f"{what}, output {i}, {n} threads vs 1")
+            else:
+                np.testing.assert_array_equal(b, a, f"{what}, output {i}, {n} threads vs 1")
+
+
+@pytest.mark.parametrize("case", [(16, 13, 13, 32, 3, 3, 64, (1, 1), "valid"),
+                                  (8, 15, 14, 8, 4, 3, 16, (2, 1), "same"),
+                                  (8, 28, 28, 1, 3, 3, 32, (1, 1), "valid")])
+def test_conv_thread_invariant(rng, restore_threads, case):
+    n, h, w_, cin, kh, kw, cout, strides, padding = case
+    x, w, b = _conv_data(rng, n, h, w_, cin, kh, kw, cout)
+    x[x < 0.5] = 0.0  # mostly zeros, like MNIST: the GEMM may take its zero-skipping path
+    y0, cols0 = kernels.conv2d_forward(x, w, b, strides, padding, True)
+    dy = rand(rng, *y0.shape)
+
+    def compute():
+        y, cols = kernels.conv2d_forward(x, w, b, strides, padding, True)
+        dx = kernels.conv2d_backward_input(dy, w, x.shape, strides, padding)
+        dw = kernels.conv2d_backward_weight(cols, dy, w.shape)
+        return y, cols, dx, dw
+    _at_thread_counts(compute, f"conv {case}")
+
+
+@pytest.mark.parametrize("pool,strides,padding", [(2, None, "valid"), (3, 1, "same")])
+def test_pool_thread_invariant(rng, restore_threads, pool, strides, padding):
+    x = rand(rng, 16, 26, 26, 32)
+    y0, _ = kernels.max_pool2d_forward(x, pool, strides, padding)
+    dy = rand(rng, *y0.shape)
+
+    def compute():
+        y, argmax = kernels.max_pool2d_forward(x, pool, strides, padding)
+        return y, argmax, kernels.max_pool2d_backward(dy, argmax, x.shape, pool, strides, padding)
+    _at_thread_counts(compute, f"max_pool {pool} {strides} {padding}")
+
+
+# ============================================================== bad input
+
+def test_bad_dtype_and_ndim():
+    x, w = np.zeros((8, 28, 28, 1), F32), np.zeros((3, 3, 1, 32), F32)
+    raises(TypeError, "conv2d_forward: expected x of dtype float32, received float64",
+           kernels.conv2d_forward, x.astype(np.float64), w)
+    raises(TypeError, "conv2d_forward: expected w to be a numpy float32 array, received list",
+           kernels.conv2d_forward, x, [[1.0]])
+    raises(ValueError, "conv2d_forward: expected x with 4 dimension(s), received shape (8, 28, 28)",
+           kernels.conv2d_forward, x[..., 0], w)
+    raises(ValueError, "max_pool2d_forward: expected x with 4 dimension(s), received shape (28, 28)",
+           kernels.max_pool2d_forward, x[0, :, :, 0], 2)
+    raises(TypeError, "max_pool2d_backward: expected argmax to be an int64 array (from max_pool2d_forward), "
+           "received array of shape (8, 14, 14, 1) and dtype int32",
+           kernels.max_pool2d_backward, np.zeros((8, 14, 14, 1), F32), np.zeros((8, 14, 14, 1), np.int32),
+           x.shape)
+
+
+def test_bad_shapes():
+    x, w = np.zeros((8, 28, 28, 1), F32), np.zeros((3, 3, 3, 32), F32)
+    raises(ValueError, "conv2d_forward: expected x of shape (N, H, W, 3) for a kernel of shape "
+           "(3, 3, 3, 32), received (8, 28, 28, 1)", kernels.conv2d_forward, x, w)
+    w = np.zeros((3, 3, 1, 32), F32)
+    raises(ValueError, "conv2d_forward: expected b of shape (32,), received (31,)",
+           kernels.conv2d_forward, x, w, np.zeros(31, F32))
+    raises(ValueError, "conv2d_forward: expected an input of at least 3x3 pixels for a 3x3 kernel with "
+           "padding 'valid', received 2x28", kernels.conv2d_forward, x[:, :2], w)
+    raises(ValueError, "conv2d_forward: expected a kernel (kh, kw, cin, cout) with no zero dimension, "
+           "received (3, 3, 1, 0)", kernels.conv2d_forward, x, np.zeros((3, 3, 1, 0), F32))
+    raises(ValueError, "conv2d_forward: expected strides to be a positive integer or a pair of them, "
+           "received (1, 0)", kernels.conv2d_forward, x, w, strides=(1, 0))
+    raises(ValueError, "conv2d_forward: expected strides to be a positive integer or a pair of them, "
+           "received (1, 1, 1)", kernels.conv2d_forward, x, w, strides=(1, 1, 1))
+    raises(ValueError, "conv2d_forward: expected padding 'valid' or 'same', received 'causal'",
+           kernels.conv2d_forward, x, w, padding="causal")
+    raises(ValueError, "conv2d_forward: expected out of shape (8, 26, 26, 32), received (8, 28, 28, 32)",
+           kernels.conv2d_forward, x, w, out=np.zeros((8, 28, 28, 32), F32))
+    raises(ValueError, "conv2d_backward_input: expected dy of shape (8, 26, 26, 32), received (8, 26, 26, 31)",
+           kernels.conv2d_backward_input, np.zeros((8, 26, 26, 31), F32), w, x.shape)
+    raises(ValueError, "conv2d_backward_input: expected x_shape to be a shape (N, H, W, C) of non-negative "
+           "integers, received (8, 28, 28)", kernels.conv2d_backward_input, np.zeros((8, 26, 26, 32), F32),
+           w, (8, 28, 28))
+    raises(ValueError, "conv2d_backward_input: expected x_shape (N, H, W, 1) for a kernel of shape "
+           "(3, 3, 1, 32), received (8, 28, 28, 2)", kernels.conv2d_backward_input,
+           np.zeros((8, 26, 26, 32), F32), w, (8, 28, 28, 2))
+    raises(ValueError, "conv2d_backward_weight: expected cols of shape (N*OH*OW, 9) for a kernel of shape "
+           "(3, 3, 1, 32), received (5408, 8)", kernels.conv2d_backward_weight, np.zeros((5408, 8), F32),
+           np.zeros((8, 26, 26, 32), F32), w.shape)
+    raises(ValueError, "conv2d_backward_weight: expected dy of shape (N, OH, OW, 32) with N*OH*OW = 5407",
+           kernels.conv2d_backward_weight, np.zeros((5407, 9), F32), np.zeros((8, 26, 26, 32), F32), w.shape)
+    raises(ValueError, "max_pool2d_forward: expected pool_size to be a positive integer or a pair of them, "
+           "received 0", kernels.max_pool2d_forward, x, 0)
+    raises(ValueError, "max_pool2d_forward: expected an input of at least 3x3 pixels for a 3x3 pool window "
+           "with padding 'valid', received 2x2", kernels.max_pool2d_forward, x[:, :2, :2], 3)
+    raises(ValueError, "max_pool2d_backward: expected dy of shape (8, 14, 14, 1), received (8, 13, 13, 1)",
+           kernels.max_pool2d_backward, np.zeros((8, 13, 13, 1), F32), np.zeros((8, 13, 13, 1), np.int64),
+           x.shape)
+    raises(ValueError, "max_pool2d_backward: expected argmax of shape (8, 14, 14, 1) (like dy), "
+           "received (8, 14, 14, 2)", kernels.max_pool2d_backward, np.zeros((8, 14, 14, 1), F32),
+           np.zeros((8, 14, 14, 2), np.int64), x.shape)
+
+
+def test_aliasing_outputs_refused():
+    x, w = np.zeros((2, 6, 6, 4), F32), np.zeros((1, 1, 4, 4), F32)
+    raises(ValueError, "conv2d_forward: out must not share memory with x",
+           kernels.conv2d_forward, x, w, out=x)
+    cols = np.zeros((72, 4), F32)
+    raises(ValueError, "conv2d_forward: out must not share memory with cols_out",
+           kernels.conv2d_forward, x, w, out=cols.reshape(2, 6, 6, 4), cols_out=cols)
+    raises(ValueError, "conv2d_backward_input: out must not share memory with dy",
+           kernels.conv2d_backward_input, x, w, x.shape, out=x)
+    raises(ValueError, "conv2d_backward_weight: out must not share memory with dy",
+           kernels.conv2d_backward_weight, cols, x, w.shape, out=x.reshape(-1)[:16].reshape(w.shape))
+    buf = np.zeros(2 * 3 * 3 * 4 * 3, np.int64)
+    raises(ValueError, "max_pool2d_forward: out must not share memory with x",
+           kernels.max_pool2d_forward, x, 2, out=x.reshape(-1)[:72].reshape(2, 3, 3, 4))
+    raises(ValueError, "max_pool2d_forward: argmax_out must not share memory with x",
+           kernels.max_pool2d_forward, x, 2, argmax_out=x.view(np.int64).reshape(-1)[:72].reshape(2, 3, 3, 4))
+    raises(ValueError, "expected out to be writeable", kernels.max_pool2d_backward, np.zeros((2, 3, 3, 4), F32),
+           buf[:72].reshape(2, 3, 3, 4), x.shape, out=np.lib.stride_tricks.as_strided(x, writeable=False))
+
+
+def test_non_contiguous_inputs_are_copied(rng):
+    x = rand(rng, 2, 8, 10, 3)[:, :, ::2]           # strided view
+    w = np.asfortranarray(rand(rng, 3, 3, 3, 4))    # Fortran order
+    y, cols = kernels.conv2d_forward(x, w, padding="same")
+    want_y, want_cols = reference.conv2d_forward(np.ascontiguousarray(x), np.ascontiguousarray(w), padding="same")
+    np.testing.assert_allclose(y, want_y, *conv_tol(x, w))
+    np.testing.assert_array_equal(cols, want_cols)
+    dy = rand(rng, 2, 8, 5, 8)[..., ::2]
+    np.testing.assert_allclose(kernels.conv2d_backward_input(dy, w, x.shape, padding="same"),
+                               reference.conv2d_backward_input(np.ascontiguousarray(dy), w, x.shape, padding="same"),
+                               *backward_input_tol(dy, w))
+    p, argmax = kernels.max_pool2d_forward(x, 2)
+    np.testing.assert_array_equal(p, reference.max_pool2d_forward(np.ascontiguousarray(x), 2)[0])
+    g = kernels.max_pool2d_backward(rand(rng, 2, 4, 2, 6)[..., ::2], argmax[..., ::-1].copy()[..., ::-1], x.shape)
+    assert g.shape == x.shape
+
+
+# ============================================================== tape replay
+
+def test_conv_forward_backward_replays_bitwise(rng):
+    x, w, b = _conv_data(rng, 4, 13, 13, 8, 3, 3, 16)
+    dloss = rand(rng, 4, 6, 6, 16)
+    tx = mg.Tensor(x)
+    tw, tb = mg.Tensor(w, requires_grad=True), mg.Tensor(b, requires_grad=True)
+    with tape.Tape() as t:
+        h = conv2d(tx, tw, tb, activation="relu", padding="same")
+        y = max_pool2d(h, 3, 2)
+        y.backward(dloss)
+    dw, db = tw.grad, tb.grad
+    assert t.knows(y.data) and t.knows(dw) and t.knows(db)
+    x[...] = rand(rng, *x.shape)  # new input, same buffer
+    t.replay()
+    # a fresh eager run on the new input
+    fw, fb = mg.Tensor(w.copy(), requires_grad=True), mg.Tensor(b.copy(), requires_grad=True)
+    fy = max_pool2d(conv2d(mg.Tensor(x.copy()), fw, fb, activation="relu", padding="same"), 3, 2)
+    fy.backward(dloss)
+    assert_bitwise_equal(y.data, fy.data, "replayed forward")
+    assert_bitwise_equal(dw, fw.grad, "replayed weight gradient")
+    assert_bitwise_equal(db, fb.grad, "replayed bias gradient")
+
+
+def test_conv_input_gradient_replays_bitwise(rng):
+    x, w, b = _conv_data(rng, 2, 9, 9, 3, 3, 3, 5)
+    tx = mg.Tensor(x, requires_grad=True)
+    with tape.Tape() as t:
+        y = max_pool2d(conv2d(tx, mg.Tensor(w), mg.Tensor(b), strides=2, padding="same"), 2, 1, "same")
+        y.sum().backward()
+    dx = tx.grad
+    x[...] = rand(rng, *x.shape)
+    t.replay()
+    fx = mg.Tensor(x.copy(), requires_grad=True)
+    max_pool2d(conv2d(fx, mg.Tensor(w), mg.Tensor(b), strides=2, padding="same"), 2, 1, "same").sum().backward()
+    assert_bitwise_equal(dx, fx.grad, "replayed input gradient")
+
+
+# ============================================================== PyTorch as an oracle
+
+def _torch():
+    return pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("case", CASES[:8], ids=[str(c) for c in CASES[:8]])
+def test_conv2d_against_torch(rng, case):
+    torch = _torch()
+    n, h, w_, cin, kh, kw, cout, strides, padding = case
+    x, w, b = _conv_data(rng, n, h, w_, cin, kh, kw, cout)
+    sh, sw = strides
+    oh, pt = kernels.conv_output_size(h, kh, sh, padding)
+    ow, pl = kernels.conv_output_size(w_, kw, sw, padding)
+    # torch pads symmetrically: pad TensorFlow-style by hand (bottom/right get the rest)
+    pb, pr = max((oh - 1) * sh + kh - h - pt, 0), max((ow - 1) * sw + kw - w_ - pl, 0)
+    tx = torch.tensor(x, dtype=torch.float64).permute(0, 3, 1, 2).requires_grad_()
+    tw = torch.tensor(w, dtype=torch.float64).permute(3, 2, 0, 1).requires_grad_()
+    tb = torch.tensor(b, dtype=torch.float64).requires_grad_()
+    ty = torch.nn.functional.conv2d(torch.nn.functional.pad(tx, (pl, pr, pt, pb)), tw, tb, stride=strides)
+    ty = torch.relu(ty)
+    dy = rand(rng, n, oh, ow, cout)
+    ty.backward(torch.tensor(dy, dtype=torch.float64).permute(0, 3, 1, 2))
+    tconv = mg.Tensor(x, requires_grad=True)
+    wt, bt = mg.Tensor(w, requires_grad=True), mg.Tensor(b, requires_grad=True)
+    y = conv2d(tconv, wt, bt, strides, padding, "relu")
+    y.backward(dy)
+    rtol, atol = conv_tol(x, w)
+    np.testing.assert_allclose(y.data, ty.detach().permute(0, 2, 3, 1).numpy(), rtol, atol)
+    np.testing.assert_allclose(tconv.grad, tx.grad.permute(0, 2, 3, 1).numpy(), *backward_input_tol(dy, w))
+    np.testing.assert_allclose(wt.grad, tw.grad.permute(2, 3, 1, 0).numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(bt.grad, tb.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("pool,strides", [(2, 2), (3, 2), (3, 1), ((2, 3), (1, 2))])
+def test_max_pool_against_torch(rng, pool, strides):
+    torch = _torch()
+    x = (rng.permutation(2 * 9 * 8 * 3).astype(F32)).reshape(2, 9, 8, 3)  # distinct: no ties
+    tx = torch.tensor(x).permute(0, 3, 1, 2).requires_grad_()
+    ty = torch.nn.functional.max_pool2d(tx, pool, strides)
+    dy = rand(rng, *ty.permute(0, 2, 3, 1).shape)
+    ty.backward(torch.tensor(dy).permute(0, 3, 1, 2))
+    t = mg.Tensor(x, requires_grad=True)
+    y = max_pool2d(t, pool, strides)
+    y.backward(dy)
+    np.testing.assert_array_equal(y.data, ty.detach().permute(0, 2, 3, 1).numpy())
+    np.testing.assert_allclose(t.grad, tx.grad.permute(0, 2, 3, 1).numpy(), rtol=1e-6, atol=1e-6)
