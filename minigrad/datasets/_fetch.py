@@ -81,9 +81,9 @@ class FileSpec:
     """
 
     name: str
-    digest: str
+    digest: str | None
     max_size: int
-    url: str = None
+    url: str | None = None
     algorithm: str = "sha256"
 
 
