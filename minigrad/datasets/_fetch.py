@@ -24,17 +24,18 @@ the caller passes ``verify=False`` (own data in the same format, small test
 files); the cache, the Keras cache and downloads are always checked, and a
 download is checked before it is renamed into place.
 
-MNIST predates this search order and keeps its own (``MINIGRAD_DATA``,
-documented in ``minigrad.datasets.mnist``); it shares the cache, the
-verification and the download code below.
+MNIST has a search order of its own (``MINIGRAD_DATA``, documented in
+``minigrad.datasets.mnist``); it shares the cache, the verification and the
+download code below.
 
 >>> import hashlib, tempfile
 >>> from pathlib import Path
 >>> folder = Path(tempfile.mkdtemp())
 >>> _ = (folder / "tiny.txt").write_bytes(b"hello")
 >>> spec = FileSpec("tiny.txt", hashlib.sha256(b"hello").hexdigest(), max_size=100)
->>> locate("Tiny", "tiny.load_data", None, folder, [spec]).name
-'tiny.txt'
+>>> path, found = locate("Tiny", "tiny.load_data", None, folder, [spec])
+>>> path.name, found is spec
+('tiny.txt', True)
 """
 
 import contextlib
@@ -247,14 +248,13 @@ def locate(dataset, where, path, data_dir, specs, *, verify=True, dataset_dir=No
     dataset_dir: the sub-directory name searched under ``data_dir`` and
         ``MINIGRAD_DATASETS`` (default: the first spec's name without suffix).
 
-    Returns a Path, or a (Path, FileSpec) pair when several specs are given,
-    so that the caller knows which format it got.
+    Returns (Path, FileSpec): the file and the spec it matched, so that a
+    caller accepting several formats knows which one it got.
     """
     specs = list(specs)
     dataset_dir = dataset_dir or Path(specs[0].name).stem
     override = f"path=, data_dir= or {ENV_VAR}"
-    found = _locate(dataset, where, path, data_dir, specs, verify, dataset_dir, override)
-    return found if len(specs) > 1 else found[0]
+    return _locate(dataset, where, path, data_dir, specs, verify, dataset_dir, override)
 
 
 def _locate(dataset, where, path, data_dir, specs, verify, dataset_dir, override):

@@ -214,12 +214,11 @@ class RestrictedUnpickler(pickle.Unpickler):
     """
 
     def find_class(self, module, name):
-        try:
-            return _ALLOWED[(module, name)]
-        except (KeyError, TypeError):
+        allowed = _ALLOWED.get((module, name))
+        if allowed is None:
             raise pickle.UnpicklingError(
-                f"global {module}.{name} refused (only numpy array reconstruction is allowed)"
-            ) from None
+                f"global {module}.{name} refused (only numpy array reconstruction is allowed)")
+        return allowed
 
     def persistent_load(self, pid):
         raise pickle.UnpicklingError(f"persistent id {pid!r} refused")

@@ -111,7 +111,7 @@ def load_data(path="imdb.npz", num_words=None, skip_top=0, maxlen=None, seed=113
         raise TypeError(f"{where}: unexpected keyword argument(s) {', '.join(sorted(kwargs))}; "
                         "expected those of keras.datasets.imdb.load_data, data_dir or verify")
     _sequences.check_options(where, num_words, skip_top, maxlen, seed, start_char, oov_char, index_from)
-    file = _fetch.locate("IMDB", where, path, data_dir, [_NPZ], verify=verify)
+    file, _ = _fetch.locate("IMDB", where, path, data_dir, [_NPZ], verify=verify)
     arrays = _npz.read_npz(file, {"x_train": "int_lists", "y_train": "numeric",
                                   "x_test": "int_lists", "y_test": "numeric"},
                            max_bytes=_MAX_MEMBER, where=where)
@@ -156,6 +156,6 @@ def get_word_index(path="imdb_word_index.json", *, data_dir=None, verify=True):
     'the and'
     """
     where = "imdb.get_word_index"
-    file = _fetch.locate("IMDB word index", where, path, data_dir, [_WORD_INDEX],
+    file, _ = _fetch.locate("IMDB word index", where, path, data_dir, [_WORD_INDEX],
                          verify=verify, dataset_dir="imdb")
     return _sequences.read_word_index(file, where, _WORD_INDEX.max_size)

@@ -146,7 +146,7 @@ def load_data(path=None, *, verify=True):
         # A bare file name that is not in the working directory: Keras
         # resolves it in its cache directory, so do the same.
         if given.name != _NPZ_NAME:
-            searched = [Path.cwd() / given, _cache_dir() / given, _keras_dir() / given]
+            searched = [Path.cwd() / given, _fetch.cache_dir() / given, _fetch.keras_dir() / given]
             for candidate in searched[1:]:
                 if candidate.is_file():
                     return _load_file(candidate, verify=True)
@@ -160,11 +160,11 @@ def load_data(path=None, *, verify=True):
     if env and Path(env).expanduser().exists():
         return _load_explicit(Path(env).expanduser(), "MINIGRAD_DATA", verify)
 
-    cache = _cache_dir()
+    cache = _fetch.cache_dir()
     found = _find(cache)
     if found is not None:
         return _load_file(found, verify=True)
-    keras_npz = _keras_dir() / _NPZ_NAME
+    keras_npz = _fetch.keras_dir() / _NPZ_NAME
     if keras_npz.is_file():
         return _load_file(keras_npz, verify=True)
     _download_missing(cache)
@@ -173,10 +173,6 @@ def load_data(path=None, *, verify=True):
 
 # --------------------------------------------------------------------------
 # Locating files
-
-
-_cache_dir = _fetch.cache_dir
-_keras_dir = _fetch.keras_dir
 
 
 def _find(directory):
@@ -205,7 +201,7 @@ def _load_explicit(location, origin, verify):
             f"No usable MNIST files at {str(location)!r} (from {origin}): expected "
             f"a directory holding {_EXPECTED}, or the path of an .npz file. "
             "Nothing is downloaded for an explicit location; without one, the "
-            f"cache ({_cache_dir()}) and automatic download are used."
+            f"cache ({_fetch.cache_dir()}) and automatic download are used."
         )
     return _load_file(found, verify)
 

@@ -105,7 +105,7 @@ def load_data(path="reuters.npz", num_words=None, skip_top=0, maxlen=None, test_
     _sequences.check_options(where, num_words, skip_top, maxlen, seed, start_char, oov_char, index_from)
     if isinstance(test_split, bool) or not isinstance(test_split, (int, float)) or not 0 <= test_split < 1:
         raise ValueError(f"{where}: test_split must be a number in [0, 1), received {test_split!r}")
-    file = _fetch.locate("Reuters", where, path, data_dir, [_NPZ], verify=verify)
+    file, _ = _fetch.locate("Reuters", where, path, data_dir, [_NPZ], verify=verify)
     arrays = _npz.read_npz(file, {"x": "int_lists", "y": "numeric"}, max_bytes=_MAX_MEMBER, where=where)
     x, y = arrays["x"], arrays["y"]
     _sequences.check_labels(where, file, "y", y, len(x))
@@ -136,7 +136,7 @@ def get_word_index(path="reuters_word_index.json", *, data_dir=None, verify=True
     2
     """
     where = "reuters.get_word_index"
-    file = _fetch.locate("Reuters word index", where, path, data_dir, [_WORD_INDEX],
+    file, _ = _fetch.locate("Reuters word index", where, path, data_dir, [_WORD_INDEX],
                          verify=verify, dataset_dir="reuters")
     return _sequences.read_word_index(file, where, _WORD_INDEX.max_size)
 
