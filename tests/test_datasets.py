@@ -477,6 +477,20 @@ def test_pickles_that_are_not_int_list_arrays(tmp_path, obj, pattern):
     assert _peak_memory_of(load) < 4 * 2**20
 
 
+@pytest.mark.parametrize("data", [
+    b"\x80\x04\x8e" + struct.pack("<Q", 2**40) + b"abc",  # BINBYTES8 declaring 1 TB
+    b"\x80\x04\x8d" + struct.pack("<Q", 2**40) + b"abc",  # BINUNICODE8 declaring 1 TB
+    b"\x80\x04(" * 1000 + b".",  # marks without an object
+    b"",
+])
+def test_forged_pickle_lengths_allocate_nothing_big(data):
+    def load():
+        with pytest.raises(datasets.DatasetFormatError, match="not a pickled object array"):
+            _npz.load_int_lists(data, "test")
+
+    assert _peak_memory_of(load) < 4 * 2**20
+
+
 def test_repeated_references_cannot_expand_memory(tmp_path):
     row = list(range(1000))
     bomb = np.empty(10_000, dtype=object)

@@ -330,7 +330,9 @@ def _locate(dataset, where, path, data_dir, specs, verify, dataset_dir, override
         f"{where}: {dataset} is not available locally (searched "
         + ", ".join(searched) + ")"
         + (" and could not be downloaded:\n" + "\n".join(errors) if errors else "")
-        + f"\nTo use {dataset} offline, put {names} into the cache directory {cache}, "
+        + f"\nTo use {dataset} offline, put {names}"
+        + (f" (downloaded elsewhere from {remote.url})" if remote is not None else "")
+        + f" into the cache directory {cache}, "
         f"or into a directory passed as data_dir= or named by {ENV_VAR} "
         f"(directly or in its {dataset_dir}/ sub-directory)."
     )

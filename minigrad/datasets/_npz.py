@@ -224,6 +224,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"persistent id {pid!r} refused")
 
 
+_INT = {int}
+
+
 def load_int_lists(data, where):
     """A 1-d object array of lists of Python ints from the pickle bytes `data`.
 
@@ -255,7 +258,7 @@ def load_int_lists(data, where):
             raise DatasetFormatError(
                 f"{where}: the sequences hold more ints than the {len(data)}-byte pickle can "
                 "encode (repeated references); refusing to expand them.")
-        if not all(type(v) is int for v in row):
+        if set(map(type, row)) - _INT:  # a set of types: several times faster than a loop
             bad = next(v for v in row if type(v) is not int)
             raise DatasetFormatError(
                 f"{where}: element {i} holds {_describe(bad)}; expected a list of Python ints.")
