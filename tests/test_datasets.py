@@ -728,6 +728,25 @@ def test_bare_name_is_a_cache_name(tmp_path, cache, monkeypatch, imdb_dir):
     assert y_train.tolist() == IMDB_CASES["defaults"][2]
 
 
+def test_bare_csv_name_is_a_cache_name_in_the_csv_format(tmp_path, cache, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = write_boston_csv(cache / "my-boston.csv")
+    monkeypatch.setattr(boston_housing, "_CSV", dataclasses.replace(boston_housing._CSV, digest=sha256(p)))
+    (_, y_train), (_, y_test) = boston_housing.load_data("my-boston.csv")
+    assert sorted(y_train.tolist() + y_test.tolist()) == sorted(BOSTON_PRICES)
+
+
+def test_unpublished_hash_verifies_nothing(tmp_path, cache, monkeypatch):
+    spec = _fetch.FileSpec("data.bin", None, max_size=100, url="https://example.invalid/data.bin")
+    calls = []
+    monkeypatch.setattr(_fetch, "urlopen", _serve(b"any bytes", calls))
+    path, found = _fetch.locate("Example", "example.load_data", None, None, [spec])
+    assert path == cache / "data.bin" and path.read_bytes() == b"any bytes" and found is spec
+    assert calls == [spec.url]
+    assert _fetch.locate("Example", "example.load_data", None, None, [spec])[0] == path  # cached
+    assert calls == [spec.url]
+
+
 def test_precedence_path_then_data_dir_then_environment_then_cache(tmp_path, monkeypatch, cache):
     def folder(name, labels):
         write_imdb(tmp_path / name / "imdb.npz", y_train=labels)

@@ -39,13 +39,14 @@ download code below.
 """
 
 import contextlib
+import dataclasses
 import hashlib
 import http.client
 import os
 import sys
 import tempfile
 import urllib.request
-from dataclasses import dataclass
+
 from pathlib import Path
 
 ENV_VAR = "MINIGRAD_DATASETS"
@@ -68,7 +69,7 @@ class ChecksumMismatchError(DatasetFormatError):
     """A file does not have the published size or hash of the canonical file."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class FileSpec:
     """One canonical file of a data set.
 
@@ -170,6 +171,8 @@ def verify_file(path, digest, *, algorithm="sha256", size=None, dataset, overrid
 def download(url, dest, digest, max_size=None, opener=None, timeout=TIMEOUT, algorithm="sha256"):
     """Download `url` to `dest` atomically, verifying the digest first.
 
+    `digest` None (nothing published) verifies nothing but the size bound.
+
     Data goes to a temporary file in the destination directory, is checked
     (size bound and hash), fsynced and only then renamed over `dest`.  On any
     failure, including KeyboardInterrupt, the temporary file is removed, so
@@ -193,7 +196,7 @@ def download(url, dest, digest, max_size=None, opener=None, timeout=TIMEOUT, alg
                             f"{url}: more than the expected {max_size} bytes; refusing")
                     hasher.update(chunk)
                     out.write(chunk)
-            if hasher.hexdigest() != digest:
+            if digest is not None and hasher.hexdigest() != digest:
                 name = "SHA-256" if algorithm == "sha256" else algorithm.upper()
                 raise ChecksumMismatchError(
                     f"{url}: downloaded data ({received} bytes) has {name} "
@@ -275,9 +278,10 @@ def _locate(dataset, where, path, data_dir, specs, verify, dataset_dir, override
                     "exist; nothing is downloaded for an explicit path. Pass an existing "
                     f"file, or a bare name such as {specs[0].name!r} to use the cache.")
             return _check(given, spec, dataset, verify, override), spec
-        # A bare name: Keras' cache file name; searched for under that name.
-        specs = [FileSpec(given.name, specs[0].digest, specs[0].max_size, specs[0].url,
-                          specs[0].algorithm)] + [s for s in specs[1:] if s.name != given.name]
+        # A bare name: Keras' cache file name, searched for (and downloaded)
+        # under that name, in the format its suffix names.
+        same = next((s for s in specs if Path(s.name).suffix == given.suffix), specs[0])
+        specs = [dataclasses.replace(same, name=given.name)] + [s for s in specs if s is not same]
         names = ", ".join(s.name for s in specs)
 
     if data_dir is not None:
