@@ -46,7 +46,6 @@ import os
 import sys
 import tempfile
 import urllib.request
-
 from pathlib import Path
 
 ENV_VAR = "MINIGRAD_DATASETS"
