@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigrad.datasets import mnist
+from minigrad.datasets import _fetch, mnist
 
 # The real files: MINIGRAD_DATA from the environment wins, else the shared/
 # directory next to the repository clone.  Read at import time, before the
@@ -536,7 +536,7 @@ def test_download_from_file_mirror_then_cache(tmp_path, monkeypatch, cache, real
 
     def counting_urlopen(url, timeout=None):
         calls.append(url)
-        assert timeout == mnist._TIMEOUT
+        assert timeout == _fetch.TIMEOUT
         return urllib.request.urlopen(url, timeout=timeout)
 
     # The first mirror lacks the files, so every download falls back to the second.
@@ -616,14 +616,14 @@ def test_download_function_directly(tmp_path):
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
     out = tmp_path / "out"
     out.mkdir()
-    mnist._download(src.as_uri(), out / "f.bin", sha, 700, opener=urllib.request.urlopen)
+    _fetch.download(src.as_uri(), out / "f.bin", sha, 700, opener=urllib.request.urlopen)
     assert (out / "f.bin").read_bytes() == src.read_bytes() and os.listdir(out) == ["f.bin"]
     # Too large (a server streaming endless data): refused, nothing written.
     with pytest.raises(mnist.DatasetFormatError, match="more than the expected 699 bytes"):
-        mnist._download(src.as_uri(), out / "g.bin", sha, 699, opener=urllib.request.urlopen)
+        _fetch.download(src.as_uri(), out / "g.bin", sha, 699, opener=urllib.request.urlopen)
     # Wrong checksum: the existing good file is not replaced.
     with pytest.raises(mnist.ChecksumMismatchError):
-        mnist._download(src.as_uri(), out / "f.bin", "0" * 64, opener=urllib.request.urlopen)
+        _fetch.download(src.as_uri(), out / "f.bin", "0" * 64, opener=urllib.request.urlopen)
     assert os.listdir(out) == ["f.bin"] and (out / "f.bin").read_bytes() == src.read_bytes()
 
 

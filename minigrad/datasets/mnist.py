@@ -1,7 +1,7 @@
 """MNIST handwritten digits, Keras-compatible: ``load_data()``.
 
-Self-contained on purpose (numpy + standard library only), so it can be used
-and tested without the rest of minigrad.
+Needs numpy, the standard library and the shared ``_fetch`` module only, so
+it can be used and tested without the rest of minigrad.
 
 Where the data is looked for, in order:
 
@@ -33,14 +33,11 @@ with memory bounded by the real MNIST sizes, and ``.npz`` files are never
 unpickled.
 """
 
-import contextlib
 import gzip
-import hashlib
 import http.client
 import os
 import struct
 import sys
-import tempfile
 import urllib.request
 import zipfile
 import zlib
@@ -48,24 +45,15 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _fetch
+from ._fetch import ChecksumMismatchError, DatasetFormatError, DatasetUnavailableError
+
 __all__ = [
     "load_data",
     "DatasetUnavailableError",
     "DatasetFormatError",
     "ChecksumMismatchError",
 ]
-
-
-class DatasetUnavailableError(OSError):
-    """No copy of the data set could be found locally and downloading failed."""
-
-
-class DatasetFormatError(ValueError):
-    """A data file is truncated, corrupted or not in the expected format."""
-
-
-class ChecksumMismatchError(DatasetFormatError):
-    """A file with a canonical MNIST name does not have the published SHA-256."""
 
 
 # Mirrors of the original IDX files, tried in order (the same ones torchvision
@@ -76,8 +64,7 @@ MIRRORS = [
 ]
 # Replaceable in tests; called as _urlopen(url, timeout=...).
 _urlopen = urllib.request.urlopen
-_TIMEOUT = 60  # seconds per blocking socket operation, not for the whole file
-_CHUNK = 1 << 20
+_CHUNK = _fetch.CHUNK
 
 # (images, labels, largest count allowed) per split.  The counts are those of
 # the real files; they bound every allocation made while parsing.
@@ -159,7 +146,7 @@ def load_data(path=None, *, verify=True):
         # A bare file name that is not in the working directory: Keras
         # resolves it in its cache directory, so do the same.
         if given.name != _NPZ_NAME:
-            searched = [Path.cwd() / given, _cache_dir() / given, _keras_dir() / given]
+            searched = [Path.cwd() / given, _fetch.cache_dir() / given, _fetch.keras_dir() / given]
             for candidate in searched[1:]:
                 if candidate.is_file():
                     return _load_file(candidate, verify=True)
@@ -173,11 +160,11 @@ def load_data(path=None, *, verify=True):
     if env and Path(env).expanduser().exists():
         return _load_explicit(Path(env).expanduser(), "MINIGRAD_DATA", verify)
 
-    cache = _cache_dir()
+    cache = _fetch.cache_dir()
     found = _find(cache)
     if found is not None:
         return _load_file(found, verify=True)
-    keras_npz = _keras_dir() / _NPZ_NAME
+    keras_npz = _fetch.keras_dir() / _NPZ_NAME
     if keras_npz.is_file():
         return _load_file(keras_npz, verify=True)
     _download_missing(cache)
@@ -186,18 +173,6 @@ def load_data(path=None, *, verify=True):
 
 # --------------------------------------------------------------------------
 # Locating files
-
-
-def _cache_dir():
-    home = os.environ.get("MINIGRAD_HOME")
-    base = Path(home).expanduser() if home else Path.home() / ".cache" / "minigrad"
-    return base / "datasets"
-
-
-def _keras_dir():
-    # Keras honours KERAS_HOME, default ~/.keras.
-    home = os.environ.get("KERAS_HOME")
-    return (Path(home).expanduser() if home else Path.home() / ".keras") / "datasets"
 
 
 def _find(directory):
@@ -226,7 +201,7 @@ def _load_explicit(location, origin, verify):
             f"No usable MNIST files at {str(location)!r} (from {origin}): expected "
             f"a directory holding {_EXPECTED}, or the path of an .npz file. "
             "Nothing is downloaded for an explicit location; without one, the "
-            f"cache ({_cache_dir()}) and automatic download are used."
+            f"cache ({_fetch.cache_dir()}) and automatic download are used."
         )
     return _load_file(found, verify)
 
@@ -241,35 +216,13 @@ def _load_file(found, verify):
 # Verification
 
 
-def _sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _verify(path):
     """Check a canonical file name against its published size and SHA-256."""
     known = _KNOWN.get(path.name)
     if known is None:  # not a canonical name: structural checks only
         return
     size, sha256 = known
-    actual_size = path.stat().st_size
-    # Compare sizes first: cheap, and avoids hashing a huge impostor.
-    if actual_size != size:
-        problem = f"has {actual_size} bytes, the published file has {size}"
-    else:
-        actual = _sha256_file(path)
-        if actual == sha256:
-            return
-        problem = f"has SHA-256 {actual}, the published value is {sha256}"
-    raise ChecksumMismatchError(
-        f"{path} {problem}: it is corrupted, truncated or not the canonical "
-        "MNIST file. Delete it and call load_data() again to re-download it "
-        "(or copy in a good version). If it is deliberately different data in "
-        "the same format, pass it via path= or MINIGRAD_DATA with verify=False."
-    )
+    _fetch.verify_file(path, sha256, size=size, dataset="MNIST", override="path= or MINIGRAD_DATA")
 
 
 # --------------------------------------------------------------------------
@@ -418,17 +371,8 @@ def _npy_header(zf, member):
 # Download
 
 
-def _make_cache_dir(directory):
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        directory.mkdir(mode=0o700)
-    except FileExistsError:
-        return  # keep whatever permissions the user chose for an existing one
-    os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
-
-
 def _download_missing(cache):
-    _make_cache_dir(cache)
+    _fetch.make_cache_dir(cache)
     for name in _IDX_NAMES:
         if (cache / (name + ".gz")).is_file() or (cache / name).is_file():
             continue  # present; verified when loaded
@@ -439,7 +383,7 @@ def _download_missing(cache):
             url = mirror + filename
             try:
                 print(f"minigrad: downloading {url}", file=sys.stderr)
-                _download(url, cache / filename, sha256, size, opener=_urlopen)
+                _fetch.download(url, cache / filename, sha256, size, opener=_urlopen)
                 break
             except (OSError, ValueError, http.client.HTTPException) as e:
                 # OSError covers URLError, HTTPError and timeouts; ValueError a
@@ -453,49 +397,3 @@ def _download_missing(cache):
                 f"{cache}, or into any directory and set MINIGRAD_DATA to it "
                 "(or pass path=...)."
             )
-
-
-def _download(url, dest, sha256, max_size=None, opener=None, timeout=_TIMEOUT):
-    """Download `url` to `dest` atomically, verifying SHA-256 first.
-
-    Data goes to a temporary file in the destination directory, is checked
-    (size and hash), fsynced and only then renamed over `dest`.  On any
-    failure, including KeyboardInterrupt, the temporary file is removed, so
-    no partial or unverified file is ever left behind.
-    """
-    dest = Path(dest)
-    opener = opener or _urlopen
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix="." + dest.name + ".", suffix=".part")
-    try:
-        digest = hashlib.sha256()
-        received = 0
-        with os.fdopen(fd, "wb") as out:
-            with opener(url, timeout=timeout) as response:
-                while True:
-                    chunk = response.read(_CHUNK)
-                    if not chunk:
-                        break
-                    received += len(chunk)
-                    if max_size is not None and received > max_size:
-                        raise DatasetFormatError(
-                            f"{url}: more than the expected {max_size} bytes; refusing")
-                    digest.update(chunk)
-                    out.write(chunk)
-            if digest.hexdigest() != sha256:
-                raise ChecksumMismatchError(
-                    f"{url}: downloaded data ({received} bytes) has SHA-256 "
-                    f"{digest.hexdigest()}, expected {sha256}; discarded")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # Make the rename itself durable; not possible on every platform.
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(dest.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
