@@ -678,3 +678,10 @@ def adam_update(w, g, m, v, lr, beta1, beta2, eps, step):
     table, count, keep = _param_table(op, w, g, [m, v])
     _run(op, lib.mg_adam_update, (table, count, _scalar(op, "lr", lr), _scalar(op, "beta1", beta1),
                                   _scalar(op, "beta2", beta2), _scalar(op, "eps", eps), int(step)), keep)
+
+
+# ---------------------------------------------------------------- element-wise (elementwise.py)
+# Imported last: that module builds on the helpers above.
+from .elementwise import (  # noqa: E402
+    DropoutCounter, dropout_backward, dropout_forward, philox4x32_10, sigmoid_backward,
+    sigmoid_bce_backward, sigmoid_bce_forward, sigmoid_forward, tanh_backward, tanh_forward)
