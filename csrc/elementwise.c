@@ -181,7 +181,7 @@ int mg_dropout_forward(const float *x, float *y, float *mask, int64_t n, double 
     return MG_OK;
 }
 
-MG_CLONES static void dropout_backward_chunk(const float *dy, const float *mask, float *dx,
+MG_CLONES static void dropout_backward_chunk(const float *mask, const float *dy, float *dx,
                                              int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
@@ -189,10 +189,10 @@ MG_CLONES static void dropout_backward_chunk(const float *dy, const float *mask,
     }
 }
 
-int mg_dropout_backward(const float *dy, const float *mask, float *dx, int64_t n)
+int mg_dropout_backward(const float *mask, const float *dy, float *dx, int64_t n)
 {
     if (n < 0)
         return MG_EINVAL;
-    MG_FOR_CHUNKS(n, dropout_backward_chunk(dy + off, mask + off, dx + off, len));
+    MG_FOR_CHUNKS(n, dropout_backward_chunk(mask + off, dy + off, dx + off, len));
     return MG_OK;
 }

@@ -90,11 +90,12 @@ static inline float mg_select(int c, float a, float b)
  * needs no SSE4.1) and |r| <= ln2/2, ln2 split in two so n*C1 is exact, a
  * degree-7 polynomial for exp(r), then an exact scaling by 2^n built in the
  * exponent bits. About 1 ulp from the true value. Results below FLT_MIN
- * (t < -87.33) are returned as 0, never as subnormals, so flush-to-zero cannot
+ * (t < -87.3365) are returned as 0, never as subnormals, so flush-to-zero cannot
  * change them; NaN is returned as it came. */
 static inline float mg_exp_nonpos(float t)
 {
-    const float tc = mg_select(t >= -87.33f, t, -87.33f); /* NaN too: replaced below */
+    /* -87.33654f: the smallest float whose exp is at least FLT_MIN */
+    const float tc = mg_select(t >= -87.33654f, t, -87.33654f); /* NaN too: replaced below */
     const float shifter = 12582912.0f;            /* 1.5 * 2^23 */
     const float n = (tc * 1.44269504088896341f + shifter) - shifter;
     const float r = (tc - n * 0.693359375f) - n * -2.12194440e-4f;
@@ -108,7 +109,7 @@ static inline float mg_exp_nonpos(float t)
     union { uint32_t u; float f; } scale;
     scale.u = (uint32_t)((int32_t)n + 127) << 23; /* n in [-126, 0]: a normal power of 2 */
     const float e = p * scale.f;
-    return mg_select(t >= -87.33f, e, mg_select(t != t, t, 0.0f));
+    return mg_select(t >= -87.33654f, e, mg_select(t != t, t, 0.0f));
 }
 
 /* sigmoid(x) without overflow: 1/(1+e) for x >= 0, e/(1+e) below, where
