@@ -35,7 +35,17 @@ def softmax(x):
     return ops.softmax(x)
 
 
-_REGISTRY = {"linear": linear, "relu": relu, "softmax": softmax}
+def sigmoid(x):
+    """1 / (1 + exp(-x)), in C; stable for any |x|."""
+    return ops.sigmoid(x)
+
+
+def tanh(x):
+    """tanh(x), in C."""
+    return ops.tanh(x)
+
+
+_REGISTRY = {"linear": linear, "relu": relu, "softmax": softmax, "sigmoid": sigmoid, "tanh": tanh}
 
 
 def register(name, function, fused=None):
@@ -64,6 +74,11 @@ def get(identifier):
         return identifier
     raise TypeError(f"Could not interpret activation {identifier!r}: expected a name, None or "
                     f"a callable")
+
+
+def registered(name):
+    """The function registered under ``name``, or None."""
+    return _REGISTRY.get(name.lower()) if isinstance(name, str) else None
 
 
 def name_of(function):

@@ -1,9 +1,18 @@
-"""Cross-entropy losses, Keras-style: ``loss(y_true, y_pred)`` -> scalar Tensor, the mean over the batch.
+"""Losses, Keras-style: ``loss(y_true, y_pred)`` -> scalar Tensor, the mean over the batch.
 
-On logits (``from_logits=True``) they are the fused C op ``mg.softmax_cross_entropy``.
-On probabilities they follow Keras' clipped path: rows renormalised to sum 1,
-clipped to [1e-7, 1 - 1e-7], then -sum(y * log p). (A model whose last layer is
-a softmax does not take that path: it trains on the logits, as TensorFlow does.)
+String ids, functions and classes: categorical_crossentropy,
+sparse_categorical_crossentropy, binary_crossentropy, mean_squared_error / mse,
+mean_absolute_error / mae. (The functions return the batch mean, ready for
+``backward()``; Keras' functions return per-sample values, which ``compile``
+reduces to the same mean. A user's callable may return either: ``compile``
+takes the mean of per-sample values.)
+
+On logits (``from_logits=True``) the cross-entropies are the fused C ops
+(softmax + CE, sigmoid + BCE). On probabilities they follow Keras' clipped path:
+clipped to [1e-7, 1 - 1e-7] (rows renormalised for the categorical ones). A
+model whose last layer is a softmax (or a sigmoid, for binary_crossentropy)
+does not take that path: it trains on that layer's input through the fused op,
+as TensorFlow does (``Loss.fuses_with``).
 
 >>> import numpy as np, minigrad as mg
 >>> from minigrad import losses
@@ -17,7 +26,7 @@ import numpy as np
 
 from .function import Function
 from .kernels.tape import call, copy, ufunc
-from .ops import softmax_cross_entropy
+from .ops import nn, softmax_cross_entropy
 from .tensor import Tensor
 
 EPSILON = 1e-7
@@ -100,35 +109,144 @@ def _check_rows(y, y_pred, op):
         raise ValueError(f"{op}: expected as many targets as predictions ({len(y_pred)}), received {len(y)}")
 
 
-def _clipped_crossentropy(y, p):
+def _reduce(per_sample, sample_weight):
+    """Keras' 'sum_over_batch_size': mean of per-sample losses (weighted: sum(w l) / N)."""
+    if sample_weight is None:
+        return per_sample.mean()
+    return (per_sample * sample_weight).sum() / float(max(per_sample.shape[0], 1))
+
+
+def _clipped_crossentropy(y, p, sample_weight=None):
     """Keras' probability path: renormalise rows, clip, -sum(y * log p), mean over rows."""
     p = p / p.sum(axis=-1, keepdims=True)
     p = _Clip.apply(p, EPSILON, 1.0 - EPSILON)
-    return -(Tensor(y) * p.log()).sum(axis=-1).mean()
+    return _reduce(-(Tensor(y) * p.log()).sum(axis=-1), sample_weight)
 
 
 # ---------------------------------------------------------------- functions
 
-def categorical_crossentropy(y_true, y_pred, from_logits=False):
-    """Mean cross-entropy of one-hot (or probability) rows y_true (N, C) against y_pred (N, C)."""
+def _fused_softmax(y_pred, y, sample_weight, probs):
+    if sample_weight is None:
+        return softmax_cross_entropy(y_pred, y, probs_out=probs)
+    return nn.softmax_cross_entropy_weighted(y_pred, y, sample_weight, probs=probs)
+
+
+def categorical_crossentropy(y_true, y_pred, from_logits=False, sample_weight=None, probs=None):
+    """Mean cross-entropy of one-hot (or probability) rows y_true (N, C) against y_pred (N, C).
+
+    ``probs`` (a list, logits only) receives the softmax the fused kernel computed."""
     op = "categorical_crossentropy"
     y_pred = _pred(y_pred, op)
     y = categorical_targets(y_true, y_pred.shape[1], op)
     _check_rows(y, y_pred, op)
     if from_logits:
-        return softmax_cross_entropy(y_pred, y)
-    return _clipped_crossentropy(y, y_pred)
+        return _fused_softmax(y_pred, y, sample_weight, probs)
+    return _clipped_crossentropy(y, y_pred, sample_weight)
 
 
-def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False):
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, sample_weight=None,
+                                    probs=None):
     """Mean cross-entropy of integer labels y_true (N,) against y_pred (N, C)."""
     op = "sparse_categorical_crossentropy"
     y_pred = _pred(y_pred, op)
     y = sparse_targets(y_true, y_pred.shape[1], op)
     _check_rows(y, y_pred, op)
     if from_logits:
-        return softmax_cross_entropy(y_pred, y)
-    return _clipped_crossentropy(call(_one_hot, y, y_pred.shape[1]), y_pred)
+        return _fused_softmax(y_pred, y, sample_weight, probs)
+    return _clipped_crossentropy(call(_one_hot, y, y_pred.shape[1]), y_pred, sample_weight)
+
+
+def _any_pred(y_pred, op):
+    y_pred = y_pred if isinstance(y_pred, Tensor) else Tensor(y_pred)
+    if y_pred.ndim < 1:
+        raise ValueError(f"{op}: expected predictions of shape (N, ...), received {y_pred.shape}")
+    return y_pred
+
+
+def regression_targets(y_true, shape, op):
+    """Float32 targets of the predictions' per-sample shape; (N,) is taken as (N, 1)
+    for one output, as Keras squeezes/expands it."""
+    y = _array(y_true)
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"{op}: expected numeric targets, received dtype {y.dtype}")
+    if y.ndim == 1 and len(shape) == 2 and shape[1] == 1:
+        y = y.reshape(-1, 1)
+    if y.shape[1:] != tuple(shape[1:]):
+        raise ValueError(f"{op}: expected targets of shape (N, {', '.join(map(str, shape[1:]))}) "
+                         f"for a model with output shape {tuple(shape)}, received {y.shape}")
+    if y.dtype == _F32 and y.flags.c_contiguous:
+        return y
+    return copy(y, _F32)
+
+
+def _per_sample_mean(t):
+    return t.mean(axis=tuple(range(1, t.ndim))) if t.ndim > 1 else t
+
+
+def binary_crossentropy(y_true, y_pred, from_logits=False, sample_weight=None, probs=None):
+    """Mean binary cross-entropy, -(y log p + (1 - y) log(1 - p)), over the last axis and
+    the batch. On logits: the fused, stable sigmoid + BCE kernel; on probabilities:
+    p clipped to [1e-7, 1 - 1e-7] (Keras).
+
+    >>> import numpy as np, minigrad as mg
+    >>> round(binary_crossentropy(np.array([[1.0], [0.0]]), mg.Tensor([[0.9], [0.2]])).item(), 4)
+    0.1643
+    """
+    op = "binary_crossentropy"
+    y_pred = _any_pred(y_pred, op)
+    y = regression_targets(y_true, y_pred.shape, op)
+    _check_rows(y, y_pred, op)
+    if from_logits:
+        return nn.sigmoid_binary_cross_entropy(y_pred, y, sample_weight, probs=probs)
+    p = _Clip.apply(y_pred, EPSILON, 1.0 - EPSILON)
+    t = Tensor(y)
+    per = -(t * p.log() + (1.0 - t) * (1.0 - p).log())
+    return _reduce(_per_sample_mean(per), sample_weight)
+
+
+def mean_squared_error(y_true, y_pred, sample_weight=None):
+    """Mean over the last axis of (y_true - y_pred)^2, then over the batch.
+
+    >>> import numpy as np, minigrad as mg
+    >>> mean_squared_error(np.array([[1.0, 2.0]]), mg.Tensor([[0.0, 4.0]])).item()
+    2.5
+    """
+    op = "mean_squared_error"
+    y_pred = _any_pred(y_pred, op)
+    y = regression_targets(y_true, y_pred.shape, op)
+    _check_rows(y, y_pred, op)
+    d = y_pred - Tensor(y)
+    return _reduce(_per_sample_mean(d * d), sample_weight)
+
+
+def mean_absolute_error(y_true, y_pred, sample_weight=None):
+    """Mean over the last axis of |y_true - y_pred|, then over the batch.
+
+    >>> import numpy as np, minigrad as mg
+    >>> mean_absolute_error(np.array([[1.0, 2.0]]), mg.Tensor([[0.0, 4.0]])).item()
+    1.5
+    """
+    op = "mean_absolute_error"
+    y_pred = _any_pred(y_pred, op)
+    y = regression_targets(y_true, y_pred.shape, op)
+    _check_rows(y, y_pred, op)
+    return _reduce(_per_sample_mean(_Abs.apply(y_pred - Tensor(y))), sample_weight)
+
+
+mse = MSE = mean_squared_error
+mae = MAE = mean_absolute_error
+
+
+class _Abs(Function):
+    """|x|; the gradient is sign(x) (0 at 0, as tf.abs)."""
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return ufunc(np.abs, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ufunc(np.multiply, grad, ufunc(np.sign, ctx.saved[0]))
 
 
 def _one_hot(labels, classes):
@@ -140,7 +258,9 @@ def _one_hot(labels, classes):
 # ---------------------------------------------------------------- classes
 
 class Loss:
-    """Base of the loss classes: a named callable ``loss(y_true, y_pred)`` -> scalar Tensor."""
+    """Base of the loss classes: a named callable ``loss(y_true, y_pred, sample_weight=None)``
+    -> scalar Tensor (the mean over the batch; weighted: sum(w * loss) / N, Keras'
+    'sum_over_batch_size')."""
     name = "loss"
     sparse = False  # integer labels (True) or target rows (False)
 
@@ -150,7 +270,7 @@ class Loss:
                             f"received {from_logits!r}")
         self.from_logits = bool(from_logits)
 
-    def __call__(self, y_true, y_pred):
+    def __call__(self, y_true, y_pred, sample_weight=None):
         raise NotImplementedError
 
     @property
@@ -159,16 +279,28 @@ class Loss:
         from that activation's input (``on_pre_activation``); None when it cannot."""
         return None
 
-    def on_pre_activation(self, y_true, z):
-        """The loss of activation(z), computed from z (for ``fuses_with``)."""
+    def on_pre_activation(self, y_true, z, sample_weight=None, probs=None):
+        """The loss of activation(z), computed from z (for ``fuses_with``); ``probs``, a
+        list, receives activation(z) as the fused kernel computed it."""
         raise NotImplementedError
 
-    def targets(self, y_true, num_classes):
-        """y_true validated and converted once (a whole data set) for this loss."""
+    def targets(self, y_true, output_shape):
+        """y_true validated and converted once (a whole data set) for this loss;
+        output_shape is the model's per-sample output shape."""
         raise NotImplementedError
+
+    def get_config(self):
+        return {"from_logits": self.from_logits}
 
     def __repr__(self):
         return f"{type(self).__name__}(from_logits={self.from_logits})"
+
+
+def _classes(output_shape, op):
+    if len(output_shape) != 1:
+        raise ValueError(f"{op}: expected a model output of shape (N, classes), received "
+                         f"(N, {', '.join(map(str, output_shape))})")
+    return output_shape[0]
 
 
 class CategoricalCrossentropy(Loss):
@@ -181,18 +313,18 @@ class CategoricalCrossentropy(Loss):
     """
     name = "categorical_crossentropy"
 
-    def __call__(self, y_true, y_pred):
-        return categorical_crossentropy(y_true, y_pred, from_logits=self.from_logits)
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        return categorical_crossentropy(y_true, y_pred, self.from_logits, sample_weight)
 
     @property
     def fuses_with(self):
         return None if self.from_logits else "softmax"
 
-    def on_pre_activation(self, y_true, z):
-        return categorical_crossentropy(y_true, z, from_logits=True)
+    def on_pre_activation(self, y_true, z, sample_weight=None, probs=None):
+        return categorical_crossentropy(y_true, z, True, sample_weight, probs)
 
-    def targets(self, y_true, num_classes):
-        return categorical_targets(y_true, num_classes, self.name)
+    def targets(self, y_true, output_shape):
+        return categorical_targets(y_true, _classes(output_shape, self.name), self.name)
 
 
 class SparseCategoricalCrossentropy(Loss):
@@ -206,26 +338,92 @@ class SparseCategoricalCrossentropy(Loss):
     name = "sparse_categorical_crossentropy"
     sparse = True
 
-    def __call__(self, y_true, y_pred):
-        return sparse_categorical_crossentropy(y_true, y_pred, from_logits=self.from_logits)
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        return sparse_categorical_crossentropy(y_true, y_pred, self.from_logits, sample_weight)
 
     @property
     def fuses_with(self):
         return None if self.from_logits else "softmax"
 
-    def on_pre_activation(self, y_true, z):
-        return sparse_categorical_crossentropy(y_true, z, from_logits=True)
+    def on_pre_activation(self, y_true, z, sample_weight=None, probs=None):
+        return sparse_categorical_crossentropy(y_true, z, True, sample_weight, probs)
 
-    def targets(self, y_true, num_classes):
-        return sparse_targets(y_true, num_classes, self.name)
+    def targets(self, y_true, output_shape):
+        return sparse_targets(y_true, _classes(output_shape, self.name), self.name)
+
+
+class BinaryCrossentropy(Loss):
+    """Binary cross-entropy, for a sigmoid output (one unit, or one per label).
+
+    >>> import numpy as np, minigrad as mg
+    >>> round(BinaryCrossentropy(from_logits=True)(np.array([1.0]), mg.Tensor([[0.0]])).item(), 4)
+    0.6931
+    """
+    name = "binary_crossentropy"
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        return binary_crossentropy(y_true, y_pred, self.from_logits, sample_weight)
+
+    @property
+    def fuses_with(self):
+        return None if self.from_logits else "sigmoid"
+
+    def on_pre_activation(self, y_true, z, sample_weight=None, probs=None):
+        return binary_crossentropy(y_true, z, True, sample_weight, probs)
+
+    def targets(self, y_true, output_shape):
+        return regression_targets(y_true, (None,) + tuple(output_shape), self.name)
+
+
+class MeanSquaredError(Loss):
+    """Mean squared error.
+
+    >>> import numpy as np, minigrad as mg
+    >>> MeanSquaredError()(np.array([3.0]), mg.Tensor([[1.0]])).item()
+    4.0
+    """
+    name = "mean_squared_error"
+
+    def __init__(self):
+        super().__init__(False)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        return mean_squared_error(y_true, y_pred, sample_weight)
+
+    def targets(self, y_true, output_shape):
+        return regression_targets(y_true, (None,) + tuple(output_shape), self.name)
+
+    def get_config(self):
+        return {}
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class MeanAbsoluteError(MeanSquaredError):
+    """Mean absolute error.
+
+    >>> import numpy as np, minigrad as mg
+    >>> MeanAbsoluteError()(np.array([3.0]), mg.Tensor([[1.0]])).item()
+    2.0
+    """
+    name = "mean_absolute_error"
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        return mean_absolute_error(y_true, y_pred, sample_weight)
 
 
 _BY_NAME = {
     "categorical_crossentropy": CategoricalCrossentropy,
     "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "binary_crossentropy": BinaryCrossentropy,
+    "mean_squared_error": MeanSquaredError, "mse": MeanSquaredError,
+    "mean_absolute_error": MeanAbsoluteError, "mae": MeanAbsoluteError,
 }
 _BY_FUNCTION = {categorical_crossentropy: CategoricalCrossentropy,
-                sparse_categorical_crossentropy: SparseCategoricalCrossentropy}
+                sparse_categorical_crossentropy: SparseCategoricalCrossentropy,
+                binary_crossentropy: BinaryCrossentropy,
+                mean_squared_error: MeanSquaredError, mean_absolute_error: MeanAbsoluteError}
 
 
 def get(identifier):
@@ -233,6 +431,8 @@ def get(identifier):
 
     >>> get("sparse_categorical_crossentropy")
     SparseCategoricalCrossentropy(from_logits=False)
+    >>> get("mse")
+    MeanSquaredError()
     """
     if isinstance(identifier, Loss):
         return identifier
@@ -240,7 +440,7 @@ def get(identifier):
         return identifier()
     if isinstance(identifier, str):
         key = identifier.lower()
-        for cls in _BY_NAME.values():
+        for cls in set(_BY_NAME.values()):
             if key == cls.__name__.lower():
                 return cls()
         if key in _BY_NAME:
@@ -251,3 +451,18 @@ def get(identifier):
         cls = next((c for f, c in _BY_FUNCTION.items() if f is identifier), None)
         return cls() if cls else identifier
     raise TypeError(f"Could not interpret loss {identifier!r}: expected a name, a Loss or a callable")
+
+
+def serialize(loss):
+    """A loss as JSON-ready data (for model.save), or None for a user's callable."""
+    if isinstance(loss, Loss):
+        return {"class_name": type(loss).__name__, "config": loss.get_config()}
+    return None
+
+
+def deserialize(config):
+    classes = {cls.__name__: cls for cls in set(_BY_NAME.values())}
+    cls = classes.get(config.get("class_name"))
+    if cls is None:
+        raise ValueError(f"load_model: unknown loss {config.get('class_name')!r}")
+    return cls(**config.get("config", {}))

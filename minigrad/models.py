@@ -215,15 +215,39 @@ class Sequential:
         return (fuses_with is not None and hasattr(last, "call_pre_activation")
                 and activations.name_of(getattr(last, "activation", None)) == fuses_with)
 
-    def _compute_loss(self, y, out, fused):
+    def _compute_loss(self, y, out, fused, sample_weight=None):
+        """(loss with the layers' weight penalties, the model's prediction). With fused,
+        out is the last layer's pre-activation output and the prediction is the
+        activation the fused loss kernel computed."""
+        probs = []
         if fused:
-            return self.loss.on_pre_activation(y, out)
+            loss = self.loss.on_pre_activation(y, out, sample_weight, probs)
+            pred = Tensor._wrap(probs[0], False) if probs else out
+        elif isinstance(self.loss, losses_module.Loss):
+            loss, pred = self.loss(y, out, sample_weight), out
+        else:
+            loss, pred = self._user_loss(y, out, sample_weight), out
+        for layer in self._layers:
+            for penalty in layer.regularization_losses():
+                loss = loss + penalty
+        return loss, pred
+
+    def _user_loss(self, y, out, sample_weight):
+        name = getattr(self.loss, "__name__", repr(self.loss))
         loss = self.loss(y, out)
         if not isinstance(loss, Tensor):
-            raise TypeError(f"the loss {getattr(self.loss, '__name__', self.loss)!r} returned "
-                            f"{type(loss).__name__}; expected a scalar Tensor computed with "
-                            f"minigrad ops (so that it has a gradient)")
-        return loss
+            raise TypeError(f"the loss {name!r} returned {type(loss).__name__}; expected a "
+                            f"Tensor computed with minigrad ops (so that it has a gradient)")
+        if loss.ndim == 0:
+            if sample_weight is not None:
+                raise ValueError(f"the loss {name!r} returned a scalar, so it cannot be "
+                                 f"weighted per sample; return one value per sample")
+            return loss
+        if loss.shape[0] != out.shape[0]:
+            raise ValueError(f"the loss {name!r} returned shape {loss.shape}; expected a "
+                             f"scalar or one value per sample ({out.shape[0]})")
+        per_sample = loss.mean(axis=tuple(range(1, loss.ndim))) if loss.ndim > 1 else loss
+        return losses_module._reduce(per_sample, sample_weight)
 
     # ------------------------------------------------------------ compile
     def compile(self, optimizer="rmsprop", loss=None, metrics=None):
@@ -248,10 +272,15 @@ class Sequential:
             raise RuntimeError(f"You must call compile() on the model before {where}().")
 
     def _make_metrics(self, y, fresh=False):
-        sparse = y.ndim == 1
+        # "accuracy" as Keras resolves it: binary for one output unit or a binary
+        # cross-entropy, sparse for integer labels, categorical for one-hot rows
+        output = self._output_shapes()[-1]
+        binary = (isinstance(self.loss, losses_module.BinaryCrossentropy)
+                  or (output is not None and tuple(output[-1:]) == (1,)))
+        sparse = y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1 and y.dtype.kind in "iu")
         out = []
         for ident in self._metric_ids:
-            m = metrics_module.get(ident, sparse_targets=sparse)
+            m = metrics_module.get(ident, sparse_targets=sparse, binary=binary)
             out.append(copy.copy(m) if fresh and m is ident else m)
         for m in out:
             m.reset_state()
@@ -262,9 +291,8 @@ class Sequential:
         if y is None:
             raise ValueError(f"{where}: expected targets y, received None")
         y = _numeric(y, "y", where)
-        units = self._output_shapes()[-1][-1]
         if isinstance(self.loss, losses_module.Loss):
-            return self.loss.targets(y, units)
+            return self.loss.targets(y, self._output_shapes()[-1])
         return np.ascontiguousarray(y, dtype=np.int64 if y.dtype.kind in "iub" else _F32)
 
     def _data(self, x, y, where):
@@ -276,25 +304,25 @@ class Sequential:
         return x, y
 
     # ------------------------------------------------------------ training
-    def _train_batch(self, x, y):
+    def _train_batch(self, x, y, sample_weight=None):
         """One training step as a plain function of the batch (what mg.jit records):
         forward with training=True, the loss, a stop before backward if it is not
         finite, backward, ONE optimizer call for every trainable weight. Returns
-        (loss, model output; the pre-activation output when the loss is fused)."""
+        (loss, the model's prediction)."""
         fused = self._fused
         out = self._forward(Tensor(x), training=True, pre_activation=fused)
-        loss = self._compute_loss(y, out, fused)
+        loss, pred = self._compute_loss(y, out, fused, sample_weight)
         stop_if_not_finite(loss)
         loss.backward()
         params = self.trainable_weights
         self.optimizer.step(params)
         self.optimizer.zero_grad(params)
-        return loss, out
+        return loss, pred
 
-    def _test_batch(self, x, y):
+    def _test_batch(self, x, y, sample_weight=None):
         fused = self._fused
         out = self._forward(Tensor(x), training=False, pre_activation=fused)
-        return self._compute_loss(y, out, fused), out
+        return self._compute_loss(y, out, fused, sample_weight)
 
     def _predict_batch(self, x):
         return self._forward(Tensor(x), training=False)
@@ -319,15 +347,18 @@ class Sequential:
         batch of each shape, replayed after); ONE optimizer call updates every
         trainable weight, so a step is applied completely or not at all. A NaN or
         infinite loss applies no update at all, sets ``stop_training`` and returns
-        (loss, None). The output is the pre-activation one when the loss takes the
-        last activation fused (same argmax). Overriding train_step makes fit call the
-        override (eagerly, as written).
+        (loss, None). The output is the model's prediction (when the loss takes the
+        last activation fused, the probabilities its kernel computed). Overriding
+        train_step makes fit call the override (eagerly, as written).
         """
         return self._run_train_step(self._step_function("train"), x, y)
 
-    def _run_train_step(self, function, x, y):
+    def _run_train_step(self, function, x, y, sample_weight=None):
         try:
-            loss, out = function(x, y)
+            if sample_weight is None:
+                loss, out = function(x, y)
+            else:
+                loss, out = function(x, y, sample_weight)
         except NonFiniteLoss as exc:
             # Never apply an update computed from a NaN/inf loss: the model keeps
             # its last finite weights, and fit stops.
@@ -339,13 +370,17 @@ class Sequential:
         return type(self).train_step is not Sequential.train_step or "train_step" in self.__dict__
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True):
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+            sample_weight=None, initial_epoch=0):
         """Train for ``epochs`` passes over (x, y) in batches; returns a ``History``.
 
         ceil(N / batch_size) steps per epoch (the last batch may be smaller), a fresh
         permutation per epoch when ``shuffle``; ``validation_split`` holds out the LAST
         fraction of the samples (before shuffling). All arguments and data are
-        checked before any weight changes.
+        checked before any weight changes. ``sample_weight`` (one weight per sample)
+        and ``class_weight`` ({class index: weight}) weight each sample's loss as Keras
+        does: sum(w * loss) / batch size. ``initial_epoch`` starts the epoch count
+        there (to resume: epochs is the index of the last epoch, as in Keras).
 
         A batch whose loss is NaN or infinite stops training (Keras' TerminateOnNaN
         message is printed) WITHOUT applying that batch's update, so the model keeps
@@ -371,6 +406,11 @@ class Sequential:
                                 f"received {type(cb).__name__}")
 
         x, y = self._data(x, y, where)
+        if (isinstance(initial_epoch, (bool, np.bool_)) or not isinstance(initial_epoch, (int, np.integer))
+                or not 0 <= initial_epoch):
+            raise ValueError(f"{where}: expected initial_epoch to be an integer >= 0, "
+                             f"received {initial_epoch!r}")
+        weights = self._sample_weights(sample_weight, class_weight, y, where)
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -382,12 +422,47 @@ class Sequential:
                 raise ValueError(f"{where}: {len(x)} samples are not enough to split into training "
                                  f"and validation sets with validation_split={validation_split}")
             x, y, val = x[:split], y[:split], (x[split:], y[split:])
+            weights = None if weights is None else weights[:split]
         if len(x) == 0:
             raise ValueError(f"{where}: expected at least one training sample, received none")
 
-        return self._fit_loop(x, y, val, batch_size, epochs, verbose, callbacks, bool(shuffle))
+        return self._fit_loop(x, y, val, batch_size, epochs, verbose, callbacks, bool(shuffle),
+                              weights, int(initial_epoch))
 
-    def _fit_loop(self, x, y, val, batch_size, epochs, verbose, user_callbacks, shuffle):
+    def _sample_weights(self, sample_weight, class_weight, y, where):
+        """One float32 weight per sample (or None): sample_weight times class_weight[label]."""
+        weights = None
+        if sample_weight is not None:
+            w = _numeric(sample_weight, "sample_weight", where)
+            if w.ndim == 2 and w.shape[1] == 1:
+                w = w.reshape(-1)
+            if w.shape != (len(y),):
+                raise ValueError(f"{where}: expected sample_weight of shape ({len(y)},), "
+                                 f"received {w.shape}")
+            if not np.all(np.isfinite(w)) or np.any(w < 0):
+                raise ValueError(f"{where}: expected finite, non-negative sample weights")
+            weights = np.array(w, dtype=_F32)
+        if class_weight is not None:
+            if not isinstance(class_weight, dict):
+                raise TypeError(f"{where}: expected class_weight to be a dict {{class: weight}}, "
+                                f"received {type(class_weight).__name__}")
+            labels = (y.reshape(-1) if y.ndim == 1 or y.shape[1] == 1 else y.argmax(axis=1)).astype(np.int64)
+            table = np.ones(int(labels.max()) + 1 if len(labels) else 1, dtype=_F32)
+            for k, v in class_weight.items():
+                if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 0:
+                    raise ValueError(f"{where}: expected class_weight keys to be class indices, "
+                                     f"received {k!r}")
+                if not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v) or v < 0:
+                    raise ValueError(f"{where}: expected class_weight values to be finite numbers "
+                                     f">= 0, received {v!r} for class {k}")
+                if k < len(table):
+                    table[k] = v
+            by_class = table[labels]
+            weights = by_class if weights is None else weights * by_class
+        return weights
+
+    def _fit_loop(self, x, y, val, batch_size, epochs, verbose, user_callbacks, shuffle,
+                  weights=None, initial_epoch=0):
         n = len(x)
         steps = math.ceil(n / batch_size)
         metrics = self._make_metrics(y)
@@ -397,8 +472,11 @@ class Sequential:
         if verbose:
             cbs.append(callbacks_module.ProgbarLogger(verbose))
         cbs = callbacks_module.CallbackList(cbs, self, {"epochs": epochs, "steps": steps, "verbose": verbose})
-        batches = _Batches(x, y, batch_size, shuffle)
+        batches = _Batches(x, y, batch_size, shuffle, weights)
         step_function = None if self._overrides_train_step() else self._step_function("fit")
+        if weights is not None and step_function is None:
+            raise ValueError("fit: sample_weight and class_weight need the built-in train_step "
+                             "(this model overrides it)")
         if step_function is not None:
             step_function.reset()  # recordings of an earlier fit borrowed its batch buffers
 
@@ -407,7 +485,7 @@ class Sequential:
         logs = {}
         cbs.on_train_begin()
         try:
-            for epoch in range(epochs):
+            for epoch in range(initial_epoch, epochs):
                 loss_mean.reset_state()
                 for m in metrics:
                     m.reset_state()
@@ -415,10 +493,10 @@ class Sequential:
                 batches.start_epoch(utils.rng().permutation(n) if shuffle else None)
                 for step in range(steps):
                     cbs.on_train_batch_begin(step)
-                    xb, yb = batches.get(step)
+                    xb, yb, wb = batches.get(step)
                     try:
                         if step_function is not None:
-                            loss_value, out = self._run_train_step(step_function, xb, yb)
+                            loss_value, out = self._run_train_step(step_function, xb, yb, wb)
                         else:
                             loss_value, out = self.train_step(xb, yb)
                     except FloatingPointError as exc:
@@ -897,15 +975,18 @@ class _NpzReader:
 
 
 class _Batches:
-    """An epoch's mini-batches: rows of (x, y) gathered in C into two buffers."""
+    """An epoch's mini-batches: rows of (x, y[, sample weights]) gathered in C into
+    buffers reused every step."""
 
-    def __init__(self, x, y, batch_size, shuffle):
+    def __init__(self, x, y, batch_size, shuffle, weights=None):
         self.x, self.y, self.batch_size, self.n = x, y, batch_size, len(x)
         rows = min(batch_size, self.n)
-        # Batches are always gathered into two buffers reused every step, in order
-        # when not shuffling: fit's recorded step reads those same buffers, and no
-        # other thread can change a batch while C reads it.
+        # Batches are always gathered into buffers reused every step, in order when
+        # not shuffling: fit's recorded step reads those same buffers, and no other
+        # thread can change a batch while C reads it.
         self._gathers = (kernels.RowGather(x, rows), kernels.RowGather(y, rows))
+        if weights is not None:
+            self._gathers += (kernels.RowGather(weights, rows),)
         self._in_order = np.arange(self.n)
 
     def start_epoch(self, order):
@@ -914,7 +995,8 @@ class _Batches:
             gather.set_order(self._in_order if order is None else order)
 
     def get(self, step):
-        """(xb, yb) of batch `step`."""
+        """(xb, yb, wb) of batch `step` (wb None without sample weights)."""
         start = step * self.batch_size
         stop = min(start + self.batch_size, self.n)
-        return self._gathers[0].take(start, stop), self._gathers[1].take(start, stop)
+        taken = [g.take(start, stop) for g in self._gathers]
+        return taken[0], taken[1], (taken[2] if len(taken) > 2 else None)

@@ -372,7 +372,7 @@ X, Y = toy_data(100)
     (lambda m: m.evaluate(X[:, :3], Y, verbose=0), ValueError, r"expected axis -1"),
     (lambda m: m.compile(optimizer="adagrad", loss="sparse_categorical_crossentropy"), ValueError,
      r"Unknown optimizer 'adagrad'; expected one of \['adam', 'rmsprop', 'sgd'\]"),
-    (lambda m: m.compile(loss="mean_squared_error"), ValueError,
+    (lambda m: m.compile(loss="hinge"), ValueError,
      r"Unknown loss.*sparse_categorical_crossentropy"),
     (lambda m: m.compile(loss="categorical_crossentropy", metrics=["precision"]), ValueError,
      r"Unknown metric"),

@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from .. import activations, utils
+from .. import activations, regularizers, utils
 from ..function import no_grad
 from ..kernels import tape
 from ..ops import dense
@@ -156,6 +156,7 @@ class Layer:
         self.built = False
         self._trainable = bool(trainable)
         self._weights = []  # (attribute name, Tensor), in creation order
+        self._regularizers = {}  # attribute name -> regularizer (Dense, Conv2D)
 
     def __setattr__(self, name, value):
         # A recorded training step (mg.jit) read this layer's attributes when it was
@@ -212,6 +213,19 @@ class Layer:
 
     def weight_names(self):
         return [name for name, _ in self._weights]
+
+    def regularization_losses(self):
+        """The penalties of this layer's regularized weights, as scalar Tensors
+        computed from the current weights (fit adds them to the loss)."""
+        weights = dict(self._weights)
+        return [reg(weights[attr]) for attr, reg in self._regularizers.items() if attr in weights]
+
+    def get_config(self):
+        """The constructor arguments that rebuild this layer (model.save)."""
+        config = {"name": self.name, "trainable": self._trainable}
+        if self.input_shape is not None and not self.built:
+            config["input_shape"] = list(self.input_shape)
+        return config
 
     def count_params(self):
         return int(sum(t.size for t in self.weights))
@@ -276,7 +290,7 @@ class Dense(Layer):
 
     def __init__(self, units, activation=None, use_bias=True, input_shape=None,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None,
-                 trainable=True, **kwargs):
+                 trainable=True, kernel_regularizer=None, bias_regularizer=None, **kwargs):
         if not _positive_int(units):
             raise ValueError(f"Dense: received an invalid value for `units`, expected a positive "
                              f"integer, received units={units!r}")
@@ -290,6 +304,7 @@ class Dense(Layer):
         self.use_bias = bool(use_bias)
         self.kernel_initializer = _initializer(kernel_initializer, "Dense")
         self.bias_initializer = _initializer(bias_initializer, "Dense")
+        self._regularizers = _regularizers(kernel_regularizer, bias_regularizer, "Dense")
         self.kernel = self.bias = None
         if self.input_shape is not None:
             self._ensure_built(self.input_shape)
@@ -325,6 +340,11 @@ class Dense(Layer):
     def activation_name(self):
         return activations.name_of(self.activation)
 
+    def get_config(self):
+        return dict(super().get_config(), units=self.units,
+                    activation=_activation_config(self.activation), use_bias=self.use_bias,
+                    **_regularizer_config(self._regularizers))
+
     def call_pre_activation(self, x):
         """x @ kernel + bias [+ relu when fused], before any other activation: what a loss
         fused with that activation (softmax + cross-entropy) takes."""
@@ -337,6 +357,27 @@ class Dense(Layer):
 
     def __repr__(self):
         return f"<Dense name={self.name!r}, units={self.units}, activation={self.activation_name!r}>"
+
+
+def _regularizers(kernel, bias, where):
+    out = {}
+    for attr, value in (("kernel", kernel), ("bias", bias)):
+        reg = regularizers.get(value, f"{where}: {attr}_regularizer")
+        if reg is not None:
+            out[attr] = reg
+    return out
+
+
+def _regularizer_config(regs):
+    return {f"{attr}_regularizer": regularizers.serialize(reg) for attr, reg in regs.items()}
+
+
+def _activation_config(function):
+    name = activations.name_of(function)
+    if activations.registered(name) is not function:
+        raise ValueError(f"save: the activation {name!r} is a user callable; register it with "
+                         f"activations.register to save the model")
+    return name
 
 
 class Activation(Layer):
@@ -357,6 +398,53 @@ class Activation(Layer):
     def call(self, x, training=None):
         return self.activation(x)
 
+    def get_config(self):
+        return dict(super().get_config(), activation=_activation_config(self.activation))
+
+
+class Dropout(Layer):
+    """Inverted dropout: while training, each value is zeroed with probability ``rate``
+    and the kept ones are scaled by 1 / (1 - rate); outside training it is the identity.
+
+    The mask comes from a counter-based generator (Philox) keyed by the layer's seed,
+    the step number and the element, so training gives the same bits at any thread
+    count, and ``utils.set_random_seed`` (which draws the seed when none is given)
+    makes it reproducible. A replayed step (mg.jit) draws a new mask every time.
+
+    >>> import numpy as np, minigrad as mg
+    >>> layer = Dropout(0.5, seed=1)
+    >>> x = mg.Tensor(np.ones((2, 4), np.float32))
+    >>> layer(x, training=False).numpy().tolist()
+    [[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
+    >>> sorted(set(layer(x, training=True).numpy().ravel().tolist()))
+    [0.0, 2.0]
+    """
+
+    def __init__(self, rate, seed=None, **kwargs):
+        from ..kernels import DropoutCounter
+        if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.integer, np.floating)) \
+                or not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"Dropout: expected rate in [0, 1), received {rate!r}")
+        if seed is None:
+            seed = int(utils.rng().integers(0, 2**63))
+        elif isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"Dropout: expected seed to be a non-negative integer, received {seed!r}")
+        super().__init__(**kwargs)
+        self.rate, self.seed = float(rate), int(seed)
+        self._counter = DropoutCounter()
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0.0:
+            return x
+        from ..ops import dropout
+        return dropout(x, self.rate, self.seed, self._counter)
+
+    def get_config(self):
+        return dict(super().get_config(), rate=self.rate, seed=self.seed)
+
 
 class Flatten(Layer):
     """Flattens each sample to one axis: (N, d1, d2, ...) -> (N, d1*d2*...).
@@ -371,6 +459,9 @@ class Flatten(Layer):
 
     def call(self, x, training=None):
         return x.reshape(x.shape[0], -1)
+
+    def get_config(self):
+        return super().get_config()
 
 
 class InputLayer(Layer):

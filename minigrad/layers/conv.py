@@ -13,7 +13,8 @@ import numpy as np
 
 from .. import activations
 from ..ops import conv2d, max_pool2d
-from . import Layer, _initializer, _positive_int
+from . import (Layer, _activation_config, _initializer, _positive_int, _regularizer_config,
+               _regularizers)
 
 
 def _pair(value, what, where):
@@ -62,7 +63,8 @@ class Conv2D(Layer):
 
     def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", activation=None,
                  use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 input_shape=None, name=None, trainable=True, **kwargs):
+                 input_shape=None, name=None, trainable=True, kernel_regularizer=None,
+                 bias_regularizer=None, **kwargs):
         if not _positive_int(filters):
             raise ValueError(f"Conv2D: expected filters to be a positive integer, received {filters!r}")
         self.filters = int(filters)
@@ -78,6 +80,7 @@ class Conv2D(Layer):
         self.bias_initializer = _initializer(bias_initializer, "Conv2D")
         self.kernel = self.bias = None
         super().__init__(name=name, input_shape=input_shape, trainable=trainable, **kwargs)
+        self._regularizers = _regularizers(kernel_regularizer, bias_regularizer, "Conv2D")
         if self.input_shape is not None:
             self._ensure_built(self.input_shape)
 
@@ -104,6 +107,12 @@ class Conv2D(Layer):
             raise ValueError(f'Input 0 of layer "{self.name}" is incompatible with the layer: '
                              f"a {self.kernel_size} kernel with 'valid' padding needs images of "
                              f"at least that size, received shape {tuple(shape)}")
+
+    def get_config(self):
+        return dict(super().get_config(), filters=self.filters, kernel_size=list(self.kernel_size),
+                    strides=list(self.strides), padding=self.padding,
+                    activation=_activation_config(self.activation), use_bias=self.use_bias,
+                    **_regularizer_config(self._regularizers))
 
     def call_pre_activation(self, x):
         fused = activations.fused(self.activation)
@@ -143,3 +152,7 @@ class MaxPooling2D(Layer):
 
     def call(self, x, training=None):
         return max_pool2d(x, pool_size=self.pool_size, strides=self.strides, padding=self.padding)
+
+    def get_config(self):
+        return dict(super().get_config(), pool_size=list(self.pool_size),
+                    strides=list(self.strides), padding=self.padding)

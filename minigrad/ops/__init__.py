@@ -326,9 +326,11 @@ class SoftmaxCrossEntropy(Function):
     read into a Python float, so a replayed step never uses a stale value.
     """
     @staticmethod
-    def forward(ctx, logits, target):
+    def forward(ctx, logits, target, probs_out=None):
         loss, probs, _ = kernels.softmax_xent_forward(logits, target)
         ctx.save_for_backward(probs, target)
+        if probs_out is not None:  # a list: the softmax, for the metrics
+            probs_out.append(probs)
         return loss
 
     @staticmethod
@@ -415,11 +417,12 @@ def softmax(x):
     return Softmax.apply(_tensor(x, "softmax"))
 
 
-def softmax_cross_entropy(logits, target):
+def softmax_cross_entropy(logits, target, probs_out=None):
     """Mean cross-entropy of softmax(logits) against target, fused in C.
 
     target: integer class indices of shape (N,), or float target rows (N, C)
     (one-hot or probabilities). The gradient w.r.t. logits is (softmax - target) / N.
+    ``probs_out``, a list, receives the softmax the kernel computed.
 
     >>> import minigrad as mg
     >>> logits = mg.Tensor([[0.0, 0.0]], requires_grad=True)
@@ -435,7 +438,7 @@ def softmax_cross_entropy(logits, target):
         if target.dtype.kind not in "biuf":
             raise TypeError(f"softmax_cross_entropy: expected float target rows, received {target.dtype}")
         target = copy(target)
-    return SoftmaxCrossEntropy.apply(logits, target)
+    return SoftmaxCrossEntropy.apply(logits, target, probs_out=probs_out)
 
 
 def _tensor(x, op):
@@ -474,3 +477,4 @@ def _install():
 _install()
 
 from .conv import Conv2D, MaxPool2D, conv2d, max_pool2d  # noqa: E402,F401  (conv.py uses _tensor above)
+from .nn import dropout, sigmoid, sigmoid_binary_cross_entropy, tanh  # noqa: E402,F401
