@@ -18,6 +18,8 @@ the recorded kernel calls, for any model.
 (3, 2)
 """
 import copy
+import inspect
+import json
 import math
 import os
 import sys
@@ -28,7 +30,7 @@ import zlib
 
 import numpy as np
 
-from . import activations
+from . import activations, regularizers
 from . import callbacks as callbacks_module
 from . import losses as losses_module
 from . import metrics as metrics_module
@@ -366,6 +368,45 @@ class Sequential:
             return exc.value, None
         return float(loss.data), out.data
 
+    def train_on_batch(self, x, y, sample_weight=None, class_weight=None, return_dict=False):
+        """One training step on exactly this batch; returns the loss (and the metrics of
+        this batch: ``[loss, metric, ...]``, or a dict with ``return_dict``)."""
+        where = "train_on_batch"
+        self._require_compiled(where)
+        x, y = self._data(x, y, where)
+        w = self._sample_weights(sample_weight, class_weight, y, where)
+        loss, out = self._run_train_step(self._step_function("train"), x, y, w)
+        return self._batch_logs(loss, y, out, return_dict)
+
+    def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
+        """Loss (and metrics) of the model on exactly this batch, without training."""
+        where = "test_on_batch"
+        self._require_compiled(where)
+        x, y = self._data(x, y, where)
+        w = self._sample_weights(sample_weight, None, y, where)
+        with no_grad():
+            args = (x, y) if w is None else (x, y, w)
+            loss, out = self._step_function("test")(*args)
+        return self._batch_logs(float(loss.data), y, out.data, return_dict)
+
+    def predict_on_batch(self, x):
+        """The model's outputs for exactly this batch, as a float32 array."""
+        x = self._inputs(x, "predict_on_batch")
+        with no_grad():
+            return np.array(self._step_function("predict")(x).data)
+
+    def _batch_logs(self, loss, y, out, return_dict):
+        metrics = self._make_metrics(y, fresh=True)
+        if out is not None:
+            for m in metrics:
+                m.update_state(y, out)
+        logs = {"loss": loss}
+        logs.update({m.name: m.result() for m in metrics})
+        if return_dict:
+            return logs
+        values = list(logs.values())
+        return values if len(values) > 1 else values[0]
+
     def _overrides_train_step(self):
         return type(self).train_step is not Sequential.train_step or "train_step" in self.__dict__
 
@@ -627,7 +668,51 @@ class Sequential:
         return [(f"layer{i}/{attr}", layer, t)
                 for i, layer in enumerate(self._layers) for attr, t in layer._weights]
 
-    def save_weights(self, filepath, include_optimizer=False):
+    def save(self, filepath, include_optimizer=True):
+        """Write the whole model to one file: its architecture (JSON: layers and their
+        configuration, and the compile settings), its weights and, by default, the
+        optimizer's state. ``models.load_model(filepath)`` rebuilds it; nothing in the
+        file is ever unpickled. The file is an .npz archive, written atomically.
+
+        >>> import os, tempfile, numpy as np
+        >>> from minigrad import models, layers
+        >>> model = models.Sequential([layers.Dense(2, activation="softmax", input_shape=(3,))])
+        >>> model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
+        >>> model.save(path)
+        >>> again = load_model(path)
+        >>> again.layers[0].name == model.layers[0].name, type(again.optimizer).__name__
+        (True, 'Adam')
+        >>> bool(np.array_equal(again.predict(np.ones((1, 3), np.float32), verbose=0),
+        ...                     model.predict(np.ones((1, 3), np.float32), verbose=0)))
+        True
+        """
+        if not self.built:
+            raise ValueError("save: the model is not built yet (no weights); call it on data or "
+                             "give the first layer an input_shape")
+        config = json.dumps(self._config(), sort_keys=True).encode()
+        self.save_weights(filepath, include_optimizer=include_optimizer and self.optimizer is not None,
+                          _extra={_CONFIG_KEY: np.frombuffer(config, dtype=np.uint8)})
+
+    def _config(self):
+        layers_config = []
+        for layer in self._layers:
+            cls = type(layer)
+            layers_config.append({"class_name": cls.__name__, "module": cls.__module__,
+                                  "config": layer.get_config()})
+        config = {"format": "minigrad.Sequential", "version": 1, "name": self.name,
+                  "input_shape": list(self._input_shape), "layers": layers_config}
+        if self.compiled:
+            loss = losses_module.serialize(self.loss)
+            if loss is None:
+                raise ValueError("save: the model's loss is a user callable, which cannot be "
+                                 "saved as configuration (compile with a loss name or class)")
+            metric_ids = [m if isinstance(m, str) else type(m).__name__ for m in self._metric_ids]
+            config["compile"] = {"optimizer": _optimizer_config(self.optimizer), "loss": loss,
+                                 "metrics": metric_ids}
+        return config
+
+    def save_weights(self, filepath, include_optimizer=False, _extra=None):
         """Write all weights to ``filepath`` as an .npz archive (exactly that path).
 
         The write is atomic: a temporary file in the same directory is written,
@@ -652,6 +737,7 @@ class Sequential:
             for key, _, t in keys:
                 for name, slot in zip(names, self.optimizer._slots.get(t, ())):
                     arrays[f"{_OPT_PREFIX}{key}/{name}"] = slot
+        arrays.update(_extra or {})
         directory = os.path.dirname(os.path.abspath(filepath))
         fd, tmp = tempfile.mkstemp(prefix=".tmp_weights_", suffix=".npz", dir=directory)
         try:
@@ -685,7 +771,7 @@ class Sequential:
             raise ValueError(f"{where}: the model has no layers")
         with _NpzReader(filepath, where) as archive:
             opt_keys = [k for k in archive.keys if k.startswith(_OPT_PREFIX)]
-            weight_keys = [k for k in archive.keys if not k.startswith(_OPT_PREFIX)]
+            weight_keys = [k for k in archive.keys if not k.startswith(_OPT_PREFIX) and k != _CONFIG_KEY]
             if self.built:
                 expected = [(key, t.shape) for key, _, t in self._weight_keys()]
             else:
@@ -813,6 +899,84 @@ class Sequential:
             print_fn(text)
 
 
+def _optimizer_config(optimizer):
+    """{'class_name', 'config'} from the constructor arguments the optimizer keeps as
+    attributes (a learning-rate schedule is saved as its current value)."""
+    config = {}
+    for name in inspect.signature(type(optimizer).__init__).parameters:
+        if name == "self" or not hasattr(optimizer, name):
+            continue
+        value = getattr(optimizer, name)
+        if isinstance(value, (np.floating, np.integer)):
+            value = value.item()
+        if value is None or isinstance(value, (bool, int, float, str)):
+            config[name] = value
+    return {"class_name": type(optimizer).__name__, "config": config}
+
+
+def load_model(filepath, custom_objects=None, compile=True):
+    """Rebuild a model written by ``Sequential.save``: architecture, weights and (when
+    saved and ``compile``) the compiled optimizer, loss, metrics and optimizer state.
+
+    Layers are looked up in minigrad.layers, then in ``custom_objects`` ({class name:
+    class}) for a user's own Layer subclasses (their constructor takes the keyword
+    arguments of their ``get_config()``). The file is read as save_weights' files are:
+    member by member, headers checked first, nothing unpickled.
+    """
+    from . import layers as layers_module
+    filepath = os.fspath(filepath)
+    where = f"load_model({filepath!r})"
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        raise TypeError(f"{where}: expected custom_objects to be a dict {{name: class}}, "
+                        f"received {type(custom_objects).__name__}")
+    with _NpzReader(filepath, where) as archive:
+        if _CONFIG_KEY not in archive.keys:
+            raise ValueError(f"{where}: the file holds no model configuration (a file written "
+                             f"by save_weights? load it with model.load_weights)")
+        shape, _, dtype = archive.header(_CONFIG_KEY)
+        if dtype != np.uint8 or len(shape) != 1 or shape[0] > 16 << 20:
+            raise ValueError(f"{where}: {_CONFIG_KEY} is not a JSON text of at most 16 MB")
+        try:
+            config = json.loads(bytes(archive._read(_CONFIG_KEY)).decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{where}: {_CONFIG_KEY} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict) or config.get("format") != "minigrad.Sequential":
+        raise ValueError(f"{where}: not a minigrad model file (format "
+                         f"{config.get('format') if isinstance(config, dict) else None!r})")
+    known = {name: getattr(layers_module, name) for name in dir(layers_module)
+             if isinstance(getattr(layers_module, name), type)
+             and issubclass(getattr(layers_module, name), Layer)}
+    known.update(custom_objects or {})
+    model = Sequential(name=config.get("name"))
+    try:
+        model.add(layers_module.InputLayer(tuple(config["input_shape"])))
+        for entry in config["layers"]:
+            cls = known.get(entry["class_name"])
+            if cls is None:
+                raise ValueError(f"{where}: unknown layer class {entry['class_name']!r}; pass it "
+                                 f"in custom_objects={{'{entry['class_name']}': TheClass}}")
+            layer_config = dict(entry["config"])
+            for key in ("kernel_regularizer", "bias_regularizer"):
+                if key in layer_config:
+                    layer_config[key] = regularizers.deserialize(layer_config[key])
+            model.add(cls(**layer_config))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{where}: the model configuration is malformed: {exc!r}") from None
+    if compile and "compile" in config:
+        spec = config["compile"]
+        classes = {"RMSprop": optimizers_module.RMSprop, "SGD": optimizers_module.SGD,
+                   "Adam": optimizers_module.Adam}
+        classes.update({c.__name__: c for c in vars(optimizers_module).values()
+                        if isinstance(c, type) and issubclass(c, optimizers_module.Optimizer)})
+        opt_cls = classes.get(spec["optimizer"]["class_name"])
+        if opt_cls is None:
+            raise ValueError(f"{where}: unknown optimizer {spec['optimizer']['class_name']!r}")
+        model.compile(optimizer=opt_cls(**spec["optimizer"]["config"]),
+                      loss=losses_module.deserialize(spec["loss"]), metrics=spec["metrics"])
+    model.load_weights(filepath)
+    return model
+
+
 def _memory(nbytes):
     """Keras' readable size: 1.55 MB for 407,050 float32 parameters."""
     size, unit = float(nbytes), "B"
@@ -825,6 +989,7 @@ def _memory(nbytes):
 
 # ---------------------------------------------------------------- weights files
 
+_CONFIG_KEY = "model_config.json"
 _OPT_PREFIX = "optimizer/"
 _OPT_ITERATIONS = "optimizer/iterations"
 _FLOAT_SIZES = (2, 4, 8)  # float16, float32, float64

@@ -420,7 +420,7 @@ class Dropout(Layer):
     [0.0, 2.0]
     """
 
-    def __init__(self, rate, seed=None, **kwargs):
+    def __init__(self, rate, seed=None, step=0, **kwargs):
         from ..kernels import DropoutCounter
         if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.integer, np.floating)) \
                 or not 0.0 <= float(rate) < 1.0:
@@ -431,7 +431,7 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: expected seed to be a non-negative integer, received {seed!r}")
         super().__init__(**kwargs)
         self.rate, self.seed = float(rate), int(seed)
-        self._counter = DropoutCounter()
+        self._counter = DropoutCounter(step)  # the step of the next mask (saved models resume it)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -443,7 +443,7 @@ class Dropout(Layer):
         return dropout(x, self.rate, self.seed, self._counter)
 
     def get_config(self):
-        return dict(super().get_config(), rate=self.rate, seed=self.seed)
+        return dict(super().get_config(), rate=self.rate, seed=self.seed, step=self._counter.value)
 
 
 class Flatten(Layer):
