@@ -90,6 +90,10 @@ def enabled():
     return _enabled
 
 
+class _Unhashable(Exception):
+    """An argument that can be neither compared by value nor recorded."""
+
+
 class NonFiniteLoss(FloatingPointError):
     """Raised by ``stop_if_not_finite`` (eagerly, or inside a replay) before an update."""
 
@@ -178,8 +182,7 @@ class _Recording:
         for function, args, is_c in self.calls:
             status = function(*args)
             if is_c and status:
-                raise RuntimeError(f"jit: a recorded C call ({function.__name__}) returned "
-                                   f"error code {status}")
+                _raise_status(function, status)
         for leaf, grad in self.grad_ends:
             leaf.grad = grad
         return self.template()
@@ -244,6 +247,9 @@ class Jitted:
             key, arrays = last[2], last[3]  # the very same (borrowed) arrays as last time
         else:
             key, arrays = self._signature(args, kwargs)
+            if key is None:
+                self._stats["eager"] += 1
+                return self.function(*args, **kwargs)
             if self._borrow and not kwargs:
                 self._last = (args, grad_mode.is_grad_enabled(), key, arrays)
         with self._lock:
@@ -263,31 +269,43 @@ class Jitted:
 
     # ------------------------------------------------------------ internals
     def _signature(self, args, kwargs):
+        """(key, arrays): the call's signature and its input arrays in order; key is
+        None when an argument can be neither compared by value nor recorded (an
+        unhashable object that is not a list, tuple or dict): such calls run eagerly."""
         parts, arrays = [grad_mode.is_grad_enabled()], []
-        for value in list(args) + [kwargs[k] for k in sorted(kwargs)]:
-            if isinstance(value, Tensor):
-                if value.requires_grad:
-                    raise ValueError(f"jit({self.name}): expected inputs that do not require grad "
-                                     f"(parameters are read by the function, not passed to it)")
-                value = value.data
-                parts.append(("T", value.shape, value.dtype.str))
-            elif isinstance(value, np.ndarray):
-                if type(value) is not np.ndarray:
-                    raise TypeError(f"jit({self.name}): expected plain numpy arrays, received "
-                                    f"{type(value).__name__}")
-                parts.append(("A", value.shape, value.dtype.str))
-            else:
-                try:
-                    hash(value)
-                    parts.append(("V", type(value), value))
-                except TypeError:
-                    parts.append(("O", id(value)))
-                continue
-            if self._borrow:
-                parts[-1] += (id(value),)
-            arrays.append(value)
+        try:
+            for value in list(args) + [kwargs[k] for k in sorted(kwargs)]:
+                parts.append(self._part(value, arrays))
+        except _Unhashable:
+            return None, arrays
         parts.append(tuple(sorted(kwargs)))
         return tuple(parts), arrays
+
+    def _part(self, value, arrays):
+        if isinstance(value, Tensor):
+            if value.requires_grad:
+                raise ValueError(f"jit({self.name}): expected inputs that do not require grad "
+                                 f"(parameters are read by the function, not passed to it)")
+            array, part = value.data, ("T", value.data.shape, value.data.dtype.str)
+        elif isinstance(value, np.ndarray):
+            if type(value) is not np.ndarray:
+                raise TypeError(f"jit({self.name}): expected plain numpy arrays, received "
+                                f"{type(value).__name__}")
+            array, part = value, ("A", value.shape, value.dtype.str)
+        elif isinstance(value, (list, tuple)):
+            return (type(value).__name__,) + tuple(self._part(v, arrays) for v in value)
+        elif isinstance(value, dict):
+            return ("dict",) + tuple((k, self._part(value[k], arrays)) for k in sorted(value, key=repr))
+        else:
+            try:
+                hash(value)
+            except TypeError:
+                raise _Unhashable from None
+            return ("V", type(value), value)
+        if self._borrow:
+            part += (id(array),)
+        arrays.append(array)
+        return part
 
     def _capture(self, key, args, kwargs, arrays):
         recording = tape_module.Tape()
@@ -295,11 +313,17 @@ class Jitted:
         recording.mark(*buffers)
         feed = iter(buffers)
 
-        def substitute(value):
+        def substitute(value):  # in the order _part visited them
             if isinstance(value, Tensor):
                 return Tensor._wrap(next(feed), False)
             if isinstance(value, np.ndarray):
                 return next(feed)
+            if isinstance(value, (list, tuple)):
+                items = [substitute(v) for v in value]
+                return type(value)(items) if type(value) in (list, tuple) else type(value)(*items)
+            if isinstance(value, dict):
+                done = {k: substitute(value[k]) for k in sorted(value, key=repr)}
+                return {k: done[k] for k in value}
             return value
         call_args = [substitute(a) for a in args]
         call_kwargs = {k: substitute(kwargs[k]) for k in sorted(kwargs)}
@@ -319,6 +343,17 @@ class Jitted:
         while len(self._recordings) > MAX_RECORDINGS:
             self._recordings.popitem(last=False)
         return template()
+
+
+def _raise_status(cfunc, status):
+    """The error the kernel's wrapper would have raised (e.g. a label out of range)."""
+    from . import kernels
+    name = getattr(cfunc, "__name__", "kernel")
+    op = name[3:] if name.startswith("mg_") else name
+    for suffix in ("_index", "_dense"):
+        op = op[:-len(suffix)] if op.endswith(suffix) else op
+    kernels._check_status(op, status)
+    raise RuntimeError(f"jit: a recorded C call ({name}) returned error code {status}")
 
 
 def _untemplated(result):

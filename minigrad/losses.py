@@ -25,6 +25,7 @@ as TensorFlow does (``Loss.fuses_with``).
 import numpy as np
 
 from .function import Function
+from .kernels import tape
 from .kernels.tape import call, copy, ufunc
 from .ops import nn, softmax_cross_entropy
 from .tensor import Tensor
@@ -263,6 +264,10 @@ class Loss:
     'sum_over_batch_size')."""
     name = "loss"
     sparse = False  # integer labels (True) or target rows (False)
+
+    def __setattr__(self, name, value):
+        tape.changed()  # a recorded step (mg.jit) computed this loss as it was
+        object.__setattr__(self, name, value)
 
     def __init__(self, from_logits=False):
         if not isinstance(from_logits, (bool, np.bool_)):

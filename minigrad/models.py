@@ -82,8 +82,10 @@ class Sequential:
     """
 
     def __setattr__(self, name, value):
-        # fit's recorded step read the model's optimizer and loss when it was captured
-        tape.changed()
+        # fit's recorded step read the model's optimizer, loss and layers when it was
+        # captured (not stop_training, history...: those change while fit replays)
+        if name in ("optimizer", "loss", "_layers", "_input_shape"):
+            tape.changed()
         object.__setattr__(self, name, value)
 
     def __init__(self, layers=None, name=None):

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from .kernels import tape
 from .tensor import Tensor
 
 
@@ -26,6 +27,10 @@ def _factor(value, name, where):
 
 class Regularizer:
     """Base: ``__call__(weight) -> scalar Tensor``; ``get_config()`` for saving."""
+
+    def __setattr__(self, name, value):
+        tape.changed()  # a recorded step (mg.jit) computed the penalty with the old factor
+        object.__setattr__(self, name, value)
 
     def __call__(self, weight):
         raise NotImplementedError

@@ -164,6 +164,12 @@ class Layer:
         # makes every recording stale.
         if not name.startswith("_") and self.__dict__.get("built"):
             tape.changed()
+            # a weight attribute given a new Tensor: that Tensor is the weight now
+            # (trained, saved and counted), as the forward pass reads the attribute
+            weights = self.__dict__.get("_weights", [])
+            for i, (attr, _) in enumerate(weights):
+                if attr == name and isinstance(value, Tensor):
+                    weights[i] = (attr, value)
         object.__setattr__(self, name, value)
 
     # -------------------------------------------------------- weights
