@@ -46,6 +46,16 @@ def _positive_float(text):
     return value
 
 
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), received {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), received {text!r}")
+    return value
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m minigrad.train_mnist",
                                 description="Train the book's MNIST MLP or convnet with minigrad.")
@@ -64,6 +74,11 @@ def build_parser():
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                    help="0 silent, 1 progress bar, 2 one line per epoch (1)")
     p.add_argument("--save-weights", metavar="FILE", default=None, help="write the trained weights (.npz)")
+    p.add_argument("--plot", metavar="DIR", default=None,
+                   help="write history.png (loss and accuracy per epoch, training and validation) "
+                        "and misclassified.png (test digits the model got wrong); needs matplotlib")
+    p.add_argument("--validation-split", type=_fraction, default=0.0, metavar="F",
+                   help="hold out the last fraction F of the training set for validation (0)")
     return p
 
 
@@ -126,9 +141,17 @@ def main(argv=None):
     if args.verbose:
         print(f"minigrad {mg.__version__}: {mg.get_num_threads()} thread(s), "
               f"gemm kernel {mg.kernels.gemm_kernel_name()}", flush=True)
+    if args.plot:
+        try:
+            from minigrad import plot  # fail before training, not after it
+            plot._pyplot()
+        except ImportError as exc:
+            print(f"train_mnist: error: --plot: {exc}", file=sys.stderr)
+            return 1
     try:
-        network.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                    verbose=args.verbose, callbacks=[timer])
+        history = network.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                               verbose=args.verbose, callbacks=[timer],
+                               validation_split=args.validation_split)
     except KeyboardInterrupt:
         print("\ntrain_mnist: interrupted", file=sys.stderr)
         return 130
@@ -139,6 +162,14 @@ def main(argv=None):
     print(f"test_loss: {test_loss:.4f} - test_acc: {test_acc:.4f}")
     print(f"seconds per epoch: {per_epoch:.2f} (mean of {len(timer.seconds)}), "
           f"samples/second: {len(x_train) / per_epoch:,.0f}")
+    if args.plot:
+        import os
+        history_png = plot.plot_history(history, os.path.join(args.plot, "history.png"))
+        predicted = network.predict(x_test, batch_size=args.batch_size, verbose=0)
+        wrong = plot.plot_misclassified(x_test, y_test, predicted,
+                                        os.path.join(args.plot, "misclassified.png"))
+        print(f"pictures: {history_png} and {os.path.join(args.plot, 'misclassified.png')} "
+              f"({wrong} misclassified digits shown)")
     if args.save_weights:
         try:
             network.save_weights(args.save_weights)

@@ -74,3 +74,10 @@ def to_categorical(y, num_classes=None):
     out = np.zeros(y.shape + (int(num_classes),), dtype=np.float32)
     np.put_along_axis(out, y[..., None], 1.0, axis=-1)
     return out
+
+
+def plot_history(history, path):
+    """Write a PNG of a ``History``'s loss and metric curves (training and validation)
+    to ``path``; needs matplotlib (``pip install 'minigrad[plot]'``). See minigrad.plot."""
+    from .plot import plot_history as plot
+    return plot(history, path)
