@@ -41,6 +41,9 @@ from .jit import Jitted, NonFiniteLoss, stop_if_not_finite
 from .kernels import tape
 from .layers import InputLayer, Layer, normalize_input_shape, unique_name
 from .progress import Progbar
+from .saving import (CONFIG_KEY as _CONFIG_KEY, OPT_ITERATIONS as _OPT_ITERATIONS,
+                     OPT_PREFIX as _OPT_PREFIX, NpzReader as _NpzReader,
+                     check_float_header as _check_float_header, write_npz)
 from .tensor import Tensor
 
 _F32 = np.dtype(np.float32)
@@ -740,19 +743,7 @@ class Sequential:
                 for name, slot in zip(names, self.optimizer._slots.get(t, ())):
                     arrays[f"{_OPT_PREFIX}{key}/{name}"] = slot
         arrays.update(_extra or {})
-        directory = os.path.dirname(os.path.abspath(filepath))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp_weights_", suffix=".npz", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a plain open would not
-            os.replace(tmp, filepath)  # a reader never sees a half-written file
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_npz(filepath, arrays)
 
     def load_weights(self, filepath):
         """Load weights saved by ``save_weights``; the file must match this architecture.
@@ -990,156 +981,6 @@ def _memory(nbytes):
 
 
 # ---------------------------------------------------------------- weights files
-
-_CONFIG_KEY = "model_config.json"
-_OPT_PREFIX = "optimizer/"
-_OPT_ITERATIONS = "optimizer/iterations"
-_FLOAT_SIZES = (2, 4, 8)  # float16, float32, float64
-
-
-def _umask():
-    """The process umask, read without changing it where /proc allows."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _check_float_header(where, archive, key, shape, what):
-    shape_got, _, dtype = archive.header(key)
-    if shape_got != tuple(shape):
-        raise ValueError(f"{where}: the file holds weights of a different architecture: expected "
-                         f"{key} {what}{' ' if what else ''}of shape {tuple(shape)}, received "
-                         f"shape {shape_got} and dtype {dtype}")
-    if dtype.kind != "f" or dtype.itemsize not in _FLOAT_SIZES or dtype.hasobject:
-        raise ValueError(f"{where}: expected {key} to hold floats (float16/32/64, cast to "
-                         f"float32), received dtype {dtype}")
-
-
-class _NpzReader:
-    """An .npz archive read member by member through zipfile, never unpickling.
-
-    ``header(key)`` parses only the .npy header (shape, order, dtype), so shapes can
-    be checked before a byte of data is read or allocated; ``read_*`` reads exactly
-    the bytes the header declares and rejects short or trailing data.
-    """
-    _ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError,
-               RuntimeError, NotImplementedError, zlib.error, SyntaxError, TypeError)
-
-    def __init__(self, path, where):
-        self.path, self.where = path, where
-        try:
-            self.zip = zipfile.ZipFile(path)
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            raise
-        except self._ERRORS as exc:
-            with open(path, "rb") as f:
-                magic = f.read(6)
-            if magic == b"\x93NUMPY":
-                raise ValueError(f"{where}: expected an .npz archive written by save_weights, "
-                                 f"received a single .npy array") from None
-            raise ValueError(f"{where}: not a readable .npz archive (not a zip file, or "
-                             f"truncated or corrupted): {exc}") from None
-        try:
-            names = self.zip.namelist()
-            self.members, self.keys = {}, []
-            for name in names:
-                if not name.endswith(".npy"):
-                    raise ValueError(f"{where}: unexpected member {name!r} in the archive "
-                                     f"(an .npz written by save_weights holds only .npy arrays)")
-                key = name[:-4]
-                if key in self.members:
-                    raise ValueError(f"{where}: the archive holds {name!r} twice")
-                self.members[key] = self.zip.getinfo(name)
-                self.keys.append(key)
-        except BaseException:
-            self.zip.close()
-            raise
-        self._headers = {}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.zip.close()
-        return False
-
-    def _fail(self, key, exc):
-        return ValueError(f"{self.where}: {key} is not a readable .npy array (truncated or "
-                          f"corrupted file?): {type(exc).__name__}: {exc}")
-
-    @staticmethod
-    def _read_header(fp):
-        version = np.lib.format.read_magic(fp)
-        if version == (1, 0):
-            return np.lib.format.read_array_header_1_0(fp)
-        if version in ((2, 0), (3, 0)):  # 3.0 differs only in allowing utf-8 names
-            return np.lib.format.read_array_header_2_0(fp)
-        raise ValueError(f"unsupported .npy format version {version}")
-
-    def header(self, key):
-        """(shape, fortran_order, dtype) from the member's .npy header alone."""
-        if key not in self._headers:
-            try:
-                with self.zip.open(self.members[key]) as fp:
-                    shape, fortran, dtype = self._read_header(fp)
-                    self._headers[key] = (shape, fortran, dtype, fp.tell())
-            except self._ERRORS as exc:
-                raise self._fail(key, exc) from None
-        return self._headers[key][:3]
-
-    def _read(self, key):
-        shape, fortran, dtype = self.header(key)
-        nbytes = math.prod(shape) * dtype.itemsize
-        # The shape was checked against the model, but an unbuilt model takes its
-        # input size from the file: the header must also agree with the member's size
-        # (zipfile never yields more than that), and data is read in chunks, so memory
-        # follows the bytes really present, never a size a forged header declares.
-        held = self.members[key].file_size - self._headers[key][3]
-        if nbytes != held:
-            raise ValueError(f"{self.where}: {key}'s header declares shape {shape} of {dtype} "
-                             f"({nbytes} bytes) but the archive member holds {held} bytes of data")
-        try:
-            with self.zip.open(self.members[key]) as fp:
-                self._read_header(fp)
-                chunks, remaining = [], nbytes
-                while remaining:
-                    chunk = fp.read(min(remaining, 1 << 22))
-                    if not chunk:
-                        raise EOFError(f"the data ends {remaining} bytes short of the "
-                                       f"{nbytes} its header declares")
-                    chunks.append(chunk)
-                    remaining -= len(chunk)
-                if fp.read(1):  # also makes zipfile verify the member's CRC
-                    raise ValueError(f"more data than the {nbytes} bytes its header declares")
-        except self._ERRORS as exc:
-            raise self._fail(key, exc) from None
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return np.frombuffer(data, dtype=dtype, count=math.prod(shape)).reshape(
-            shape, order="F" if fortran else "C")
-
-    def read_float32(self, key):
-        array = self._read(key)
-        if array.dtype == _F32:
-            return array
-        with np.errstate(over="ignore", invalid="ignore"):
-            cast = array.astype(_F32)
-        if array.dtype.itemsize > 4 and not np.array_equal(np.isfinite(array), np.isfinite(cast)):
-            raise ValueError(f"{self.where}: {key} holds float64 values outside the float32 range")
-        return cast
-
-    def read_iterations(self, key):
-        value = int(self._read(key)[()])
-        if value < 0:
-            raise ValueError(f"{self.where}: expected {key} >= 0, received {value}")
-        return value
-
 
 class _Batches:
     """An epoch's mini-batches: rows of (x, y[, sample weights]) gathered in C into

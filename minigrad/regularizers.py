@@ -7,8 +7,8 @@ report, and their gradient part of the update.
 
 >>> import minigrad as mg
 >>> w = mg.Tensor([[1.0, -2.0]])
->>> l2(0.01)(w).item(), round(l1(0.5)(w).item(), 6), round(l1_l2(l1=0.5, l2=0.01)(w).item(), 6)
-(0.05000000074505806, 1.5, 1.55)
+>>> round(l2(0.01)(w).item(), 6), round(l1(0.5)(w).item(), 6), round(l1_l2(l1=0.5, l2=0.01)(w).item(), 6)
+(0.05, 1.5, 1.55)
 """
 import math
 

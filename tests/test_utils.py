@@ -52,9 +52,11 @@ def test_set_random_seed_validates(seed):
         utils.set_random_seed(seed)
 
 
-@pytest.mark.parametrize("module", ["utils", "layers", "models", "optimizers", "losses", "metrics",
-                                    "callbacks", "progress", "kernels", "reference", "tensor", "kernels.tape",
-                                    "function", "ops", "gradcheck", ""])
+@pytest.mark.parametrize("module", ["utils", "layers", "layers.conv", "models", "optimizers", "losses",
+                                    "metrics", "callbacks", "progress", "kernels", "kernels.tape",
+                                    "kernels.elementwise", "reference", "tensor", "function", "ops",
+                                    "ops.nn", "gradcheck", "jit", "activations", "regularizers",
+                                    "saving", "grad_mode", ""])
 def test_docstring_examples_run(module):
     """Every example in the public modules' docstrings is real, runnable code."""
     name = f"minigrad.{module}" if module else "minigrad"

@@ -39,13 +39,13 @@ import os
 import struct
 import sys
 import urllib.request
-import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from . import _fetch
+from ..saving import NpzReader
 from ._fetch import ChecksumMismatchError, DatasetFormatError, DatasetUnavailableError
 
 __all__ = [
@@ -313,63 +313,40 @@ def _check_labels(y, path):
 
 
 def _load_npz(path, verify):
-    """Load a Keras-style mnist.npz without ever unpickling.
+    """Load a Keras-style mnist.npz through minigrad.saving's reader (never unpickling).
 
-    The .npy headers are inspected first: np.load allocates the declared shape
-    before reading, so a forged header could otherwise request terabytes.
-    Keys other than the four expected ones are ignored and never loaded.
+    The .npy headers are inspected first, so a forged header cannot make it
+    allocate what the file does not hold. Keys other than the four expected ones
+    are ignored and never loaded.
     """
     if verify:
         _verify(path)
     fix = f"Delete or replace it; expected keys {', '.join(_NPZ_KEYS)} holding uint8 MNIST arrays."
     try:
-        with zipfile.ZipFile(path) as zf:
-            members = set(zf.namelist())
-            missing = [k for k in _NPZ_KEYS if k + ".npy" not in members]
+        with NpzReader(path, str(path)) as archive:
+            missing = [k for k in _NPZ_KEYS if k not in archive.members]
             if missing:
                 raise DatasetFormatError(f"{path}: missing key(s) {', '.join(missing)}. {fix}")
-            headers = {k: _npy_header(zf, k + ".npy") for k in _NPZ_KEYS}
-        for split, (_, _, max_count) in zip(("train", "test"), _SPLITS):
-            x_shape, x_dtype = headers["x_" + split]
-            y_shape, y_dtype = headers["y_" + split]
-            for key, dtype in (("x_" + split, x_dtype), ("y_" + split, y_dtype)):
-                if dtype != np.uint8:  # also refuses object (pickled) arrays
-                    raise DatasetFormatError(f"{path}: {key} has dtype {dtype}, expected uint8. {fix}")
-            if (len(x_shape) != 3 or x_shape[1:] != (_ROWS, _COLS) or x_shape[0] > max_count
-                    or y_shape != x_shape[:1]):
-                raise DatasetFormatError(
-                    f"{path}: x_{split} has shape {x_shape} and y_{split} {y_shape}; expected "
-                    f"(n, {_ROWS}, {_COLS}) and (n,) with n <= {max_count}. {fix}")
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: np.ascontiguousarray(data[k]) for k in _NPZ_KEYS}
+            headers = {k: archive.header(k) for k in _NPZ_KEYS}
+            for split, (_, _, max_count) in zip(("train", "test"), _SPLITS):
+                x_shape, _, x_dtype = headers["x_" + split]
+                y_shape, _, y_dtype = headers["y_" + split]
+                for key, dtype in (("x_" + split, x_dtype), ("y_" + split, y_dtype)):
+                    if dtype != np.uint8:  # also refuses object (pickled) arrays
+                        raise DatasetFormatError(f"{path}: {key} has dtype {dtype}, expected uint8. {fix}")
+                if (len(x_shape) != 3 or x_shape[1:] != (_ROWS, _COLS) or x_shape[0] > max_count
+                        or y_shape != x_shape[:1]):
+                    raise DatasetFormatError(
+                        f"{path}: x_{split} has shape {x_shape} and y_{split} {y_shape}; expected "
+                        f"(n, {_ROWS}, {_COLS}) and (n,) with n <= {max_count}. {fix}")
+            arrays = {k: archive.read_numeric(k) for k in _NPZ_KEYS}
     except DatasetFormatError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError,
-            KeyError, RuntimeError, NotImplementedError, zlib.error) as e:
-        # RuntimeError: encrypted member; NotImplementedError: unknown compression.
+    except ValueError as e:
         raise DatasetFormatError(f"{path}: not a readable .npz file ({e}). {fix}") from e
     _check_labels(arrays["y_train"], path)
     _check_labels(arrays["y_test"], path)
     return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
-
-
-def _npy_header(zf, member):
-    """(shape, dtype) from an .npy header inside the zip, without reading data."""
-    fmt = np.lib.format
-    with zf.open(member) as f:
-        version = fmt.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = fmt.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _, dtype = fmt.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"{member}: unsupported .npy format version {version}")
-    return shape, dtype
-
-
-# --------------------------------------------------------------------------
-# Download
-
 
 def _download_missing(cache):
     _fetch.make_cache_dir(cache)
