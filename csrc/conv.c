@@ -16,9 +16,16 @@
  * are skipped in col2im. Any pad/output size is memory-safe (every read of x
  * is bounds-checked); the wrapper computes them from 'valid'/'same'.
  */
+#define _POSIX_C_SOURCE 200809L
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include "minigrad.h"
 #include "internal.h"
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define MG_HAVE_PTHREAD 1
+#endif
 
 struct geom {
     int64_t n, h, w, c, kh, kw, sh, sw, pt, pl, oh, ow;
@@ -44,67 +51,119 @@ static int geom_ok(const struct geom *g)
     return 1;
 }
 
+/* Work is done in blocks of whole images of about BLOCK_ROWS output pixels:
+ * a block's unfolded rows (forward) or its dcols (backward) are produced and
+ * consumed while they are still in L2, and blocks are the unit of parallel
+ * work, each running its GEMM on one thread. The grid depends on the shape
+ * only, and every block computes the same bits whichever thread runs it
+ * (mg_gemm is thread-invariant), so results do not depend on the team size. */
+#define BLOCK_ROWS 256
+
 static inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi)
 {
     return v < lo ? lo : v > hi ? hi : v;
 }
 
-static void im2col(const struct geom *g, const float *x, float *cols)
+/* ------------------------------------------------------------------ scratch
+ * dcols of one block lives in a per-thread buffer that only grows (like the
+ * GEMM's packing workspace), so steady-state calls allocate nothing. Freed by
+ * a key destructor when its thread exits. */
+struct scratch { void *raw; float *p; size_t cap; };
+static _Thread_local struct scratch tls_scratch;
+
+#ifdef MG_HAVE_PTHREAD
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_ok;
+static void scratch_free(void *raw) { free(raw); }
+static void scratch_key_init(void) { scratch_key_ok = pthread_key_create(&scratch_key, scratch_free) == 0; }
+#endif
+
+static float *scratch_get(size_t nfloats)
+{
+    if (nfloats > (SIZE_MAX - 128) / sizeof(float)) return NULL;
+    size_t bytes = (nfloats * sizeof(float) + 63) & ~(size_t)63;
+    if (tls_scratch.p && tls_scratch.cap >= bytes) return tls_scratch.p;
+    void *raw = malloc(bytes + 64);
+    if (!raw) return NULL;
+    free(tls_scratch.raw);
+    tls_scratch.raw = raw;
+    tls_scratch.p = (float *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
+    tls_scratch.cap = bytes;
+#ifdef MG_HAVE_PTHREAD
+    pthread_once(&scratch_once, scratch_key_init);
+    if (scratch_key_ok) pthread_setspecific(scratch_key, raw);
+#endif
+    return tls_scratch.p;
+}
+
+/* ------------------------------------------------------------------ im2col */
+
+/* Copies n floats; a loop rather than memcpy because most runs are short
+ * (c floats, 1 for MNIST) and a call per run would cost more than the copy. */
+static inline void copy_run(float *restrict dst, const float *restrict src, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) dst[i] = src[i];
+}
+
+static inline void zero_run(float *dst, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) dst[i] = 0.0f;
+}
+
+/* Output rows (b, oy) in [r0, r1) of cols; cols points at row (b, oy) = (0, 0). */
+static void im2col_rows(const struct geom *g, const float *x, float *cols, int64_t r0, int64_t r1)
 {
     const int64_t c = g->c, kw = g->kw, ow = g->ow;
     const int64_t taps = g->kh * kw * c;
-    const int64_t nrows = g->n * g->oh; /* one (b, oy) output row per iteration */
-    MG_OMP(omp parallel for schedule(static) num_threads(MG_THREADS(nrows * ow * taps)))
-    for (int64_t r = 0; r < nrows; r++) {
+    for (int64_t r = r0; r < r1; r++) {
         const int64_t b = r / g->oh, oy = r % g->oh;
         const float *xb = x + b * g->h * g->w * c;
         float *dst = cols + r * ow * taps;
         for (int64_t ox = 0; ox < ow; ox++) {
             const int64_t ix0 = ox * g->sw - g->pl;
-            for (int64_t ky = 0; ky < g->kh; ky++) {
+            /* the taps of one kernel row that fall inside x are contiguous */
+            const int64_t kx0 = clamp64(-ix0, 0, kw);
+            const int64_t kx1 = clamp64(g->w - ix0, kx0, kw);
+            for (int64_t ky = 0; ky < g->kh; ky++, dst += kw * c) {
                 const int64_t iy = oy * g->sh - g->pt + ky;
                 if (iy < 0 || iy >= g->h) {
-                    memset(dst, 0, (size_t)(kw * c) * sizeof(float));
-                    dst += kw * c;
+                    zero_run(dst, kw * c);
                     continue;
                 }
                 const float *xrow = xb + iy * g->w * c;
-                /* the taps of one kernel row that fall inside x are contiguous */
-                const int64_t kx0 = clamp64(-ix0, 0, kw);
-                const int64_t kx1 = clamp64(g->w - ix0, kx0, kw);
-                if (kx0) memset(dst, 0, (size_t)(kx0 * c) * sizeof(float));
-                if (kx1 > kx0)
-                    memcpy(dst + kx0 * c, xrow + (ix0 + kx0) * c, (size_t)((kx1 - kx0) * c) * sizeof(float));
-                if (kx1 < kw) memset(dst + kx1 * c, 0, (size_t)((kw - kx1) * c) * sizeof(float));
-                dst += kw * c;
+                zero_run(dst, kx0 * c);
+                copy_run(dst + kx0 * c, xrow + (ix0 + kx0) * c, (kx1 - kx0) * c);
+                zero_run(dst + kx1 * c, (kw - kx1) * c);
             }
         }
     }
 }
 
+/* ------------------------------------------------------------------ col2im */
+
 /* dx[b, iy, ix, :] = sum over the taps (ky, kx) that read (iy, ix), in
  * increasing ky then kx, of dcols[(b, oy, ox), (ky, kx, :)]. Tap (ky, kx) of
- * output (oy, ox) reads iy = oy*sh - pt + ky, so for a given iy the valid ky
- * are those with (iy + pt - ky) divisible by sh and the quotient in [0, oh). */
+ * output (oy, ox) reads iy = oy*sh - pt + ky: for a given iy the taps are
+ * ky = (iy + pt) mod sh, then every sh-th, while oy = (iy + pt - ky)/sh >= 0,
+ * and those with oy < oh count. dcols points at the rows of image b0. */
 MG_CLONES
-static void col2im_row(const struct geom *g, const float *dcols, float *dxrow, int64_t b, int64_t iy)
+static void col2im_row(const struct geom *g, const float *dcols, int64_t b0, float *dxrow,
+                       int64_t b, int64_t iy)
 {
     const int64_t c = g->c, kw = g->kw, taps = g->kh * kw * c;
+    const int64_t ty = iy + g->pt;
+    const float *img = dcols + (b - b0) * g->oh * g->ow * taps;
     for (int64_t ix = 0; ix < g->w; ix++) {
         float *acc = dxrow + ix * c;
         for (int64_t ci = 0; ci < c; ci++)
             acc[ci] = 0.0f;
-        for (int64_t ky = 0; ky < g->kh; ky++) {
-            const int64_t ty = iy + g->pt - ky;
-            if (ty < 0 || ty % g->sh) continue;
-            const int64_t oy = ty / g->sh;
+        const int64_t tx = ix + g->pl, kx_first = tx % g->sw;
+        for (int64_t ky = ty % g->sh, oy = ty / g->sh; ky < g->kh && oy >= 0; ky += g->sh, oy--) {
             if (oy >= g->oh) continue;
-            for (int64_t kx = 0; kx < kw; kx++) {
-                const int64_t tx = ix + g->pl - kx;
-                if (tx < 0 || tx % g->sw) continue;
-                const int64_t ox = tx / g->sw;
+            for (int64_t kx = kx_first, ox = tx / g->sw; kx < kw && ox >= 0; kx += g->sw, ox--) {
                 if (ox >= g->ow) continue;
-                const float *src = dcols + ((b * g->oh + oy) * g->ow + ox) * taps + (ky * kw + kx) * c;
+                const float *src = img + (oy * g->ow + ox) * taps + (ky * kw + kx) * c;
                 for (int64_t ci = 0; ci < c; ci++)
                     acc[ci] += src[ci];
             }
@@ -112,29 +171,71 @@ static void col2im_row(const struct geom *g, const float *dcols, float *dxrow, i
     }
 }
 
-static void col2im(const struct geom *g, const float *dcols, float *dx)
+/* ------------------------------------------------------------------ drivers */
+
+struct blocks { int64_t per, count, threads; };
+
+/* Images per block, the number of blocks, and the threads to run them on. */
+static struct blocks plan_blocks(const struct geom *g, int64_t cout)
 {
-    const int64_t nrows = g->n * g->h;
-    const int64_t work = g->n * g->oh * g->ow * g->kh * g->kw * g->c;
-    MG_OMP(omp parallel num_threads(MG_THREADS(work)))
-    {
-        MG_FTZ_BEGIN;
-        MG_OMP(omp for schedule(static))
-        for (int64_t r = 0; r < nrows; r++)
-            col2im_row(g, dcols, dx + r * g->w * g->c, r / g->h, r % g->h);
-        MG_FTZ_END;
-    }
+    struct blocks B;
+    const int64_t pix = g->oh * g->ow;
+    B.per = pix >= BLOCK_ROWS ? 1 : BLOCK_ROWS / (pix > 0 ? pix : 1);
+    B.count = g->n > 0 ? mg_ceil_div(g->n, B.per) : 0;
+    const double flops = 2.0 * (double)g->n * (double)pix * (double)(g->kh * g->kw * g->c) * (double)cout;
+    B.threads = flops >= MG_GEMM_PAR_MIN_FLOPS ? mg_get_num_threads() : 1;
+    if (B.threads > B.count) B.threads = B.count > 0 ? (int)B.count : 1;
+    return B;
+}
+
+/* Forward of images [b0, b0 + nb): unfold them, then y = cols @ W + bias [relu]. */
+static int forward_block(const struct geom *g, const float *x, const float *wt, const float *bias,
+                         float *cols, float *y, int64_t cout, int relu, int64_t b0, int64_t nb)
+{
+    const int64_t pix = g->oh * g->ow, k = g->kh * g->kw * g->c;
+    im2col_rows(g, x, cols, b0 * g->oh, (b0 + nb) * g->oh);
+    return mg_gemm(0, 0, nb * pix, cout, k, 1.0f, cols + b0 * pix * k, k, wt, cout,
+                   0.0f, y + b0 * pix * cout, cout, bias, relu);
+}
+
+/* Input gradient of images [b0, b0 + nb): their dcols = dY @ W^T into this
+ * thread's scratch, then folded onto dx. */
+static int backward_block(const struct geom *g, const float *dy, const float *wt, float *dx,
+                          int64_t cout, int64_t b0, int64_t nb)
+{
+    const int64_t pix = g->oh * g->ow, k = g->kh * g->kw * g->c;
+    float *dcols = scratch_get((size_t)(nb * pix) * (size_t)k);
+    if (!dcols) return MG_ENOMEM;
+    int status = mg_gemm(0, 1, nb * pix, k, cout, 1.0f, dy + b0 * pix * cout, cout, wt, cout,
+                         0.0f, dcols, k, NULL, 0);
+    if (status != MG_OK) return status;
+    MG_FTZ_BEGIN;
+    for (int64_t r = b0 * g->h; r < (b0 + nb) * g->h; r++)
+        col2im_row(g, dcols, b0, dx + r * g->w * g->c, r / g->h, r % g->h);
+    MG_FTZ_END;
+    return MG_OK;
 }
 
 #define GEOM_ARGS int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw, \
     int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left, int64_t oh, int64_t ow
 #define GEOM_INIT {n, h, w, c, kh, kw, sh, sw, pad_top, pad_left, oh, ow}
 
+/* Sizes check shared by the conv entry points: also m * cout and the kernel fit int64_t. */
+static int conv_ok(const struct geom *g, int64_t cout)
+{
+    if (!geom_ok(g) || cout < 1 || g->kh * g->kw * g->c < 1) return 0;
+    return (double)g->n * (double)g->oh * (double)g->ow * (double)cout <= 4.6e18
+           && (double)g->kh * (double)g->kw * (double)g->c * (double)cout <= 4.6e18;
+}
+
 int mg_im2col(const float *x, float *cols, GEOM_ARGS)
 {
     const struct geom g = GEOM_INIT;
     if (!geom_ok(&g)) return MG_EINVAL;
-    im2col(&g, x, cols);
+    const int64_t rows = n * oh;
+    MG_OMP(omp parallel for schedule(static) num_threads(MG_THREADS(rows * ow * kh * kw * c)))
+    for (int64_t r = 0; r < rows; r++)
+        im2col_rows(&g, x, cols, r, r + 1);
     return MG_OK;
 }
 
@@ -142,7 +243,15 @@ int mg_col2im(const float *dcols, float *dx, GEOM_ARGS)
 {
     const struct geom g = GEOM_INIT;
     if (!geom_ok(&g)) return MG_EINVAL;
-    col2im(&g, dcols, dx);
+    const int64_t rows = n * h;
+    MG_OMP(omp parallel num_threads(MG_THREADS(n * oh * ow * kh * kw * c)))
+    {
+        MG_FTZ_BEGIN;
+        MG_OMP(omp for schedule(static))
+        for (int64_t r = 0; r < rows; r++)
+            col2im_row(&g, dcols, 0, dx + r * w * c, r / h, r % h);
+        MG_FTZ_END;
+    }
     return MG_OK;
 }
 
@@ -150,25 +259,39 @@ int mg_conv2d_forward(const float *x, const float *wt, const float *bias, float 
                       int64_t cout, int relu, GEOM_ARGS)
 {
     const struct geom g = GEOM_INIT;
-    if (!geom_ok(&g) || cout < 0) return MG_EINVAL;
-    const int64_t m = n * oh * ow, k = kh * kw * c;
-    if ((double)m * (double)(cout > 1 ? cout : 1) > 4.6e18) return MG_EINVAL;
-    im2col(&g, x, cols);
-    return mg_gemm(0, 0, m, cout, k, 1.0f, cols, k > 0 ? k : 1, wt, cout > 0 ? cout : 1,
-                   0.0f, y, cout > 0 ? cout : 1, bias, relu);
+    if (!conv_ok(&g, cout)) return MG_EINVAL;
+    const struct blocks B = plan_blocks(&g, cout);
+    if (B.count <= 1) /* one block: its GEMM may use the whole team */
+        return n > 0 ? forward_block(&g, x, wt, bias, cols, y, cout, relu, 0, n) : MG_OK;
+    int status = MG_OK;
+    MG_OMP(omp parallel for schedule(static) num_threads(B.threads))
+    for (int64_t blk = 0; blk < B.count; blk++) {
+        const int64_t b0 = blk * B.per;
+        const int st = forward_block(&g, x, wt, bias, cols, y, cout, relu, b0, mg_min64(B.per, n - b0));
+        if (st != MG_OK) {
+            MG_OMP(omp atomic write)
+            status = st;
+        }
+    }
+    return status;
 }
 
-int mg_conv2d_backward_input(const float *dy, const float *wt, float *dcols, float *dx,
-                             int64_t cout, GEOM_ARGS)
+int mg_conv2d_backward_input(const float *dy, const float *wt, float *dx, int64_t cout, GEOM_ARGS)
 {
     const struct geom g = GEOM_INIT;
-    if (!geom_ok(&g) || cout < 0) return MG_EINVAL;
-    const int64_t m = n * oh * ow, k = kh * kw * c;
-    if ((double)m * (double)(cout > 1 ? cout : 1) > 4.6e18) return MG_EINVAL;
-    /* dcols (m x k) = dY (m x cout) @ W^T, W stored k x cout */
-    int status = mg_gemm(0, 1, m, k, cout, 1.0f, dy, cout > 0 ? cout : 1, wt, cout > 0 ? cout : 1,
-                         0.0f, dcols, k > 0 ? k : 1, NULL, 0);
-    if (status != MG_OK) return status;
-    col2im(&g, dcols, dx);
-    return MG_OK;
+    if (!conv_ok(&g, cout)) return MG_EINVAL;
+    const struct blocks B = plan_blocks(&g, cout);
+    if (B.count <= 1)
+        return n > 0 ? backward_block(&g, dy, wt, dx, cout, 0, n) : MG_OK;
+    int status = MG_OK;
+    MG_OMP(omp parallel for schedule(static) num_threads(B.threads))
+    for (int64_t blk = 0; blk < B.count; blk++) {
+        const int64_t b0 = blk * B.per;
+        const int st = backward_block(&g, dy, wt, dx, cout, b0, mg_min64(B.per, n - b0));
+        if (st != MG_OK) {
+            MG_OMP(omp atomic write)
+            status = st;
+        }
+    }
+    return status;
 }

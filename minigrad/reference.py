@@ -198,13 +198,11 @@ def conv2d_forward(x, w, b=None, strides=(1, 1), padding="valid", relu=False, ou
     return _out(out, y.reshape(n, oh, ow, cout)), _out(cols_out, cols)
 
 
-def conv2d_backward_input(dy, w, x_shape, strides=(1, 1), padding="valid", out=None, dcols_out=None):
+def conv2d_backward_input(dy, w, x_shape, strides=(1, 1), padding="valid", out=None):
     kh, kw, cin, cout = w.shape
     n, h, wd, c = x_shape
     sh, sw, oh, ow, pt, pl = _conv_geometry(h, wd, kh, kw, strides, padding)
     dcols = dy.reshape(-1, cout).astype(np.float64) @ w.reshape(-1, cout).T.astype(np.float64)
-    if dcols_out is not None:
-        dcols_out[...] = dcols
     dcols = dcols.reshape(n, oh, ow, kh, kw, cin)
     dxp = np.zeros((n, max((oh - 1) * sh + kh, pt + h), max((ow - 1) * sw + kw, pl + wd), c))
     for ky in range(kh):

@@ -132,9 +132,10 @@ def conv2d_forward(x, w, b=None, strides=(1, 1), padding="valid", relu=False, ou
     return out, cols_out
 
 
-def conv2d_backward_input(dy, w, x_shape, strides=(1, 1), padding="valid", out=None, dcols_out=None):
+def conv2d_backward_input(dy, w, x_shape, strides=(1, 1), padding="valid", out=None):
     """dx (x_shape): the gradient of conv2d_forward's output w.r.t. x, given dy = dL/dy
-    (before any relu: mask dy first). dcols_out: the (N*OH*OW, kh*kw*cin) work buffer."""
+    (a relu's mask already applied). Each element of dx is summed in a fixed order
+    (a gather over the kernel taps that read it), whatever the number of threads."""
     op = "conv2d_backward_input"
     strides, padding = _pair(op, "strides", strides), _padding(op, padding)
     n, h, wd, c = _shape4(op, "x_shape", x_shape)
@@ -149,12 +150,10 @@ def conv2d_backward_input(dy, w, x_shape, strides=(1, 1), padding="valid", out=N
     if dy.shape != (n, oh, ow, cout):
         raise ValueError(f"{op}: expected dy of shape {(n, oh, ow, cout)}, received {dy.shape}")
     inputs = given + (("dy", dy), ("w", w))
-    dcols_out = _output(op, "dcols_out", dcols_out, (n * oh * ow, kh * kw * cin), inputs)
-    out = _output(op, "out", out, (n, h, wd, c), inputs + (("dcols_out", dcols_out),))
+    out = _output(op, "out", out, (n, h, wd, c), inputs)
     _run(op, lib.mg_conv2d_backward_input,
-         (_ptr(dy), _ptr(w), _ptr(dcols_out), _ptr(out), cout,
-          n, h, wd, c, kh, kw, strides[0], strides[1], pt, pl, oh, ow),
-         (dcols_out, out))
+         (_ptr(dy), _ptr(w), _ptr(out), cout, n, h, wd, c, kh, kw, strides[0], strides[1], pt, pl, oh, ow),
+         (out,))
     return out
 
 
