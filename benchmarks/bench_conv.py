@@ -12,18 +12,22 @@ conv3 and of both poolings (none for the input images), as in training.
 
 Engines, each in its own worker process (started once) so that PyTorch's thread
 pools and OpenMP runtime never share a process with minigrad's:
-  minigrad  the autograd ops mg.ops.conv2d / max_pool2d (im2col + packed GEMM)
-  torch     PyTorch eager, F.conv2d(relu) / F.max_pool2d, torch.set_num_threads(n)
-  numpy     a float32 NumPy im2col loop (sliding_window_view + matmul on NumPy's BLAS,
-            threads limited with threadpoolctl)
+  minigrad       the autograd ops mg.ops.conv2d / max_pool2d (im2col + packed GEMM), eager:
+                 a graph and fresh output arrays every step
+  minigrad-tape  that step recorded once on a kernels.tape.Tape and replayed (the kernel
+                 calls alone, into the recording's buffers: what a captured step runs)
+  torch          PyTorch eager, F.conv2d(relu) / F.max_pool2d, torch.set_num_threads(n)
+  numpy          a float32 NumPy im2col loop (sliding_window_view + matmul on NumPy's BLAS,
+                 threads limited with threadpoolctl)
 The input batch is the first 64 MNIST training images when --mnist-dir (default
 $MINIGRAD_DATA or ../shared/mnist) has them (81% exact zeros), else uniform noise.
 
 Runs are interleaved: for each repeat, for each thread count, every engine times
 --steps steps (engine order rotating between repeats). Reported: the median ms per
 step over the repeats, GFLOP/s (the convolutions' GEMM FLOPs only), the ratio to
-PyTorch at the same thread count, and the time of one 60000-sample epoch of these
-layers (938 steps). --layers adds minigrad's per-layer breakdown.
+PyTorch at the same thread count, the same from the minima (the least disturbed
+runs on a shared machine), and the time of one 60000-sample epoch of these layers
+(938 steps). --layers adds minigrad's per-layer breakdown.
 """
 import argparse
 import math
@@ -132,6 +136,21 @@ class Minigrad:
         return {k: float(np.median([s[k] for s in steps])) * 1e3 for k in steps[0]}
 
 
+class MinigradTape(Minigrad):
+    """The same step recorded once on a kernels.tape.Tape and replayed: the kernel
+    calls alone, into the buffers of the recording (what a captured step runs,
+    with no graph building and no allocation)."""
+
+    def __init__(self, x, params, dy):
+        super().__init__(x, params, dy)
+        from minigrad.kernels import tape
+        with tape.Tape() as self.tape:
+            Minigrad.step(self)
+
+    def step(self):
+        self.tape.replay()
+
+
 class Torch:
     def __init__(self, x, params, dy):
         import torch
@@ -225,7 +244,7 @@ class NumPy:
         self.conv_back(g, c1, w1, self.x.shape, False)
 
 
-ENGINES = {"minigrad": Minigrad, "torch": Torch, "numpy": NumPy}
+ENGINES = {"minigrad": Minigrad, "minigrad-tape": MinigradTape, "torch": Torch, "numpy": NumPy}
 
 
 def worker(conn, name, mnist_dir):
@@ -320,15 +339,18 @@ def main(argv=None):
 
     flops = conv_flops()
     print()
-    print(f"{'engine':<10} {'threads':>7} {'ms/step':>9} {'spread':>7} {'GFLOP/s':>8} "
-          f"{'vs torch':>9} {'epoch s':>8}")
+    print(f"{'engine':<14} {'threads':>7} {'ms/step':>9} {'best':>8} {'spread':>7} {'GFLOP/s':>8} "
+          f"{'vs torch':>9} {'best vs':>8} {'epoch s':>8}")
     for n in args.threads:
-        base = bl.median(results["torch", n]) if "torch" in engines else None
+        have_torch = "torch" in engines
+        base = bl.median(results["torch", n]) if have_torch else None
+        base_min = min(results["torch", n]) if have_torch else None
         for name in engines:
-            t = bl.median(results[name, n])
+            t, best = bl.median(results[name, n]), min(results[name, n])
             ratio = f"{t / base:.2f}x" if base else "-"
-            print(f"{name:<10} {n:>7} {t * 1e3:>9.2f} {bl.spread(results[name, n]):>6.0%} "
-                  f"{flops / t / 1e9:>8.1f} {ratio:>9} {t * STEPS_PER_EPOCH:>8.2f}")
+            ratio_min = f"{best / base_min:.2f}x" if base_min else "-"
+            print(f"{name:<14} {n:>7} {t * 1e3:>9.2f} {best * 1e3:>8.2f} {bl.spread(results[name, n]):>6.0%} "
+                  f"{flops / t / 1e9:>8.1f} {ratio:>9} {ratio_min:>8} {t * STEPS_PER_EPOCH:>8.2f}")
     if layer_rows:
         print()
         print("minigrad per kernel call, ms (median over steps):")
@@ -336,8 +358,11 @@ def main(argv=None):
         print(f"{'kernel':<22}" + "".join(f"{f'{n} thr':>9}" for n in layer_rows))
         for k in names:
             print(f"{k:<22}" + "".join(f"{layer_rows[n][k]:>9.3f}" for n in layer_rows))
-    print("\n'epoch s': these layers' forward + backward over 60000 samples (938 steps of 64); "
-          "'spread': (max - min) / median over the repeats.")
+    print("\n'ms/step': median over the repeats (each the median of --steps steps); 'best': their "
+          "minimum (the machine may be shared: the minimum is the least disturbed); 'spread': "
+          "(max - min) / median; 'vs torch' / 'best vs': ratios of medians / minima to PyTorch at the "
+          "same thread count; 'epoch s': these layers' forward + backward over 60000 samples "
+          "(938 steps of 64), from the median.")
 
 
 if __name__ == "__main__":

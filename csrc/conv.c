@@ -171,6 +171,98 @@ static void col2im_row(const struct geom *g, const float *dcols, int64_t b0, flo
     }
 }
 
+/* ------------------------------------------------------------------ small k
+ * A first layer on single-channel images has k = kh*kw*cin = 9: a packed GEMM
+ * then spends its time packing and in per-tile overhead (measured: about 4x
+ * slower than the output writes that bound this product). Here each row of y
+ * is computed straight from a row of cols and the kernel matrix, which stays
+ * in L1. Every y element is the dense GEMM's sequence of operations (an FMA
+ * chain over p from 0, then + bias, then max(0, v)), so the results are those
+ * of mg_gemm's dense AVX2 kernel (its n <= 10 kernels may round differently). */
+#define SMALL_K_MAX 16
+
+#ifdef MG_X86_AVX2
+/* Columns [j0, j0 + 8*G) of every row; G is a constant in each instance so the
+ * 2*G accumulators live in registers. */
+__attribute__((target("avx2,fma"), always_inline))
+static inline void small_k_cols(const float *a, int64_t m, int64_t k, const float *wt, int64_t cout,
+                                const float *bias, int relu, float *y, int64_t j0, const int G)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 bv[4];
+    for (int q = 0; q < G; q++)
+        bv[q] = bias ? _mm256_loadu_ps(bias + j0 + 8 * q) : zero;
+    int64_t i = 0;
+    for (; i + 2 <= m; i += 2) { /* two rows: 2*G independent FMA chains */
+        const float *a0 = a + i * k, *a1 = a0 + k;
+        __m256 s0[4], s1[4];
+        for (int q = 0; q < G; q++) s0[q] = s1[q] = zero;
+        for (int64_t p = 0; p < k; p++) {
+            const __m256 x0 = _mm256_broadcast_ss(a0 + p), x1 = _mm256_broadcast_ss(a1 + p);
+            const float *wr = wt + p * cout + j0;
+            for (int q = 0; q < G; q++) {
+                const __m256 wv = _mm256_loadu_ps(wr + 8 * q);
+                s0[q] = _mm256_fmadd_ps(x0, wv, s0[q]);
+                s1[q] = _mm256_fmadd_ps(x1, wv, s1[q]);
+            }
+        }
+        for (int q = 0; q < G; q++) {
+            __m256 v0 = s0[q], v1 = s1[q];
+            if (bias) { v0 = _mm256_add_ps(v0, bv[q]); v1 = _mm256_add_ps(v1, bv[q]); }
+            if (relu) { v0 = _mm256_max_ps(zero, v0); v1 = _mm256_max_ps(zero, v1); }
+            _mm256_storeu_ps(y + i * cout + j0 + 8 * q, v0);
+            _mm256_storeu_ps(y + (i + 1) * cout + j0 + 8 * q, v1);
+        }
+    }
+    for (; i < m; i++) {
+        const float *a0 = a + i * k;
+        __m256 s0[4];
+        for (int q = 0; q < G; q++) s0[q] = zero;
+        for (int64_t p = 0; p < k; p++) {
+            const __m256 x0 = _mm256_broadcast_ss(a0 + p);
+            for (int q = 0; q < G; q++)
+                s0[q] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wt + p * cout + j0 + 8 * q), s0[q]);
+        }
+        for (int q = 0; q < G; q++) {
+            __m256 v0 = s0[q];
+            if (bias) v0 = _mm256_add_ps(v0, bv[q]);
+            if (relu) v0 = _mm256_max_ps(zero, v0);
+            _mm256_storeu_ps(y + i * cout + j0 + 8 * q, v0);
+        }
+    }
+}
+
+/* y (m x cout) = [relu](a (m x k) @ wt (k x cout) + bias), cout a multiple of 8. */
+__attribute__((target("avx2,fma")))
+static void small_k_rows(const float *a, int64_t m, int64_t k, const float *wt, int64_t cout,
+                         const float *bias, int relu, float *y)
+{
+    int64_t j0 = 0;
+    for (; j0 + 32 <= cout; j0 += 32)
+        small_k_cols(a, m, k, wt, cout, bias, relu, y, j0, 4);
+    switch ((cout - j0) / 8) {
+    case 3: small_k_cols(a, m, k, wt, cout, bias, relu, y, j0, 3); break;
+    case 2: small_k_cols(a, m, k, wt, cout, bias, relu, y, j0, 2); break;
+    case 1: small_k_cols(a, m, k, wt, cout, bias, relu, y, j0, 1); break;
+    default: break;
+    }
+}
+#endif
+
+/* The small-k path applies: AVX2 GEMM kernel in use (so the bits match it),
+ * k small, and whole 8-float groups of output columns. */
+static int small_k_applies(int64_t k, int64_t cout)
+{
+#ifdef MG_X86_AVX2
+    static int avx2 = -1;
+    if (avx2 < 0) avx2 = mg_gemm_kernel_name()[0] == 'a';
+    return avx2 && k <= SMALL_K_MAX && cout % 8 == 0;
+#else
+    (void)k; (void)cout;
+    return 0;
+#endif
+}
+
 /* ------------------------------------------------------------------ drivers */
 
 struct blocks { int64_t per, count, threads; };
@@ -194,6 +286,14 @@ static int forward_block(const struct geom *g, const float *x, const float *wt, 
 {
     const int64_t pix = g->oh * g->ow, k = g->kh * g->kw * g->c;
     im2col_rows(g, x, cols, b0 * g->oh, (b0 + nb) * g->oh);
+#ifdef MG_X86_AVX2
+    if (small_k_applies(k, cout)) {
+        MG_FTZ_BEGIN;
+        small_k_rows(cols + b0 * pix * k, nb * pix, k, wt, cout, bias, relu, y + b0 * pix * cout);
+        MG_FTZ_END;
+        return MG_OK;
+    }
+#endif
     return mg_gemm(0, 0, nb * pix, cout, k, 1.0f, cols + b0 * pix * k, k, wt, cout,
                    0.0f, y + b0 * pix * cout, cout, bias, relu);
 }
