@@ -249,6 +249,50 @@ static void small_k_rows(const float *a, int64_t m, int64_t k, const float *wt, 
 }
 #endif
 
+#ifdef MG_X86_AVX2
+/* part (k x cout) = a[r0:r1]^T @ dy[r0:r1] for a small k: for each pair of taps
+ * and group of 32 columns, one pass over the rows with 8 accumulators, each an
+ * FMA chain over the rows in increasing order. */
+__attribute__((target("avx2,fma")))
+static void small_k_wgrad(const float *a, const float *dy, int64_t r0, int64_t r1, int64_t k,
+                          int64_t cout, float *part)
+{
+    for (int64_t j0 = 0; j0 < cout; j0 += 32) {
+        const int G = (int)mg_min64(4, (cout - j0) / 8);
+        for (int64_t p0 = 0; p0 < k; p0 += 2) {
+            const int P = (int)mg_min64(2, k - p0);
+            __m256 acc[2][4];
+            for (int pp = 0; pp < 2; pp++)
+                for (int q = 0; q < 4; q++) acc[pp][q] = _mm256_setzero_ps();
+            if (G == 4 && P == 2) { /* the common case, with every bound constant */
+                for (int64_t i = r0; i < r1; i++) {
+                    const float *d = dy + i * cout + j0;
+                    const __m256 x0 = _mm256_broadcast_ss(a + i * k + p0);
+                    const __m256 x1 = _mm256_broadcast_ss(a + i * k + p0 + 1);
+                    for (int q = 0; q < 4; q++) {
+                        const __m256 dv = _mm256_loadu_ps(d + 8 * q);
+                        acc[0][q] = _mm256_fmadd_ps(x0, dv, acc[0][q]);
+                        acc[1][q] = _mm256_fmadd_ps(x1, dv, acc[1][q]);
+                    }
+                }
+            } else {
+                for (int64_t i = r0; i < r1; i++) {
+                    const float *d = dy + i * cout + j0;
+                    for (int pp = 0; pp < P; pp++) {
+                        const __m256 x = _mm256_broadcast_ss(a + i * k + p0 + pp);
+                        for (int q = 0; q < G; q++)
+                            acc[pp][q] = _mm256_fmadd_ps(x, _mm256_loadu_ps(d + 8 * q), acc[pp][q]);
+                    }
+                }
+            }
+            for (int pp = 0; pp < P; pp++)
+                for (int q = 0; q < G; q++)
+                    _mm256_storeu_ps(part + (p0 + pp) * cout + j0 + 8 * q, acc[pp][q]);
+        }
+    }
+}
+#endif
+
 /* The small-k path applies: AVX2 GEMM kernel in use (so the bits match it),
  * k small, and whole 8-float groups of output columns. */
 static int small_k_applies(int64_t k, int64_t cout)
@@ -314,6 +358,49 @@ static int backward_block(const struct geom *g, const float *dy, const float *wt
         col2im_row(g, dcols, b0, dx + r * g->w * g->c, r / g->h, r % g->h);
     MG_FTZ_END;
     return MG_OK;
+}
+
+/* Weight gradient for a small k (see small_k_wgrad): the rows are cut into
+ * chunks of WGRAD_CHUNK, a fixed grid, and the chunks' partial products, made
+ * in parallel, are added in chunk order. A plain GEMM could not split this
+ * product (k x cout is a handful of tiles) and would run on one thread. */
+#define WGRAD_CHUNK 2048
+
+int mg_conv2d_backward_weight(const float *cols, const float *dy, float *dw,
+                              int64_t rows, int64_t k, int64_t cout)
+{
+    if (rows < 0 || k < 1 || cout < 1 || (double)rows * (double)k > 4.6e18
+        || (double)rows * (double)cout > 4.6e18 || (double)k * (double)cout > 4.6e18)
+        return MG_EINVAL;
+#ifdef MG_X86_AVX2
+    if (small_k_applies(k, cout) && rows > 0) {
+        const int64_t chunks = mg_ceil_div(rows, WGRAD_CHUNK);
+        float *parts = scratch_get((size_t)chunks * (size_t)(k * cout));
+        if (!parts) return MG_ENOMEM;
+        const double flops = 2.0 * (double)rows * (double)k * (double)cout;
+        int threads = flops >= MG_GEMM_PAR_MIN_FLOPS ? mg_get_num_threads() : 1;
+        if (threads > chunks) threads = (int)chunks;
+        MG_OMP(omp parallel num_threads(threads))
+        {
+            MG_FTZ_BEGIN;
+            MG_OMP(omp for schedule(static))
+            for (int64_t ch = 0; ch < chunks; ch++)
+                small_k_wgrad(cols, dy, ch * WGRAD_CHUNK, mg_min64(rows, (ch + 1) * WGRAD_CHUNK),
+                              k, cout, parts + ch * k * cout);
+            /* each dw element: its chunks' partials in chunk order */
+            MG_OMP(omp for schedule(static))
+            for (int64_t e = 0; e < k * cout; e++) {
+                float sum = parts[e];
+                for (int64_t ch = 1; ch < chunks; ch++)
+                    sum += parts[ch * k * cout + e];
+                dw[e] = sum;
+            }
+            MG_FTZ_END;
+        }
+        return MG_OK;
+    }
+#endif
+    return mg_gemm(1, 0, k, cout, rows, 1.0f, cols, k, dy, cout, 0.0f, dw, cout, NULL, 0);
 }
 
 #define GEOM_ARGS int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw, \

@@ -146,6 +146,11 @@ int mg_conv2d_forward(const float *x, const float *wt, const float *bias, float 
                       int64_t cout, int relu,
                       int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
                       int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left, int64_t oh, int64_t ow);
+/* dw (k x cout) = cols^T @ dY for cols (rows x k) and dY (rows x cout): the weight
+ * gradient (k = kh*kw*c). For k <= 16 the rows are summed in fixed chunks whose
+ * partial products are added in chunk order; otherwise one mg_gemm. */
+int mg_conv2d_backward_weight(const float *cols, const float *dy, float *dw,
+                              int64_t rows, int64_t k, int64_t cout);
 /* dx (n x h x w x c) = col2im(dY @ wt^T), dY being n x oh x ow x cout: the
  * input gradient. The dcols of a few images at a time live in a per-thread
  * scratch buffer that only grows (MG_ENOMEM if it cannot). */

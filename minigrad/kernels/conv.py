@@ -181,9 +181,7 @@ def conv2d_backward_weight(cols, dy, w_shape, out=None):
         raise ValueError(f"{op}: expected dy of shape (N, OH, OW, {cout}) with N*OH*OW = {rows} "
                          f"(the rows of cols), received {dy.shape}")
     out = _output(op, "out", out, shape, given + (("cols", cols), ("dy", dy)))
-    # dw (taps x cout) = cols^T (taps x rows) @ dy (rows x cout): one GEMM, cols read transposed
-    _run(op, lib.mg_gemm, (True, False, taps, cout, rows, 1.0, _ptr(cols), taps, _ptr(dy), cout,
-                           0.0, _ptr(out), cout, _NULL, False), (out,))
+    _run(op, lib.mg_conv2d_backward_weight, (_ptr(cols), _ptr(dy), _ptr(out), rows, taps, cout), (out,))
     return out
 
 
