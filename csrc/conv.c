@@ -65,36 +65,54 @@ static inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi)
 }
 
 /* ------------------------------------------------------------------ scratch
- * dcols of one block lives in a per-thread buffer that only grows (like the
- * GEMM's packing workspace), so steady-state calls allocate nothing. Freed by
- * a key destructor when its thread exits. */
-struct scratch { void *raw; float *p; size_t cap; };
+ * Work buffers that only grow, one set per thread (like the GEMM's packing
+ * workspace), so steady-state calls allocate nothing: slot SCRATCH_BLOCK holds
+ * a block's dcols (or the weight gradient's chunk partials), slot
+ * SCRATCH_SHARED what the calling thread prepares for its whole team (W^T,
+ * dW^T). Freed by a key destructor when their thread exits. */
+enum { SCRATCH_BLOCK, SCRATCH_SHARED, SCRATCH_SLOTS };
+struct scratch { void *raw[SCRATCH_SLOTS]; float *p[SCRATCH_SLOTS]; size_t cap[SCRATCH_SLOTS]; };
 static _Thread_local struct scratch tls_scratch;
 
 #ifdef MG_HAVE_PTHREAD
 static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 static int scratch_key_ok;
-static void scratch_free(void *raw) { free(raw); }
+static void scratch_free(void *sp)
+{
+    struct scratch *s = sp;
+    for (int i = 0; i < SCRATCH_SLOTS; i++) free(s->raw[i]);
+}
 static void scratch_key_init(void) { scratch_key_ok = pthread_key_create(&scratch_key, scratch_free) == 0; }
 #endif
 
-static float *scratch_get(size_t nfloats)
+static float *scratch_get(int slot, size_t nfloats)
 {
+    struct scratch *s = &tls_scratch;
     if (nfloats > (SIZE_MAX - 128) / sizeof(float)) return NULL;
     size_t bytes = (nfloats * sizeof(float) + 63) & ~(size_t)63;
-    if (tls_scratch.p && tls_scratch.cap >= bytes) return tls_scratch.p;
+    if (s->p[slot] && s->cap[slot] >= bytes) return s->p[slot];
     void *raw = malloc(bytes + 64);
     if (!raw) return NULL;
-    free(tls_scratch.raw);
-    tls_scratch.raw = raw;
-    tls_scratch.p = (float *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
-    tls_scratch.cap = bytes;
+    free(s->raw[slot]);
+    s->raw[slot] = raw;
+    s->p[slot] = (float *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
+    s->cap[slot] = bytes;
 #ifdef MG_HAVE_PTHREAD
     pthread_once(&scratch_once, scratch_key_init);
-    if (scratch_key_ok) pthread_setspecific(scratch_key, raw);
+    if (scratch_key_ok) pthread_setspecific(scratch_key, s);
 #endif
-    return tls_scratch.p;
+    return s->p[slot];
+}
+
+/* dst (cols x rows) = src (rows x cols)^T, in tiles of 16 x 16. */
+static void transpose(const float *src, int64_t rows, int64_t cols, float *dst)
+{
+    for (int64_t i0 = 0; i0 < rows; i0 += 16)
+        for (int64_t j0 = 0; j0 < cols; j0 += 16)
+            for (int64_t i = i0; i < mg_min64(rows, i0 + 16); i++)
+                for (int64_t j = j0; j < mg_min64(cols, j0 + 16); j++)
+                    dst[j * rows + i] = src[i * cols + j];
 }
 
 /* ------------------------------------------------------------------ im2col */
@@ -343,14 +361,16 @@ static int forward_block(const struct geom *g, const float *x, const float *wt, 
 }
 
 /* Input gradient of images [b0, b0 + nb): their dcols = dY @ W^T into this
- * thread's scratch, then folded onto dx. */
-static int backward_block(const struct geom *g, const float *dy, const float *wt, float *dx,
+ * thread's scratch, then folded onto dx. w_t is W^T (cout x k), stored so:
+ * with op(B) not transposed, mg_gemm may skip the zeros of dY (a relu's
+ * gradient below a max pooling is mostly exact zeros); same bits either way. */
+static int backward_block(const struct geom *g, const float *dy, const float *w_t, float *dx,
                           int64_t cout, int64_t b0, int64_t nb)
 {
     const int64_t pix = g->oh * g->ow, k = g->kh * g->kw * g->c;
-    float *dcols = scratch_get((size_t)(nb * pix) * (size_t)k);
+    float *dcols = scratch_get(SCRATCH_BLOCK, (size_t)(nb * pix) * (size_t)k);
     if (!dcols) return MG_ENOMEM;
-    int status = mg_gemm(0, 1, nb * pix, k, cout, 1.0f, dy + b0 * pix * cout, cout, wt, cout,
+    int status = mg_gemm(0, 0, nb * pix, k, cout, 1.0f, dy + b0 * pix * cout, cout, w_t, k,
                          0.0f, dcols, k, NULL, 0);
     if (status != MG_OK) return status;
     MG_FTZ_BEGIN;
@@ -375,7 +395,7 @@ int mg_conv2d_backward_weight(const float *cols, const float *dy, float *dw,
 #ifdef MG_X86_AVX2
     if (small_k_applies(k, cout) && rows > 0) {
         const int64_t chunks = mg_ceil_div(rows, WGRAD_CHUNK);
-        float *parts = scratch_get((size_t)chunks * (size_t)(k * cout));
+        float *parts = scratch_get(SCRATCH_BLOCK, (size_t)chunks * (size_t)(k * cout));
         if (!parts) return MG_ENOMEM;
         const double flops = 2.0 * (double)rows * (double)k * (double)cout;
         int threads = flops >= MG_GEMM_PAR_MIN_FLOPS ? mg_get_num_threads() : 1;
@@ -400,7 +420,14 @@ int mg_conv2d_backward_weight(const float *cols, const float *dy, float *dw,
         return MG_OK;
     }
 #endif
-    return mg_gemm(1, 0, k, cout, rows, 1.0f, cols, k, dy, cout, 0.0f, dw, cout, NULL, 0);
+    /* dW^T (cout x k) = dY^T @ cols, then transposed: with dY as op(A), mg_gemm
+     * may skip its zeros (see backward_block); it is also the faster
+     * orientation for a dense dY (cols is then read along its rows). */
+    float *dw_t = scratch_get(SCRATCH_SHARED, (size_t)(k * cout));
+    if (!dw_t) return MG_ENOMEM;
+    int status = mg_gemm(1, 0, cout, k, rows, 1.0f, dy, cout, cols, k, 0.0f, dw_t, k, NULL, 0);
+    if (status == MG_OK) transpose(dw_t, cout, k, dw);
+    return status;
 }
 
 #define GEOM_ARGS int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw, \
@@ -468,13 +495,18 @@ int mg_conv2d_backward_input(const float *dy, const float *wt, float *dx, int64_
     const struct geom g = GEOM_INIT;
     if (!conv_ok(&g, cout)) return MG_EINVAL;
     const struct blocks B = plan_blocks(&g, cout);
+    if (n == 0) return MG_OK;
+    const int64_t k = kh * kw * c;
+    float *w_t = scratch_get(SCRATCH_SHARED, (size_t)(k * cout));
+    if (!w_t) return MG_ENOMEM;
+    transpose(wt, k, cout, w_t);
     if (B.count <= 1)
-        return n > 0 ? backward_block(&g, dy, wt, dx, cout, 0, n) : MG_OK;
+        return backward_block(&g, dy, w_t, dx, cout, 0, n);
     int status = MG_OK;
     MG_OMP(omp parallel for schedule(static) num_threads(B.threads))
     for (int64_t blk = 0; blk < B.count; blk++) {
         const int64_t b0 = blk * B.per;
-        const int st = backward_block(&g, dy, wt, dx, cout, b0, mg_min64(B.per, n - b0));
+        const int st = backward_block(&g, dy, w_t, dx, cout, b0, mg_min64(B.per, n - b0));
         if (st != MG_OK) {
             MG_OMP(omp atomic write)
             status = st;

@@ -150,6 +150,12 @@ CASES = [
     (1, 3, 2, 2, 5, 4, 2, (1, 1), "same"),       # kernel larger than the image
     (2, 6, 6, 17, 1, 1, 19, (2, 1), "valid"),
     (1, 11, 10, 3, 3, 3, 7, (3, 2), "valid"),    # strides that skip the last rows
+    # k = kh*kw*cin <= 16 with cout a multiple of 8: the direct small-k kernels,
+    # with 1..5 groups of 8 columns and an odd k (a single last tap)
+    (3, 9, 9, 1, 3, 3, 8, (1, 1), "same"),
+    (2, 10, 7, 1, 4, 4, 24, (2, 1), "valid"),
+    (2, 8, 8, 2, 1, 2, 40, (1, 1), "same"),
+    (40, 12, 12, 1, 3, 3, 16, (1, 1), "valid"),  # several row chunks in the weight gradient
 ]
 
 
@@ -381,6 +387,41 @@ def test_conv_thread_invariant(rng, restore_threads, case):
         dw = kernels.conv2d_backward_weight(cols, dy, w.shape)
         return y, cols, dx, dw
     _at_thread_counts(compute, f"conv {case}")
+
+
+@pytest.mark.parametrize("zero_skipping", [True, False])
+def test_conv_backward_sparse_gradient(rng, restore_threads, zero_skipping):
+    # below a max pooling and a relu, dY is mostly exact zeros: mg_gemm may skip
+    # them (dY is op(A) of both backward GEMMs); the results must not change
+    # beyond the sign of a zero, and must stay thread-invariant
+    x, w, b = _conv_data(rng, 16, 13, 13, 32, 3, 3, 64)
+    dy = rand(rng, 16, 11, 11, 64)
+    dy[rng.random(dy.shape) < 0.85] = 0.0
+    _, cols = kernels.conv2d_forward(x, w, b)
+    try:
+        kernels.set_zero_skipping(zero_skipping)
+        calls = kernels.zero_skipping_calls()
+
+        def compute():
+            return (kernels.conv2d_backward_input(dy, w, x.shape),
+                    kernels.conv2d_backward_weight(cols, dy, w.shape))
+        _at_thread_counts(compute, f"sparse conv backward, zero skipping {zero_skipping}")
+        assert (kernels.zero_skipping_calls() > calls) == (zero_skipping and kernels.gemm_kernel_name() == "avx2-fma")
+        dx, dw = compute()
+    finally:
+        kernels.set_zero_skipping(True)
+    np.testing.assert_allclose(dx, reference.conv2d_backward_input(dy, w, x.shape), *backward_input_tol(dy, w))
+    k = cols.shape[0]
+    np.testing.assert_allclose(dw, reference.conv2d_backward_weight(cols, dy, w.shape), rtol=16 * EPS32 * np.sqrt(k),
+                               atol=16 * EPS32 * np.sqrt(k) * float(np.abs(cols).max()) * float(np.abs(dy).max()))
+    if zero_skipping:  # the same numbers as the dense path, up to the sign of zeros
+        kernels.set_zero_skipping(False)
+        try:
+            dense = compute()
+        finally:
+            kernels.set_zero_skipping(True)
+        np.testing.assert_array_equal(dx, dense[0])
+        np.testing.assert_array_equal(dw, dense[1])
 
 
 @pytest.mark.parametrize("pool,strides,padding", [(2, None, "valid"), (3, 1, "same")])
