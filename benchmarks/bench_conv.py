@@ -27,7 +27,7 @@ Runs are interleaved: for each repeat, for each thread count, every engine times
 step over the repeats, GFLOP/s (the convolutions' GEMM FLOPs only), the ratio to
 PyTorch at the same thread count, the same from the minima (the least disturbed
 runs on a shared machine), and the time of one 60000-sample epoch of these layers
-(938 steps). --layers adds minigrad's per-layer breakdown.
+(938 steps). --layers adds the time of each kernel call of the replayed step.
 """
 import argparse
 import math
@@ -98,43 +98,6 @@ class Minigrad:
         y = self.conv2d(h, w3, b3, activation="relu")
         y.backward(self.dy)
 
-    def layers(self, reps):
-        """Median ms of each kernel call of one step, over reps steps."""
-        from minigrad import kernels as K
-        (w1, b1), (w2, b2), (w3, b3) = [(w.data, b.data) for w, b in self.params]
-        x = self.x.data
-        steps = []
-
-        def timed(name, fn, *args, **kw):
-            t = time.perf_counter()
-            out = fn(*args, **kw)
-            step[name] = step.get(name, 0.0) + time.perf_counter() - t
-            return out
-        for _ in range(reps):
-            step = {}
-            y1, c1 = timed("conv1 fwd", K.conv2d_forward, x, w1, b1, relu=True)
-            p1, a1 = timed("pool1 fwd", K.max_pool2d_forward, y1, 2)
-            y2, c2 = timed("conv2 fwd", K.conv2d_forward, p1, w2, b2, relu=True)
-            p2, a2 = timed("pool2 fwd", K.max_pool2d_forward, y2, 2)
-            y3, c3 = timed("conv3 fwd", K.conv2d_forward, p2, w3, b3, relu=True)
-            d3, _ = timed("relu+bias bwd (x3)", K.relu_backward_bias_grad, y3.reshape(-1, 64),
-                          self.dy.reshape(-1, 64))
-            d3 = d3.reshape(y3.shape)
-            timed("conv3 dW", K.conv2d_backward_weight, c3, d3, w3.shape)
-            g = timed("conv3 dx", K.conv2d_backward_input, d3, w3, p2.shape)
-            g = timed("pool2 bwd", K.max_pool2d_backward, g, a2, y2.shape, 2)
-            d2, _ = timed("relu+bias bwd (x3)", K.relu_backward_bias_grad, y2.reshape(-1, 64),
-                          g.reshape(-1, 64))
-            d2 = d2.reshape(y2.shape)
-            timed("conv2 dW", K.conv2d_backward_weight, c2, d2, w2.shape)
-            g = timed("conv2 dx", K.conv2d_backward_input, d2, w2, p1.shape)
-            g = timed("pool1 bwd", K.max_pool2d_backward, g, a1, y1.shape, 2)
-            d1, _ = timed("relu+bias bwd (x3)", K.relu_backward_bias_grad, y1.reshape(-1, 32),
-                          g.reshape(-1, 32))
-            timed("conv1 dW", K.conv2d_backward_weight, c1, d1.reshape(y1.shape), w1.shape)
-            steps.append(step)
-        return {k: float(np.median([s[k] for s in steps])) * 1e3 for k in steps[0]}
-
 
 class MinigradTape(Minigrad):
     """The same step recorded once on a kernels.tape.Tape and replayed: the kernel
@@ -149,6 +112,22 @@ class MinigradTape(Minigrad):
 
     def step(self):
         self.tape.replay()
+
+    def layers(self, reps):
+        """Median ms of each recorded call over reps replays, labelled by the C
+        function (or NumPy work) and its rank among calls of that name."""
+        seen, labels = {}, []
+        for function, _, _ in self.tape.calls:
+            name = getattr(function, "__name__", type(function).__name__)
+            seen[name] = seen.get(name, 0) + 1
+            labels.append(f"{name} #{seen[name]}")
+        times = [[] for _ in labels]
+        for _ in range(reps):
+            for i, (function, args, _) in enumerate(self.tape.calls):
+                t = time.perf_counter()
+                function(*args)
+                times[i].append(time.perf_counter() - t)
+        return {label: float(np.median(ts)) * 1e3 for label, ts in zip(labels, times)}
 
 
 class Torch:
@@ -303,7 +282,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=10, help="steps per timing (their median is one sample)")
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
     parser.add_argument("--mnist-dir", default=bl.default_mnist_dir())
-    parser.add_argument("--layers", action="store_true", help="minigrad's per-kernel breakdown too")
+    parser.add_argument("--layers", action="store_true", help="minigrad-tape's per-call breakdown too")
     args = parser.parse_args(argv)
 
     _, _, _, source = make_data(args.mnist_dir)
@@ -329,9 +308,9 @@ def main(argv=None):
                 for name in order:
                     results[name, n].append(ask(workers[name][1], "time", n, args.steps))
         layer_rows = {}
-        if args.layers and "minigrad" in workers:
+        if args.layers and "minigrad-tape" in workers:
             for n in args.threads:
-                layer_rows[n] = ask(workers["minigrad"][1], "layers", n, max(args.steps, 5))
+                layer_rows[n] = ask(workers["minigrad-tape"][1], "layers", n, max(args.steps, 5))
     finally:
         for proc, conn in workers.values():
             conn.send(("quit",))
@@ -353,11 +332,12 @@ def main(argv=None):
                   f"{flops / t / 1e9:>8.1f} {ratio:>9} {ratio_min:>8} {t * STEPS_PER_EPOCH:>8.2f}")
     if layer_rows:
         print()
-        print("minigrad per kernel call, ms (median over steps):")
+        print("minigrad-tape per recorded call, ms (median over replays), in step order:")
         names = list(next(iter(layer_rows.values())))
-        print(f"{'kernel':<22}" + "".join(f"{f'{n} thr':>9}" for n in layer_rows))
+        print(f"{'call':<34}" + "".join(f"{f'{n} thr':>9}" for n in layer_rows))
         for k in names:
-            print(f"{k:<22}" + "".join(f"{layer_rows[n][k]:>9.3f}" for n in layer_rows))
+            print(f"{k:<34}" + "".join(f"{layer_rows[n][k]:>9.3f}" for n in layer_rows))
+        print(f"{'sum':<34}" + "".join(f"{sum(layer_rows[n].values()):>9.3f}" for n in layer_rows))
     print("\n'ms/step': median over the repeats (each the median of --steps steps); 'best': their "
           "minimum (the machine may be shared: the minimum is the least disturbed); 'spread': "
           "(max - min) / median; 'vs torch' / 'best vs': ratios of medians / minima to PyTorch at the "
