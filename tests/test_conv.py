@@ -574,49 +574,96 @@ def test_conv_input_gradient_replays_bitwise(rng):
 
 
 # ============================================================== PyTorch as an oracle
+# PyTorch runs in a child process that never imports minigrad (two OpenMP
+# runtimes in one process are best avoided); it reads the inputs from an .npz
+# file and writes its float64 results to another.
 
-def _torch():
-    return pytest.importorskip("torch")
+TORCH_CONV_CASES = CASES[:8]
+TORCH_POOL_CASES = [(2, 2), (3, 2), (3, 1), ((2, 3), (1, 2))]
+
+_TORCH_SNIPPET = r"""
+import os
+import numpy as np
+import torch
+F = torch.nn.functional
+src = np.load(os.environ["MG_ORACLE_IN"])
+res = {}
+nchw = lambda a: torch.tensor(a, dtype=torch.float64).permute(0, 3, 1, 2)
+nhwc = lambda t: t.detach().permute(0, 2, 3, 1).numpy()
+for i in range(int(src["conv_count"])):
+    pt, pb, pl, pr, sh, sw = (int(v) for v in src[f"conv{i}_geom"])
+    x = nchw(src[f"conv{i}_x"]).requires_grad_()
+    w = torch.tensor(src[f"conv{i}_w"], dtype=torch.float64).permute(3, 2, 0, 1).contiguous().requires_grad_()
+    b = torch.tensor(src[f"conv{i}_b"], dtype=torch.float64).requires_grad_()
+    y = torch.relu(F.conv2d(F.pad(x, (pl, pr, pt, pb)), w, b, stride=(sh, sw)))
+    y.backward(nchw(src[f"conv{i}_dy"]))
+    res[f"conv{i}_y"], res[f"conv{i}_dx"] = nhwc(y), nhwc(x.grad)
+    res[f"conv{i}_dw"] = w.grad.permute(2, 3, 1, 0).numpy()
+    res[f"conv{i}_db"] = b.grad.numpy()
+for i in range(int(src["pool_count"])):
+    ph, pw, sh, sw = (int(v) for v in src[f"pool{i}_geom"])
+    x = torch.tensor(src[f"pool{i}_x"]).permute(0, 3, 1, 2).requires_grad_()
+    y = F.max_pool2d(x, (ph, pw), (sh, sw))
+    y.backward(torch.tensor(src[f"pool{i}_dy"]).permute(0, 3, 1, 2))
+    res[f"pool{i}_y"], res[f"pool{i}_dx"] = nhwc(y), nhwc(x.grad)
+np.savez(os.environ["MG_ORACLE_OUT"], **res)
+print("oracle ok")
+"""
 
 
-@pytest.mark.parametrize("case", CASES[:8], ids=[str(c) for c in CASES[:8]])
-def test_conv2d_against_torch(rng, case):
-    torch = _torch()
-    n, h, w_, cin, kh, kw, cout, strides, padding = case
-    x, w, b = _conv_data(rng, n, h, w_, cin, kh, kw, cout)
-    sh, sw = strides
-    oh, pt = kernels.conv_output_size(h, kh, sh, padding)
-    ow, pl = kernels.conv_output_size(w_, kw, sw, padding)
-    # torch pads symmetrically: pad TensorFlow-style by hand (bottom/right get the rest)
-    pb, pr = max((oh - 1) * sh + kh - h - pt, 0), max((ow - 1) * sw + kw - w_ - pl, 0)
-    tx = torch.tensor(x, dtype=torch.float64).permute(0, 3, 1, 2).requires_grad_()
-    tw = torch.tensor(w, dtype=torch.float64).permute(3, 2, 0, 1).requires_grad_()
-    tb = torch.tensor(b, dtype=torch.float64).requires_grad_()
-    ty = torch.nn.functional.conv2d(torch.nn.functional.pad(tx, (pl, pr, pt, pb)), tw, tb, stride=strides)
-    ty = torch.relu(ty)
-    dy = rand(rng, n, oh, ow, cout)
-    ty.backward(torch.tensor(dy, dtype=torch.float64).permute(0, 3, 1, 2))
-    tconv = mg.Tensor(x, requires_grad=True)
-    wt, bt = mg.Tensor(w, requires_grad=True), mg.Tensor(b, requires_grad=True)
-    y = conv2d(tconv, wt, bt, strides, padding, "relu")
+@pytest.fixture(scope="module")
+def torch_oracle(tmp_path_factory):
+    """(inputs, PyTorch's results) for TORCH_CONV_CASES and TORCH_POOL_CASES."""
+    import importlib.util
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("PyTorch is not installed (pip install torch==2.13.0 for this oracle)")
+    from helpers import run_python
+    rng = np.random.default_rng(77)
+    src = {"conv_count": len(TORCH_CONV_CASES), "pool_count": len(TORCH_POOL_CASES)}
+    for i, (n, h, w_, cin, kh, kw, cout, (sh, sw), padding) in enumerate(TORCH_CONV_CASES):
+        x, w, b = _conv_data(rng, n, h, w_, cin, kh, kw, cout)
+        oh, pt = kernels.conv_output_size(h, kh, sh, padding)
+        ow, pl = kernels.conv_output_size(w_, kw, sw, padding)
+        # torch pads symmetrically: pad TensorFlow-style by hand (bottom/right get the rest)
+        pb, pr = max((oh - 1) * sh + kh - h - pt, 0), max((ow - 1) * sw + kw - w_ - pl, 0)
+        src.update({f"conv{i}_x": x, f"conv{i}_w": w, f"conv{i}_b": b, f"conv{i}_dy": rand(rng, n, oh, ow, cout),
+                    f"conv{i}_geom": np.array([pt, pb, pl, pr, sh, sw])})
+    for i, (pool, strides) in enumerate(TORCH_POOL_CASES):
+        ph, pw = (pool, pool) if isinstance(pool, int) else pool
+        sh, sw = (strides, strides) if isinstance(strides, int) else strides
+        x = rng.permutation(2 * 9 * 8 * 3).astype(F32).reshape(2, 9, 8, 3)  # distinct: no ties
+        oh, ow = (9 - ph) // sh + 1, (8 - pw) // sw + 1
+        src.update({f"pool{i}_x": x, f"pool{i}_dy": rand(rng, 2, oh, ow, 3),
+                    f"pool{i}_geom": np.array([ph, pw, sh, sw])})
+    folder = tmp_path_factory.mktemp("torch_oracle")
+    np.savez(folder / "in.npz", **src)
+    proc = run_python(_TORCH_SNIPPET, env={"MG_ORACLE_IN": str(folder / "in.npz"),
+                                           "MG_ORACLE_OUT": str(folder / "out.npz")}, timeout=300)
+    assert proc.returncode == 0 and "oracle ok" in proc.stdout, proc.stderr
+    with np.load(folder / "out.npz") as out:
+        return src, dict(out)
+
+
+@pytest.mark.parametrize("i", range(len(TORCH_CONV_CASES)), ids=[str(c) for c in TORCH_CONV_CASES])
+def test_conv2d_against_torch(torch_oracle, i):
+    src, want = torch_oracle
+    _, _, _, _, _, _, _, strides, padding = TORCH_CONV_CASES[i]
+    x, w, b, dy = (src[f"conv{i}_{k}"] for k in ("x", "w", "b", "dy"))
+    tx, tw, tb = mg.Tensor(x, requires_grad=True), mg.Tensor(w, requires_grad=True), mg.Tensor(b, requires_grad=True)
+    y = conv2d(tx, tw, tb, strides, padding, "relu")
     y.backward(dy)
-    rtol, atol = conv_tol(x, w)
-    np.testing.assert_allclose(y.data, ty.detach().permute(0, 2, 3, 1).numpy(), rtol, atol)
-    np.testing.assert_allclose(tconv.grad, tx.grad.permute(0, 2, 3, 1).numpy(), *backward_input_tol(dy, w))
-    np.testing.assert_allclose(wt.grad, tw.grad.permute(2, 3, 1, 0).numpy(), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(bt.grad, tb.grad.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(y.data, want[f"conv{i}_y"], *conv_tol(x, w))
+    np.testing.assert_allclose(tx.grad, want[f"conv{i}_dx"], *backward_input_tol(dy, w))
+    np.testing.assert_allclose(tw.grad, want[f"conv{i}_dw"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(tb.grad, want[f"conv{i}_db"], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("pool,strides", [(2, 2), (3, 2), (3, 1), ((2, 3), (1, 2))])
-def test_max_pool_against_torch(rng, pool, strides):
-    torch = _torch()
-    x = (rng.permutation(2 * 9 * 8 * 3).astype(F32)).reshape(2, 9, 8, 3)  # distinct: no ties
-    tx = torch.tensor(x).permute(0, 3, 1, 2).requires_grad_()
-    ty = torch.nn.functional.max_pool2d(tx, pool, strides)
-    dy = rand(rng, *ty.permute(0, 2, 3, 1).shape)
-    ty.backward(torch.tensor(dy).permute(0, 3, 1, 2))
-    t = mg.Tensor(x, requires_grad=True)
+@pytest.mark.parametrize("i", range(len(TORCH_POOL_CASES)), ids=[str(c) for c in TORCH_POOL_CASES])
+def test_max_pool_against_torch(torch_oracle, i):
+    src, want = torch_oracle
+    pool, strides = TORCH_POOL_CASES[i]
+    t = mg.Tensor(src[f"pool{i}_x"], requires_grad=True)
     y = max_pool2d(t, pool, strides)
-    y.backward(dy)
-    np.testing.assert_array_equal(y.data, ty.detach().permute(0, 2, 3, 1).numpy())
-    np.testing.assert_allclose(t.grad, tx.grad.permute(0, 2, 3, 1).numpy(), rtol=1e-6, atol=1e-6)
+    y.backward(src[f"pool{i}_dy"])
+    np.testing.assert_array_equal(y.data, want[f"pool{i}_y"])
+    np.testing.assert_allclose(t.grad, want[f"pool{i}_dx"], rtol=1e-6, atol=1e-6)
