@@ -129,7 +129,7 @@ static inline void zero_run(float *dst, int64_t n)
     for (int64_t i = 0; i < n; i++) dst[i] = 0.0f;
 }
 
-/* Output rows (b, oy) in [r0, r1) of cols; cols points at row (b, oy) = (0, 0). */
+/* Output rows (b, oy) in [r0, r1), unfolded into cols, which points at row r0. */
 static void im2col_rows(const struct geom *g, const float *x, float *cols, int64_t r0, int64_t r1)
 {
     const int64_t c = g->c, kw = g->kw, ow = g->ow;
@@ -137,7 +137,7 @@ static void im2col_rows(const struct geom *g, const float *x, float *cols, int64
     for (int64_t r = r0; r < r1; r++) {
         const int64_t b = r / g->oh, oy = r % g->oh;
         const float *xb = x + b * g->h * g->w * c;
-        float *dst = cols + r * ow * taps;
+        float *dst = cols + (r - r0) * ow * taps;
         for (int64_t ox = 0; ox < ow; ox++) {
             const int64_t ix0 = ox * g->sw - g->pl;
             /* the taps of one kernel row that fall inside x are contiguous */
@@ -342,21 +342,24 @@ static struct blocks plan_blocks(const struct geom *g, int64_t cout)
     return B;
 }
 
-/* Forward of images [b0, b0 + nb): unfold them, then y = cols @ W + bias [relu]. */
+/* Forward of images [b0, b0 + nb): unfold them (into cols, or into this
+ * thread's scratch when cols is NULL), then y = cols @ W + bias [relu]. */
 static int forward_block(const struct geom *g, const float *x, const float *wt, const float *bias,
                          float *cols, float *y, int64_t cout, int relu, int64_t b0, int64_t nb)
 {
     const int64_t pix = g->oh * g->ow, k = g->kh * g->kw * g->c;
-    im2col_rows(g, x, cols, b0 * g->oh, (b0 + nb) * g->oh);
+    float *a = cols ? cols + b0 * pix * k : scratch_get(SCRATCH_BLOCK, (size_t)(nb * pix) * (size_t)k);
+    if (!a) return MG_ENOMEM;
+    im2col_rows(g, x, a, b0 * g->oh, (b0 + nb) * g->oh);
 #ifdef MG_X86_AVX2
     if (small_k_applies(k, cout)) {
         MG_FTZ_BEGIN;
-        small_k_rows(cols + b0 * pix * k, nb * pix, k, wt, cout, bias, relu, y + b0 * pix * cout);
+        small_k_rows(a, nb * pix, k, wt, cout, bias, relu, y + b0 * pix * cout);
         MG_FTZ_END;
         return MG_OK;
     }
 #endif
-    return mg_gemm(0, 0, nb * pix, cout, k, 1.0f, cols + b0 * pix * k, k, wt, cout,
+    return mg_gemm(0, 0, nb * pix, cout, k, 1.0f, a, k, wt, cout,
                    0.0f, y + b0 * pix * cout, cout, bias, relu);
 }
 
@@ -449,7 +452,7 @@ int mg_im2col(const float *x, float *cols, GEOM_ARGS)
     const int64_t rows = n * oh;
     MG_OMP(omp parallel for schedule(static) num_threads(MG_THREADS(rows * ow * kh * kw * c)))
     for (int64_t r = 0; r < rows; r++)
-        im2col_rows(&g, x, cols, r, r + 1);
+        im2col_rows(&g, x, cols + r * ow * kh * kw * c, r, r + 1);
     return MG_OK;
 }
 

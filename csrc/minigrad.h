@@ -140,8 +140,9 @@ int mg_col2im(const float *dcols, float *dx,
 /* y (n x oh x ow x cout) = im2col(x) @ wt + bias, then max(y, 0) when relu
  * (cout >= 1 and kh*kw*c >= 1, else MG_EINVAL);
  * wt is the kernel (kh, kw, c, cout) seen as (kh*kw*c) x cout, bias has cout
- * values or is NULL. cols receives im2col(x) (kept for the weight gradient,
- * which is cols^T @ dY, one mg_gemm). */
+ * values or is NULL. cols receives im2col(x), kept for the weight gradient
+ * (mg_conv2d_backward_weight); when cols is NULL (inference) a few images at a
+ * time are unfolded into a per-thread scratch buffer instead. */
 int mg_conv2d_forward(const float *x, const float *wt, const float *bias, float *cols, float *y,
                       int64_t cout, int relu,
                       int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,

@@ -179,7 +179,8 @@ def _padded(x, pt, pl, rows, cols, fill=0.0):
     return xp
 
 
-def conv2d_forward(x, w, b=None, strides=(1, 1), padding="valid", relu=False, out=None, cols_out=None):
+def conv2d_forward(x, w, b=None, strides=(1, 1), padding="valid", relu=False, out=None, cols_out=None,
+                   keep_cols=True):
     kh, kw, cin, cout = w.shape
     n, h, wd, _ = x.shape
     sh, sw, oh, ow, pt, pl = _conv_geometry(h, wd, kh, kw, strides, padding)
@@ -195,7 +196,7 @@ def conv2d_forward(x, w, b=None, strides=(1, 1), padding="valid", relu=False, ou
     y = y.astype(F32)
     if relu:
         y = np.where(y < 0, F32(0), y)
-    return _out(out, y.reshape(n, oh, ow, cout)), _out(cols_out, cols)
+    return _out(out, y.reshape(n, oh, ow, cout)), (_out(cols_out, cols) if keep_cols else None)
 
 
 def conv2d_backward_input(dy, w, x_shape, strides=(1, 1), padding="valid", out=None):

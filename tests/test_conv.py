@@ -181,6 +181,18 @@ def test_conv2d_matches_twin(rng, case, relu):
                  rtol=16 * EPS32 * np.sqrt(k), atol=16 * EPS32 * np.sqrt(k) * amax * bmax + 1e-30)
 
 
+@pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
+def test_conv2d_forward_without_cols_same_bits(rng, case):
+    # keep_cols=False unfolds into a per-thread scratch: the same y, bit for bit
+    n, h, w_, cin, kh, kw, cout, strides, padding = case
+    x, w, b = _conv_data(rng, n, h, w_, cin, kh, kw, cout)
+    y, cols = kernels.conv2d_forward(x, w, b, strides, padding, True)
+    y2, none = kernels.conv2d_forward(x, w, b, strides, padding, True, keep_cols=False)
+    assert none is None and cols is not None
+    assert_bitwise_equal(y2, y, f"conv2d_forward keep_cols=False {case}")
+    assert reference.conv2d_forward(x, w, b, strides, padding, keep_cols=False)[1] is None
+
+
 POOLS = [
     # (n, h, w, c, pool, strides, padding)
     (1, 4, 4, 1, (2, 2), None, "valid"),
@@ -337,6 +349,18 @@ def test_conv_net_gradcheck(rng):
     assert mg.gradcheck(net, [w1, b1, w2, b2], eps=1e-3, atol=5e-3, rtol=2e-2)
 
 
+def test_frozen_kernel_and_no_grad_keep_no_cols(rng):
+    x = mg.Tensor(rand(rng, 2, 6, 6, 3), requires_grad=True)
+    w = mg.Tensor(rand(rng, 3, 3, 3, 4))
+    y = conv2d(x, w, activation="relu")
+    assert y._node.ctx.saved[2] is None  # no weight gradient wanted: no unfolded copy kept
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+    w.requires_grad = True
+    with mg.no_grad():
+        assert conv2d(x, w).requires_grad is False
+
+
 def test_input_images_get_no_gradient(rng):
     x = mg.Tensor(rand(rng, 2, 6, 6, 1))
     w = mg.Tensor(rand(rng, 3, 3, 1, 2), requires_grad=True)
@@ -383,9 +407,10 @@ def test_conv_thread_invariant(rng, restore_threads, case):
 
     def compute():
         y, cols = kernels.conv2d_forward(x, w, b, strides, padding, True)
+        y_no_cols, _ = kernels.conv2d_forward(x, w, b, strides, padding, True, keep_cols=False)
         dx = kernels.conv2d_backward_input(dy, w, x.shape, strides, padding)
         dw = kernels.conv2d_backward_weight(cols, dy, w.shape)
-        return y, cols, dx, dw
+        return y, cols, y_no_cols, dx, dw
     _at_thread_counts(compute, f"conv {case}")
 
 
@@ -469,6 +494,8 @@ def test_bad_shapes():
            "received (1, 0)", kernels.conv2d_forward, x, w, strides=(1, 0))
     raises(ValueError, "conv2d_forward: expected strides to be a positive integer or a pair of them, "
            "received (1, 1, 1)", kernels.conv2d_forward, x, w, strides=(1, 1, 1))
+    raises(ValueError, "conv2d_forward: expected cols_out=None with keep_cols=False, received an array",
+           kernels.conv2d_forward, x, w, cols_out=np.zeros((5408, 9), F32), keep_cols=False)
     raises(ValueError, "conv2d_forward: expected padding 'valid' or 'same', received 'causal'",
            kernels.conv2d_forward, x, w, padding="causal")
     raises(ValueError, "conv2d_forward: expected out of shape (8, 26, 26, 32), received (8, 28, 28, 32)",

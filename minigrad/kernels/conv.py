@@ -101,13 +101,19 @@ def _kernel(op, w):
 
 # ---------------------------------------------------------------- convolution
 
-def conv2d_forward(x, w, b=None, strides=(1, 1), padding="valid", relu=False, out=None, cols_out=None):
+def conv2d_forward(x, w, b=None, strides=(1, 1), padding="valid", relu=False, out=None, cols_out=None,
+                   keep_cols=True):
     """(y, cols): y = conv(x, w) + b [relu], shape (N, OH, OW, cout); cols = im2col(x).
 
-    x: (N, H, W, cin); w: (kh, kw, cin, cout); b: (cout,) or None.
+    x: (N, H, W, cin); w: (kh, kw, cin, cout); b: (cout,) or None. With
+    keep_cols=False (no weight gradient wanted: inference, frozen kernels) the
+    unfolded input is not kept, nothing of its size is allocated, and cols is None.
     """
     op = "conv2d_forward"
     relu = _flag(op, "relu", relu)
+    keep_cols = _flag(op, "keep_cols", keep_cols)
+    if cols_out is not None and not keep_cols:
+        raise ValueError(f"{op}: expected cols_out=None with keep_cols=False, received an array")
     strides, padding = _pair(op, "strides", strides), _padding(op, padding)
     given = (("x", x), ("w", w), ("b", b))
     x = _input(op, "x", x, 4)
@@ -123,10 +129,12 @@ def conv2d_forward(x, w, b=None, strides=(1, 1), padding="valid", relu=False, ou
             raise ValueError(f"{op}: expected b of shape ({cout},), received {b.shape}")
     oh, ow, pt, pl = _geometry(op, h, wd, kh, kw, strides, padding, "kernel")
     inputs = given + (("x", x), ("w", w), ("b", b))
-    cols_out = _output(op, "cols_out", cols_out, (n * oh * ow, kh * kw * cin), inputs)
+    if keep_cols:
+        cols_out = _output(op, "cols_out", cols_out, (n * oh * ow, kh * kw * cin), inputs)
     out = _output(op, "out", out, (n, oh, ow, cout), inputs + (("cols_out", cols_out),))
     _run(op, lib.mg_conv2d_forward,
-         (_ptr(x), _ptr(w), _ptr(b) if b is not None else _NULL, _ptr(cols_out), _ptr(out), cout, relu,
+         (_ptr(x), _ptr(w), _ptr(b) if b is not None else _NULL,
+          _ptr(cols_out) if keep_cols else _NULL, _ptr(out), cout, relu,
           n, h, wd, c, kh, kw, strides[0], strides[1], pt, pl, oh, ow),
          (cols_out, out))
     return out, cols_out

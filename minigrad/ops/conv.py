@@ -15,7 +15,7 @@ view of one, so a captured step replays them.
 [[5.0, 6.0], [9.0, 10.0]]
 """
 from .. import kernels
-from ..function import Function
+from ..function import Function, is_grad_enabled
 from ..kernels import tape
 from . import _tensor
 
@@ -38,10 +38,11 @@ class Conv2D(Function):
 
     @staticmethod
     def forward(ctx, x, w, b, strides=(1, 1), padding="valid", relu=False):
-        y, cols = kernels.conv2d_forward(x, w, b, strides, padding, relu)
+        # cols (the unfolded x) is what the weight gradient needs; x itself is not kept
+        keep = ctx.needs_input_grad[1] and is_grad_enabled()
+        y, cols = kernels.conv2d_forward(x, w, b, strides, padding, relu, keep_cols=keep)
         ctx.x_shape, ctx.strides, ctx.padding, ctx.relu = x.shape, strides, padding, relu
-        # cols is what the weight gradient needs; x itself is not kept
-        ctx.save_for_backward(w, y, cols if ctx.needs_input_grad[1] else None)
+        ctx.save_for_backward(w, y, cols)
         return y
 
     @staticmethod
