@@ -245,11 +245,12 @@ def worker(conn, name, mnist_dir):
             engine.set_threads(threads)
             engine.step()  # the first step at a new thread count wakes the team
             times = []
-            for _ in range(steps):
-                t = time.perf_counter()
-                engine.step()
-                times.append(time.perf_counter() - t)
-            conn.send(("result", float(np.median(times))))
+            with bl.CpuMonitor() as mon:
+                for _ in range(steps):
+                    t = time.perf_counter()
+                    engine.step()
+                    times.append(time.perf_counter() - t)
+            conn.send(("result", (float(np.median(times)), mon.other_cores)))
     except Exception:
         conn.send(("error", traceback.format_exc()))
     finally:
@@ -283,6 +284,9 @@ def main(argv=None):
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
     parser.add_argument("--mnist-dir", default=bl.default_mnist_dir())
     parser.add_argument("--layers", action="store_true", help="minigrad-tape's per-call breakdown too")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                        help="before each timing, wait up to this long for other processes to use "
+                             "< 0.3 cores")
     parser.add_argument("--malloc-keep", action="store_true",
                         help="start every worker with glibc's MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ "
                              "raised, so freed arrays stay mapped and are reused without page faults")
@@ -309,12 +313,16 @@ def main(argv=None):
 
     workers = {name: start(name, args.mnist_dir) for name in engines}
     results = {(name, n): [] for name in engines for n in args.threads}
+    loads = {(name, n): [] for name in engines for n in args.threads}
     try:
         for rep in range(args.repeats):
             order = engines[rep % len(engines):] + engines[:rep % len(engines)]
             for n in args.threads:
                 for name in order:
-                    results[name, n].append(ask(workers[name][1], "time", n, args.steps))
+                    bl.wait_for_quiet(args.wait_quiet)
+                    seconds, load = ask(workers[name][1], "time", n, args.steps)
+                    results[name, n].append(seconds)
+                    loads[name, n].append(load)
         layer_rows = {}
         if args.layers and "minigrad-tape" in workers:
             for n in args.threads:
@@ -327,7 +335,7 @@ def main(argv=None):
     flops = conv_flops()
     print()
     print(f"{'engine':<14} {'threads':>7} {'ms/step':>9} {'best':>8} {'spread':>7} {'GFLOP/s':>8} "
-          f"{'vs torch':>9} {'best vs':>8} {'epoch s':>8}")
+          f"{'vs torch':>9} {'best vs':>8} {'epoch s':>8} {'load':>5}")
     for n in args.threads:
         have_torch = "torch" in engines
         base = bl.median(results["torch", n]) if have_torch else None
@@ -337,7 +345,8 @@ def main(argv=None):
             ratio = f"{t / base:.2f}x" if base else "-"
             ratio_min = f"{best / base_min:.2f}x" if base_min else "-"
             print(f"{name:<14} {n:>7} {t * 1e3:>9.2f} {best * 1e3:>8.2f} {bl.spread(results[name, n]):>6.0%} "
-                  f"{flops / t / 1e9:>8.1f} {ratio:>9} {ratio_min:>8} {t * STEPS_PER_EPOCH:>8.2f}")
+                  f"{flops / t / 1e9:>8.1f} {ratio:>9} {ratio_min:>8} {t * STEPS_PER_EPOCH:>8.2f} "
+                  f"{bl.median(loads[name, n]):>5.2f}")
     if layer_rows:
         print()
         print("minigrad-tape per recorded call, ms (median over replays), in step order:")
@@ -350,7 +359,8 @@ def main(argv=None):
           "minimum (the machine may be shared: the minimum is the least disturbed); 'spread': "
           "(max - min) / median; 'vs torch' / 'best vs': ratios of medians / minima to PyTorch at the "
           "same thread count; 'epoch s': these layers' forward + backward over 60000 samples "
-          "(938 steps of 64), from the median.")
+          "(938 steps of 64), from the median; 'load': cores other processes used during the "
+          "timings (median), to be read first on a shared machine.")
 
 
 if __name__ == "__main__":

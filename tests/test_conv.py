@@ -138,6 +138,14 @@ def test_max_pool_nan_propagates_first_nan_wins(backend):
 
 # ============================================================== C against the NumPy twins
 
+@pytest.mark.parametrize("name", ["conv_output_size", "conv2d_forward", "conv2d_backward_input",
+                                  "conv2d_backward_weight", "max_pool2d_forward", "max_pool2d_backward"])
+def test_twin_has_the_same_signature(name):
+    import inspect
+    assert name in kernels.conv.__all__
+    assert inspect.signature(getattr(kernels, name)) == inspect.signature(getattr(reference, name))
+
+
 CASES = [
     # (n, h, w, cin, kh, kw, cout, strides, padding)
     (1, 5, 5, 1, 3, 3, 1, (1, 1), "valid"),
