@@ -437,6 +437,95 @@ int mg_conv2d_backward_weight(const float *cols, const float *dy, float *dw,
     return status;
 }
 
+/* dz = dy where y > 0 else 0 for n rows of cout, and colsum[j] = the sum of
+ * column j of dz, rows in increasing order. */
+MG_CLONES
+static void relu_mask_rows(const float *restrict y, const float *restrict dy, float *restrict dz,
+                           float *restrict colsum, int64_t n, int64_t cout)
+{
+    for (int64_t j = 0; j < cout; j++) colsum[j] = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        const float *yr = y + i * cout, *gr = dy + i * cout;
+        float *zr = dz + i * cout;
+        for (int64_t j = 0; j < cout; j++) {
+            const float g = gr[j]; /* loaded unconditionally so the select vectorises */
+            const float z = yr[j] > 0.0f ? g : 0.0f;
+            zr[j] = z;
+            colsum[j] += z;
+        }
+    }
+}
+
+/* The parameter gradients of a relu convolution whose input needs none (a
+ * first layer): dZ = dY where Y > 0 else 0 is made one chunk of rows at a
+ * time in this thread's scratch (L2-sized: WGRAD_CHUNK x cout floats) and never
+ * written out; each chunk adds its partial column sums (db) and its partial
+ * cols^T @ dZ (dW), and the partials are added in chunk order as in
+ * mg_conv2d_backward_weight. */
+int mg_conv2d_relu_backward_params(const float *cols, const float *y, const float *dy,
+                                   float *dw, float *db, int64_t rows, int64_t k, int64_t cout)
+{
+    if (rows < 0 || k < 1 || cout < 1 || (double)rows * (double)k > 4.6e18
+        || (double)rows * (double)cout > 4.6e18 || (double)(k + 1) * (double)cout > 4.6e18)
+        return MG_EINVAL;
+    const int64_t chunks = mg_ceil_div(rows, WGRAD_CHUNK);
+    const int64_t part = (k + 1) * cout; /* dW partial, then db partial */
+    if (chunks == 0) {
+        for (int64_t e = 0; e < k * cout; e++) dw[e] = 0.0f;
+        for (int64_t j = 0; j < cout; j++) db[j] = 0.0f;
+        return MG_OK;
+    }
+    float *parts = scratch_get(SCRATCH_SHARED, (size_t)chunks * (size_t)part);
+    if (!parts) return MG_ENOMEM;
+    const double flops = 2.0 * (double)rows * (double)k * (double)cout;
+    int threads = flops >= MG_GEMM_PAR_MIN_FLOPS ? mg_get_num_threads() : 1;
+    if (threads > chunks) threads = (int)chunks;
+    const int small = small_k_applies(k, cout);
+    int status = MG_OK;
+    MG_OMP(omp parallel num_threads(threads))
+    {
+        MG_OMP(omp for schedule(dynamic, 1))
+        for (int64_t ch = 0; ch < chunks; ch++) {
+            const int64_t r0 = ch * WGRAD_CHUNK, n = mg_min64(rows, r0 + WGRAD_CHUNK) - r0;
+            float *dz = scratch_get(SCRATCH_BLOCK, (size_t)(WGRAD_CHUNK * cout));
+            if (!dz) {
+                MG_OMP(omp atomic write)
+                status = MG_ENOMEM;
+                continue;
+            }
+            float *pw = parts + ch * part, *pb = pw + k * cout;
+            MG_FTZ_BEGIN;
+            relu_mask_rows(y + r0 * cout, dy + r0 * cout, dz, pb, n, cout);
+#ifdef MG_X86_AVX2
+            if (small) {
+                small_k_wgrad(cols + r0 * k, dz, 0, n, k, cout, pw);
+                MG_FTZ_END;
+                continue;
+            }
+#else
+            (void)small;
+#endif
+            MG_FTZ_END;
+            const int st = mg_gemm(1, 0, k, cout, n, 1.0f, cols + r0 * k, k, dz, cout, 0.0f, pw, cout, NULL, 0);
+            if (st != MG_OK) {
+                MG_OMP(omp atomic write)
+                status = st;
+            }
+        }
+        MG_FTZ_BEGIN;
+        MG_OMP(omp for schedule(dynamic, 64))
+        for (int64_t e = 0; e < part; e++) {
+            float sum = parts[e];
+            for (int64_t ch = 1; ch < chunks; ch++)
+                sum += parts[ch * part + e];
+            if (e < k * cout) dw[e] = sum;
+            else db[e - k * cout] = sum;
+        }
+        MG_FTZ_END;
+    }
+    return status;
+}
+
 #define GEOM_ARGS int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw, \
     int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left, int64_t oh, int64_t ow
 #define GEOM_INIT {n, h, w, c, kh, kw, sh, sw, pad_top, pad_left, oh, ow}

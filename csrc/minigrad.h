@@ -152,6 +152,12 @@ int mg_conv2d_forward(const float *x, const float *wt, const float *bias, float 
  * partial products are added in chunk order; otherwise one mg_gemm. */
 int mg_conv2d_backward_weight(const float *cols, const float *dy, float *dw,
                               int64_t rows, int64_t k, int64_t cout);
+/* For a relu convolution whose input needs no gradient: dw = cols^T @ dZ and
+ * db[j] = sum_i dZ[i, j] with dZ = dY where Y > 0 else 0 (Y the layer's output,
+ * rows x cout), without writing dZ: fixed chunks of rows, partials added in
+ * chunk order. */
+int mg_conv2d_relu_backward_params(const float *cols, const float *y, const float *dy,
+                                   float *dw, float *db, int64_t rows, int64_t k, int64_t cout);
 /* dx (n x h x w x c) = col2im(dY @ wt^T), dY being n x oh x ow x cout: the
  * input gradient. The dcols of a few images at a time live in a per-thread
  * scratch buffer that only grows (MG_ENOMEM if it cannot). */

@@ -217,6 +217,12 @@ def conv2d_backward_weight(cols, dy, w_shape, out=None):
     return _out(out, dw.reshape(w_shape))
 
 
+def conv2d_relu_backward_params(cols, y, dy, w_shape, out=None, db_out=None):
+    dz = np.where(y > 0, dy, F32(0))
+    return (conv2d_backward_weight(cols, dz, w_shape, out),
+            _out(db_out, dz.reshape(-1, w_shape[3]).sum(axis=0, dtype=np.float64)))
+
+
 def _pool_geometry(x_shape, pool_size, strides, padding):
     ph, pw = _pair(pool_size)
     strides = (ph, pw) if strides is None else strides

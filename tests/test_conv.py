@@ -139,7 +139,8 @@ def test_max_pool_nan_propagates_first_nan_wins(backend):
 # ============================================================== C against the NumPy twins
 
 @pytest.mark.parametrize("name", ["conv_output_size", "conv2d_forward", "conv2d_backward_input",
-                                  "conv2d_backward_weight", "max_pool2d_forward", "max_pool2d_backward"])
+                                  "conv2d_backward_weight", "conv2d_relu_backward_params",
+                                  "max_pool2d_forward", "max_pool2d_backward"])
 def test_twin_has_the_same_signature(name):
     import inspect
     assert name in kernels.conv.__all__
@@ -187,6 +188,9 @@ def test_conv2d_matches_twin(rng, case, relu):
     amax, bmax = float(np.abs(cols).max()), float(np.abs(dy).max())
     check_kernel("conv2d_backward_weight", cols, dy, w.shape,
                  rtol=16 * EPS32 * np.sqrt(k), atol=16 * EPS32 * np.sqrt(k) * amax * bmax + 1e-30)
+    if relu:  # the fused parameter gradients of a first layer: y masks dy
+        check_kernel("conv2d_relu_backward_params", cols, y, dy, w.shape,
+                     rtol=16 * EPS32 * np.sqrt(k), atol=16 * EPS32 * np.sqrt(k) * amax * max(bmax, 1.0) + 1e-30)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
@@ -282,6 +286,9 @@ def test_empty_batch(backend):
     assert y.shape == (0, 5, 5, 4) and cols.shape == (0, 18)
     assert backend.conv2d_backward_input(y, w, x.shape, padding="same").shape == x.shape
     np.testing.assert_array_equal(backend.conv2d_backward_weight(cols, y, w.shape), np.zeros(w.shape))
+    dw, db = backend.conv2d_relu_backward_params(cols, y, y, w.shape)
+    np.testing.assert_array_equal(dw, np.zeros(w.shape))
+    np.testing.assert_array_equal(db, np.zeros(4))
     p, argmax = backend.max_pool2d_forward(x, 2)
     assert p.shape == argmax.shape == (0, 2, 2, 2)
 
@@ -369,6 +376,25 @@ def test_frozen_kernel_and_no_grad_keep_no_cols(rng):
         assert conv2d(x, w).requires_grad is False
 
 
+@pytest.mark.parametrize("cin", [1, 3])  # the small-k kernel, and the chunked GEMM
+def test_first_layer_fused_backward_matches_unfused(rng, cin):
+    # x needs no gradient: Conv2D takes conv2d_relu_backward_params; the same
+    # gradients as masking first (relu_backward_bias_grad) and then the weight GEMM
+    x = mg.Tensor(rand(rng, 9, 30, 30, cin))
+    w = mg.Tensor(rand(rng, 3, 3, cin, 16, scale=0.5), requires_grad=True)
+    b = mg.Tensor(rand(rng, 16, scale=0.1), requires_grad=True)
+    y = conv2d(x, w, b, activation="relu")
+    dy = rand(rng, *y.shape)
+    y.backward(dy)
+    cols = kernels.conv2d_forward(x.data, w.data, b.data, relu=True)[1]
+    dz, db = kernels.relu_backward_bias_grad(y.data.reshape(-1, 16), dy.reshape(-1, 16))
+    dw = kernels.conv2d_backward_weight(cols, dz.reshape(y.shape), w.shape)
+    k = cols.shape[0]
+    np.testing.assert_allclose(w.grad, dw, rtol=16 * EPS32 * np.sqrt(k),
+                               atol=16 * EPS32 * np.sqrt(k) * float(np.abs(cols).max() * np.abs(dy).max()))
+    np.testing.assert_allclose(b.grad, db, rtol=16 * EPS32 * np.sqrt(k), atol=16 * EPS32 * np.sqrt(k) * 4)
+
+
 def test_input_images_get_no_gradient(rng):
     x = mg.Tensor(rand(rng, 2, 6, 6, 1))
     w = mg.Tensor(rand(rng, 3, 3, 1, 2), requires_grad=True)
@@ -418,7 +444,7 @@ def test_conv_thread_invariant(rng, restore_threads, case):
         y_no_cols, _ = kernels.conv2d_forward(x, w, b, strides, padding, True, keep_cols=False)
         dx = kernels.conv2d_backward_input(dy, w, x.shape, strides, padding)
         dw = kernels.conv2d_backward_weight(cols, dy, w.shape)
-        return y, cols, y_no_cols, dx, dw
+        return (y, cols, y_no_cols, dx, dw) + kernels.conv2d_relu_backward_params(cols, y, dy, w.shape)
     _at_thread_counts(compute, f"conv {case}")
 
 
@@ -521,6 +547,12 @@ def test_bad_shapes():
            np.zeros((8, 26, 26, 32), F32), w.shape)
     raises(ValueError, "conv2d_backward_weight: expected dy of shape (N, OH, OW, 32) with N*OH*OW = 5407",
            kernels.conv2d_backward_weight, np.zeros((5407, 9), F32), np.zeros((8, 26, 26, 32), F32), w.shape)
+    raises(ValueError, "conv2d_relu_backward_params: expected y of shape (8, 26, 26, 32) (like dy), "
+           "received (8, 26, 26, 31)", kernels.conv2d_relu_backward_params, np.zeros((5408, 9), F32),
+           np.zeros((8, 26, 26, 31), F32), np.zeros((8, 26, 26, 32), F32), w.shape)
+    raises(ValueError, "conv2d_relu_backward_params: expected w_shape to be (kh, kw, cin, cout) of positive "
+           "integers, received (3, 3, 1)", kernels.conv2d_relu_backward_params, np.zeros((5408, 9), F32),
+           np.zeros((8, 26, 26, 32), F32), np.zeros((8, 26, 26, 32), F32), (3, 3, 1))
     raises(ValueError, "max_pool2d_forward: expected pool_size to be a positive integer or a pair of them, "
            "received 0", kernels.max_pool2d_forward, x, 0)
     raises(ValueError, "max_pool2d_forward: expected an input of at least 3x3 pixels for a 3x3 pool window "

@@ -26,7 +26,7 @@ import numpy as np
 from . import I64, _describe, _flag, _input, _output, _ptr, _run, ffi, lib, tape
 
 __all__ = ["conv_output_size", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
-           "max_pool2d_forward", "max_pool2d_backward"]
+           "conv2d_relu_backward_params", "max_pool2d_forward", "max_pool2d_backward"]
 
 _NULL = ffi.NULL
 
@@ -89,6 +89,19 @@ def _shape4(op, name, shape):
         raise ValueError(f"{op}: expected {name} to be a shape (N, H, W, C) of non-negative "
                          f"integers, received {shape!r}")
     return tuple(int(d) for d in dims)
+
+
+def _kernel_shape(op, w_shape):
+    """A kernel shape (kh, kw, cin, cout) of positive integers, as a tuple."""
+    try:
+        shape = tuple(int(d) for d in w_shape)
+        bad = len(shape) != 4 or min(shape) < 1 or any(isinstance(d, (bool, float)) for d in w_shape)
+    except (TypeError, ValueError):
+        bad = True
+    if bad:
+        raise ValueError(f"{op}: expected w_shape to be (kh, kw, cin, cout) of positive integers, "
+                         f"received {w_shape!r}")
+    return shape
 
 
 def _kernel(op, w):
@@ -170,14 +183,7 @@ def conv2d_backward_weight(cols, dy, w_shape, out=None):
     second result of conv2d_forward and dy (N, OH, OW, cout) the output gradient."""
     op = "conv2d_backward_weight"
     given = (("cols", cols), ("dy", dy))
-    try:
-        shape = tuple(int(d) for d in w_shape)
-        bad = len(shape) != 4 or min(shape) < 1
-    except (TypeError, ValueError):
-        bad = True
-    if bad:
-        raise ValueError(f"{op}: expected w_shape to be (kh, kw, cin, cout) of positive integers, "
-                         f"received {w_shape!r}")
+    shape = _kernel_shape(op, w_shape)
     kh, kw, cin, cout = shape
     cols = _input(op, "cols", cols, 2)
     dy = _input(op, "dy", dy, 4)
@@ -191,6 +197,34 @@ def conv2d_backward_weight(cols, dy, w_shape, out=None):
     out = _output(op, "out", out, shape, given + (("cols", cols), ("dy", dy)))
     _run(op, lib.mg_conv2d_backward_weight, (_ptr(cols), _ptr(dy), _ptr(out), rows, taps, cout), (out,))
     return out
+
+
+def conv2d_relu_backward_params(cols, y, dy, w_shape, out=None, db_out=None):
+    """(dw, db) of a relu convolution whose input needs no gradient (a first layer):
+    with dz = dy where y > 0 else 0 (y the forward output), dw = cols.T @ dz as a
+    kernel of shape w_shape and db = the column sums of dz, without making dz
+    (what conv2d_backward_weight after relu_backward_bias_grad computes, in one pass)."""
+    op = "conv2d_relu_backward_params"
+    given = (("cols", cols), ("y", y), ("dy", dy))
+    kh, kw, cin, cout = _kernel_shape(op, w_shape)
+    cols = _input(op, "cols", cols, 2)
+    y = _input(op, "y", y, 4)
+    dy = _input(op, "dy", dy, 4)
+    rows, taps = cols.shape
+    if taps != kh * kw * cin:
+        raise ValueError(f"{op}: expected cols of shape (N*OH*OW, {kh * kw * cin}) for a kernel of "
+                         f"shape {(kh, kw, cin, cout)}, received {cols.shape}")
+    if dy.shape[3] != cout or math.prod(dy.shape[:3]) != rows:
+        raise ValueError(f"{op}: expected dy of shape (N, OH, OW, {cout}) with N*OH*OW = {rows} "
+                         f"(the rows of cols), received {dy.shape}")
+    if y.shape != dy.shape:
+        raise ValueError(f"{op}: expected y of shape {dy.shape} (like dy), received {y.shape}")
+    inputs = given + (("cols", cols), ("y", y), ("dy", dy))
+    out = _output(op, "out", out, (kh, kw, cin, cout), inputs)
+    db_out = _output(op, "db_out", db_out, (cout,), inputs + (("out", out),))
+    _run(op, lib.mg_conv2d_relu_backward_params,
+         (_ptr(cols), _ptr(y), _ptr(dy), _ptr(out), _ptr(db_out), rows, taps, cout), (out, db_out))
+    return out, db_out
 
 
 # ---------------------------------------------------------------- max pooling

@@ -50,6 +50,11 @@ class Conv2D(Function):
         w, y, cols = ctx.saved
         need_x, need_w, need_b = ctx.needs_input_grad
         cout = w.shape[3]
+        if ctx.relu and need_w and not need_x:
+            # a first layer: both parameter gradients in one pass, the masked
+            # gradient never written out
+            dw, db = kernels.conv2d_relu_backward_params(cols, y, grad, w.shape)
+            return None, dw, (db if need_b else None)
         if ctx.relu:
             dz, db = kernels.relu_backward_bias_grad(_rows(y, cout), _rows(grad, cout))
             dz = dz.reshape(y.shape)
