@@ -12,6 +12,10 @@
  * need atomics or a reduction whose order follows the thread split; the gather
  * gives every dx element one fixed sum whatever the number of threads.
  *
+ * Both run on blocks of a few whole images (see BLOCK_ROWS), so that what one
+ * step writes the next reads from L2. Weight gradient: cols^T @ dY, one GEMM,
+ * or for small k = kh*kw*cin a direct kernel over fixed chunks of rows.
+ *
  * Padding is implicit: taps outside [0, h) x [0, w) read zeros in im2col and
  * are skipped in col2im. Any pad/output size is memory-safe (every read of x
  * is bounds-checked); the wrapper computes them from 'valid'/'same'.
@@ -70,10 +74,11 @@ static inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi)
 
 /* ------------------------------------------------------------------ scratch
  * Work buffers that only grow, one set per thread (like the GEMM's packing
- * workspace), so steady-state calls allocate nothing: slot SCRATCH_BLOCK holds
- * a block's dcols (or the weight gradient's chunk partials), slot
- * SCRATCH_SHARED what the calling thread prepares for its whole team (W^T,
- * dW^T). Freed by a key destructor when their thread exits. */
+ * workspace), so steady-state calls allocate nothing. Slot SCRATCH_BLOCK is a
+ * thread's own: a block's dcols, its unfolded rows when cols are not kept, a
+ * chunk's masked gradient. Slot SCRATCH_SHARED is what the calling thread
+ * prepares for (or collects from) its whole team: W^T, dW^T, chunk partials.
+ * Freed by a key destructor when their thread exits. */
 enum { SCRATCH_BLOCK, SCRATCH_SHARED, SCRATCH_SLOTS };
 struct scratch { void *raw[SCRATCH_SLOTS]; float *p[SCRATCH_SLOTS]; size_t cap[SCRATCH_SLOTS]; };
 static _Thread_local struct scratch tls_scratch;
@@ -320,9 +325,7 @@ static void small_k_wgrad(const float *a, const float *dy, int64_t r0, int64_t r
 static int small_k_applies(int64_t k, int64_t cout)
 {
 #ifdef MG_X86_AVX2
-    static int avx2 = -1;
-    if (avx2 < 0) avx2 = mg_gemm_kernel_name()[0] == 'a';
-    return avx2 && k <= SMALL_K_MAX && cout % 8 == 0;
+    return k <= SMALL_K_MAX && cout % 8 == 0 && mg_gemm_kernel_name()[0] == 'a'; /* "avx2-fma" */
 #else
     (void)k; (void)cout;
     return 0;
@@ -402,7 +405,7 @@ int mg_conv2d_backward_weight(const float *cols, const float *dy, float *dw,
 #ifdef MG_X86_AVX2
     if (small_k_applies(k, cout) && rows > 0) {
         const int64_t chunks = mg_ceil_div(rows, WGRAD_CHUNK);
-        float *parts = scratch_get(SCRATCH_BLOCK, (size_t)chunks * (size_t)(k * cout));
+        float *parts = scratch_get(SCRATCH_SHARED, (size_t)chunks * (size_t)(k * cout));
         if (!parts) return MG_ENOMEM;
         const double flops = 2.0 * (double)rows * (double)k * (double)cout;
         int threads = flops >= MG_GEMM_PAR_MIN_FLOPS ? mg_get_num_threads() : 1;
@@ -428,8 +431,8 @@ int mg_conv2d_backward_weight(const float *cols, const float *dy, float *dw,
     }
 #endif
     /* dW^T (cout x k) = dY^T @ cols, then transposed: with dY as op(A), mg_gemm
-     * may skip its zeros (see backward_block); it is also the faster
-     * orientation for a dense dY (cols is then read along its rows). */
+     * may skip its zeros (see backward_block); for a dense dY it measured no
+     * slower than cols^T @ dY. */
     float *dw_t = scratch_get(SCRATCH_SHARED, (size_t)(k * cout));
     if (!dw_t) return MG_ENOMEM;
     int status = mg_gemm(1, 0, cout, k, rows, 1.0f, dy, cout, cols, k, 0.0f, dw_t, k, NULL, 0);
