@@ -32,7 +32,8 @@ class Conv2D(Function):
 
     Backward masks the gradient by relu' while summing it for the bias (one pass),
     then dW = cols.T @ dz and, only when x needs a gradient (not for input images),
-    dx = col2im(dz @ W.T).
+    dx = col2im(dz @ W.T). When x needs none (a first layer), the mask, the bias
+    sums and dW are one pass that never writes dz out.
     """
     name = "conv2d"
 
