@@ -12,18 +12,22 @@ conv3 and of both poolings (none for the input images), as in training.
 
 Engines, each in its own worker process (started once) so that PyTorch's thread
 pools and OpenMP runtime never share a process with minigrad's:
-  minigrad  the autograd ops mg.ops.conv2d / max_pool2d (im2col + packed GEMM)
-  torch     PyTorch eager, F.conv2d(relu) / F.max_pool2d, torch.set_num_threads(n)
-  numpy     a float32 NumPy im2col loop (sliding_window_view + matmul on NumPy's BLAS,
-            threads limited with threadpoolctl)
+  minigrad       the autograd ops mg.ops.conv2d / max_pool2d (im2col + packed GEMM), eager:
+                 a graph and fresh output arrays every step
+  minigrad-tape  that step recorded once on a kernels.tape.Tape and replayed (the kernel
+                 calls alone, into the recording's buffers: what a captured step runs)
+  torch          PyTorch eager, F.conv2d(relu) / F.max_pool2d, torch.set_num_threads(n)
+  numpy          a float32 NumPy im2col loop (sliding_window_view + matmul on NumPy's BLAS,
+                 threads limited with threadpoolctl)
 The input batch is the first 64 MNIST training images when --mnist-dir (default
 $MINIGRAD_DATA or ../shared/mnist) has them (81% exact zeros), else uniform noise.
 
 Runs are interleaved: for each repeat, for each thread count, every engine times
 --steps steps (engine order rotating between repeats). Reported: the median ms per
 step over the repeats, GFLOP/s (the convolutions' GEMM FLOPs only), the ratio to
-PyTorch at the same thread count, and the time of one 60000-sample epoch of these
-layers (938 steps). --layers adds minigrad's per-layer breakdown.
+PyTorch at the same thread count, the same from the minima (the least disturbed
+runs on a shared machine), and the time of one 60000-sample epoch of these layers
+(938 steps). --layers adds the time of each kernel call of the replayed step.
 """
 import argparse
 import math
@@ -94,42 +98,36 @@ class Minigrad:
         y = self.conv2d(h, w3, b3, activation="relu")
         y.backward(self.dy)
 
-    def layers(self, reps):
-        """Median ms of each kernel call of one step, over reps steps."""
-        from minigrad import kernels as K
-        (w1, b1), (w2, b2), (w3, b3) = [(w.data, b.data) for w, b in self.params]
-        x = self.x.data
-        steps = []
 
-        def timed(name, fn, *args, **kw):
-            t = time.perf_counter()
-            out = fn(*args, **kw)
-            step[name] = step.get(name, 0.0) + time.perf_counter() - t
-            return out
+class MinigradTape(Minigrad):
+    """The same step recorded once on a kernels.tape.Tape and replayed: the kernel
+    calls alone, into the buffers of the recording (what a captured step runs,
+    with no graph building and no allocation)."""
+
+    def __init__(self, x, params, dy):
+        super().__init__(x, params, dy)
+        from minigrad.kernels import tape
+        with tape.Tape() as self.tape:
+            Minigrad.step(self)
+
+    def step(self):
+        self.tape.replay()
+
+    def layers(self, reps):
+        """Median ms of each recorded call over reps replays, labelled by the C
+        function (or NumPy work) and its rank among calls of that name."""
+        seen, labels = {}, []
+        for function, _, _ in self.tape.calls:
+            name = getattr(function, "__name__", type(function).__name__)
+            seen[name] = seen.get(name, 0) + 1
+            labels.append(f"{name} #{seen[name]}")
+        times = [[] for _ in labels]
         for _ in range(reps):
-            step = {}
-            y1, c1 = timed("conv1 fwd", K.conv2d_forward, x, w1, b1, relu=True)
-            p1, a1 = timed("pool1 fwd", K.max_pool2d_forward, y1, 2)
-            y2, c2 = timed("conv2 fwd", K.conv2d_forward, p1, w2, b2, relu=True)
-            p2, a2 = timed("pool2 fwd", K.max_pool2d_forward, y2, 2)
-            y3, c3 = timed("conv3 fwd", K.conv2d_forward, p2, w3, b3, relu=True)
-            d3, _ = timed("relu+bias bwd (x3)", K.relu_backward_bias_grad, y3.reshape(-1, 64),
-                          self.dy.reshape(-1, 64))
-            d3 = d3.reshape(y3.shape)
-            timed("conv3 dW", K.conv2d_backward_weight, c3, d3, w3.shape)
-            g = timed("conv3 dx", K.conv2d_backward_input, d3, w3, p2.shape)
-            g = timed("pool2 bwd", K.max_pool2d_backward, g, a2, y2.shape, 2)
-            d2, _ = timed("relu+bias bwd (x3)", K.relu_backward_bias_grad, y2.reshape(-1, 64),
-                          g.reshape(-1, 64))
-            d2 = d2.reshape(y2.shape)
-            timed("conv2 dW", K.conv2d_backward_weight, c2, d2, w2.shape)
-            g = timed("conv2 dx", K.conv2d_backward_input, d2, w2, p1.shape)
-            g = timed("pool1 bwd", K.max_pool2d_backward, g, a1, y1.shape, 2)
-            d1, _ = timed("relu+bias bwd (x3)", K.relu_backward_bias_grad, y1.reshape(-1, 32),
-                          g.reshape(-1, 32))
-            timed("conv1 dW", K.conv2d_backward_weight, c1, d1.reshape(y1.shape), w1.shape)
-            steps.append(step)
-        return {k: float(np.median([s[k] for s in steps])) * 1e3 for k in steps[0]}
+            for i, (function, args, _) in enumerate(self.tape.calls):
+                t = time.perf_counter()
+                function(*args)
+                times[i].append(time.perf_counter() - t)
+        return {label: float(np.median(ts)) * 1e3 for label, ts in zip(labels, times)}
 
 
 class Torch:
@@ -225,7 +223,7 @@ class NumPy:
         self.conv_back(g, c1, w1, self.x.shape, False)
 
 
-ENGINES = {"minigrad": Minigrad, "torch": Torch, "numpy": NumPy}
+ENGINES = {"minigrad": Minigrad, "minigrad-tape": MinigradTape, "torch": Torch, "numpy": NumPy}
 
 
 def worker(conn, name, mnist_dir):
@@ -247,11 +245,12 @@ def worker(conn, name, mnist_dir):
             engine.set_threads(threads)
             engine.step()  # the first step at a new thread count wakes the team
             times = []
-            for _ in range(steps):
-                t = time.perf_counter()
-                engine.step()
-                times.append(time.perf_counter() - t)
-            conn.send(("result", float(np.median(times))))
+            with bl.CpuMonitor() as mon:
+                for _ in range(steps):
+                    t = time.perf_counter()
+                    engine.step()
+                    times.append(time.perf_counter() - t)
+            conn.send(("result", (float(np.median(times)), mon.other_cores)))
     except Exception:
         conn.send(("error", traceback.format_exc()))
     finally:
@@ -284,8 +283,17 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=10, help="steps per timing (their median is one sample)")
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
     parser.add_argument("--mnist-dir", default=bl.default_mnist_dir())
-    parser.add_argument("--layers", action="store_true", help="minigrad's per-kernel breakdown too")
+    parser.add_argument("--layers", action="store_true", help="minigrad-tape's per-call breakdown too")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                        help="before each timing, wait up to this long for other processes to use "
+                             "< 0.3 cores")
+    parser.add_argument("--malloc-keep", action="store_true",
+                        help="start every worker with glibc's MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ "
+                             "raised, so freed arrays stay mapped and are reused without page faults")
     args = parser.parse_args(argv)
+    if args.malloc_keep:  # read by glibc when each spawned worker starts
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(1 << 30)
+        os.environ["MALLOC_TRIM_THRESHOLD_"] = str(1 << 31)
 
     _, _, _, source = make_data(args.mnist_dir)
     env = bl.environment(with_torch=False)
@@ -300,19 +308,25 @@ def main(argv=None):
         print(f"PyTorch {torch.__version__} (oneDNN {torch.backends.mkldnn.is_available()}), "
               f"in its own worker process")
     print(f"input: {source}; batch {BATCH}; {conv_flops() / 1e9:.3f} GFLOP of convolution GEMMs per step")
+    print("allocator: " + ("glibc thresholds raised for every engine (--malloc-keep): freed memory is reused"
+                           if args.malloc_keep else "glibc defaults (large arrays are fresh, zeroed pages)"))
 
     workers = {name: start(name, args.mnist_dir) for name in engines}
     results = {(name, n): [] for name in engines for n in args.threads}
+    loads = {(name, n): [] for name in engines for n in args.threads}
     try:
         for rep in range(args.repeats):
             order = engines[rep % len(engines):] + engines[:rep % len(engines)]
             for n in args.threads:
                 for name in order:
-                    results[name, n].append(ask(workers[name][1], "time", n, args.steps))
+                    bl.wait_for_quiet(args.wait_quiet)
+                    seconds, load = ask(workers[name][1], "time", n, args.steps)
+                    results[name, n].append(seconds)
+                    loads[name, n].append(load)
         layer_rows = {}
-        if args.layers and "minigrad" in workers:
+        if args.layers and "minigrad-tape" in workers:
             for n in args.threads:
-                layer_rows[n] = ask(workers["minigrad"][1], "layers", n, max(args.steps, 5))
+                layer_rows[n] = ask(workers["minigrad-tape"][1], "layers", n, max(args.steps, 5))
     finally:
         for proc, conn in workers.values():
             conn.send(("quit",))
@@ -320,24 +334,33 @@ def main(argv=None):
 
     flops = conv_flops()
     print()
-    print(f"{'engine':<10} {'threads':>7} {'ms/step':>9} {'spread':>7} {'GFLOP/s':>8} "
-          f"{'vs torch':>9} {'epoch s':>8}")
+    print(f"{'engine':<14} {'threads':>7} {'ms/step':>9} {'best':>8} {'spread':>7} {'GFLOP/s':>8} "
+          f"{'vs torch':>9} {'best vs':>8} {'epoch s':>8} {'load':>5}")
     for n in args.threads:
-        base = bl.median(results["torch", n]) if "torch" in engines else None
+        have_torch = "torch" in engines
+        base = bl.median(results["torch", n]) if have_torch else None
+        base_min = min(results["torch", n]) if have_torch else None
         for name in engines:
-            t = bl.median(results[name, n])
+            t, best = bl.median(results[name, n]), min(results[name, n])
             ratio = f"{t / base:.2f}x" if base else "-"
-            print(f"{name:<10} {n:>7} {t * 1e3:>9.2f} {bl.spread(results[name, n]):>6.0%} "
-                  f"{flops / t / 1e9:>8.1f} {ratio:>9} {t * STEPS_PER_EPOCH:>8.2f}")
+            ratio_min = f"{best / base_min:.2f}x" if base_min else "-"
+            print(f"{name:<14} {n:>7} {t * 1e3:>9.2f} {best * 1e3:>8.2f} {bl.spread(results[name, n]):>6.0%} "
+                  f"{flops / t / 1e9:>8.1f} {ratio:>9} {ratio_min:>8} {t * STEPS_PER_EPOCH:>8.2f} "
+                  f"{bl.median(loads[name, n]):>5.2f}")
     if layer_rows:
         print()
-        print("minigrad per kernel call, ms (median over steps):")
+        print("minigrad-tape per recorded call, ms (median over replays), in step order:")
         names = list(next(iter(layer_rows.values())))
-        print(f"{'kernel':<22}" + "".join(f"{f'{n} thr':>9}" for n in layer_rows))
+        print(f"{'call':<34}" + "".join(f"{f'{n} thr':>9}" for n in layer_rows))
         for k in names:
-            print(f"{k:<22}" + "".join(f"{layer_rows[n][k]:>9.3f}" for n in layer_rows))
-    print("\n'epoch s': these layers' forward + backward over 60000 samples (938 steps of 64); "
-          "'spread': (max - min) / median over the repeats.")
+            print(f"{k:<34}" + "".join(f"{layer_rows[n][k]:>9.3f}" for n in layer_rows))
+        print(f"{'sum':<34}" + "".join(f"{sum(layer_rows[n].values()):>9.3f}" for n in layer_rows))
+    print("\n'ms/step': median over the repeats (each the median of --steps steps); 'best': their "
+          "minimum (the machine may be shared: the minimum is the least disturbed); 'spread': "
+          "(max - min) / median; 'vs torch' / 'best vs': ratios of medians / minima to PyTorch at the "
+          "same thread count; 'epoch s': these layers' forward + backward over 60000 samples "
+          "(938 steps of 64), from the median; 'load': cores other processes used during the "
+          "timings (median), to be read first on a shared machine.")
 
 
 if __name__ == "__main__":

@@ -12,13 +12,24 @@
  * need atomics or a reduction whose order follows the thread split; the gather
  * gives every dx element one fixed sum whatever the number of threads.
  *
+ * Both run on blocks of a few whole images (see BLOCK_ROWS), so that what one
+ * step writes the next reads from L2. Weight gradient: cols^T @ dY, one GEMM,
+ * or for small k = kh*kw*cin a direct kernel over fixed chunks of rows.
+ *
  * Padding is implicit: taps outside [0, h) x [0, w) read zeros in im2col and
  * are skipped in col2im. Any pad/output size is memory-safe (every read of x
  * is bounds-checked); the wrapper computes them from 'valid'/'same'.
  */
+#define _POSIX_C_SOURCE 200809L
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include "minigrad.h"
 #include "internal.h"
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define MG_HAVE_PTHREAD 1
+#endif
 
 struct geom {
     int64_t n, h, w, c, kh, kw, sh, sw, pt, pl, oh, ow;
@@ -44,67 +55,142 @@ static int geom_ok(const struct geom *g)
     return 1;
 }
 
+/* Work is done in blocks of whole images of about BLOCK_ROWS output pixels:
+ * a block's unfolded rows (forward) or its dcols (backward) are produced and
+ * consumed while they are still in L2 (measured at conv2 of the book's model:
+ * 0.55x the time of one whole-batch GEMM plus unfold; 128 to 1024 rows are
+ * alike), and blocks are the unit of parallel work, each running its GEMM on
+ * one thread. The grid depends on the shape only, and every block computes
+ * the same bits whichever thread runs it (mg_gemm is thread-invariant), so
+ * results do not depend on the team size nor on which thread takes which
+ * block: blocks are handed out dynamically, so that a thread the OS
+ * deschedules (a shared machine) does not hold the others at a barrier. */
+#define BLOCK_ROWS 256
+
 static inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi)
 {
     return v < lo ? lo : v > hi ? hi : v;
 }
 
-static void im2col(const struct geom *g, const float *x, float *cols)
+/* ------------------------------------------------------------------ scratch
+ * Work buffers that only grow, one set per thread (like the GEMM's packing
+ * workspace), so steady-state calls allocate nothing. Slot SCRATCH_BLOCK is a
+ * thread's own: a block's dcols, its unfolded rows when cols are not kept, a
+ * chunk's masked gradient. Slot SCRATCH_SHARED is what the calling thread
+ * prepares for (or collects from) its whole team: W^T, dW^T, chunk partials.
+ * Freed by a key destructor when their thread exits. */
+enum { SCRATCH_BLOCK, SCRATCH_SHARED, SCRATCH_SLOTS };
+struct scratch { void *raw[SCRATCH_SLOTS]; float *p[SCRATCH_SLOTS]; size_t cap[SCRATCH_SLOTS]; };
+static _Thread_local struct scratch tls_scratch;
+
+#ifdef MG_HAVE_PTHREAD
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_ok;
+static void scratch_free(void *sp)
+{
+    struct scratch *s = sp;
+    for (int i = 0; i < SCRATCH_SLOTS; i++) free(s->raw[i]);
+}
+static void scratch_key_init(void) { scratch_key_ok = pthread_key_create(&scratch_key, scratch_free) == 0; }
+#endif
+
+static float *scratch_get(int slot, size_t nfloats)
+{
+    struct scratch *s = &tls_scratch;
+    if (nfloats > (SIZE_MAX - 128) / sizeof(float)) return NULL;
+    size_t bytes = (nfloats * sizeof(float) + 63) & ~(size_t)63;
+    if (s->p[slot] && s->cap[slot] >= bytes) return s->p[slot];
+    void *raw = malloc(bytes + 64);
+    if (!raw) return NULL;
+    free(s->raw[slot]);
+    s->raw[slot] = raw;
+    s->p[slot] = (float *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
+    s->cap[slot] = bytes;
+#ifdef MG_HAVE_PTHREAD
+    pthread_once(&scratch_once, scratch_key_init);
+    if (scratch_key_ok) pthread_setspecific(scratch_key, s);
+#endif
+    return s->p[slot];
+}
+
+/* dst (cols x rows) = src (rows x cols)^T, in tiles of 16 x 16. */
+static void transpose(const float *src, int64_t rows, int64_t cols, float *dst)
+{
+    for (int64_t i0 = 0; i0 < rows; i0 += 16)
+        for (int64_t j0 = 0; j0 < cols; j0 += 16)
+            for (int64_t i = i0; i < mg_min64(rows, i0 + 16); i++)
+                for (int64_t j = j0; j < mg_min64(cols, j0 + 16); j++)
+                    dst[j * rows + i] = src[i * cols + j];
+}
+
+/* ------------------------------------------------------------------ im2col */
+
+/* Copies n floats; a loop rather than memcpy because most runs are short
+ * (c floats, 1 for MNIST) and a call per run would cost more than the copy. */
+static inline void copy_run(float *restrict dst, const float *restrict src, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) dst[i] = src[i];
+}
+
+static inline void zero_run(float *dst, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) dst[i] = 0.0f;
+}
+
+/* Output rows (b, oy) in [r0, r1), unfolded into cols, which points at row r0. */
+static void im2col_rows(const struct geom *g, const float *x, float *cols, int64_t r0, int64_t r1)
 {
     const int64_t c = g->c, kw = g->kw, ow = g->ow;
     const int64_t taps = g->kh * kw * c;
-    const int64_t nrows = g->n * g->oh; /* one (b, oy) output row per iteration */
-    MG_OMP(omp parallel for schedule(static) num_threads(MG_THREADS(nrows * ow * taps)))
-    for (int64_t r = 0; r < nrows; r++) {
+    for (int64_t r = r0; r < r1; r++) {
         const int64_t b = r / g->oh, oy = r % g->oh;
         const float *xb = x + b * g->h * g->w * c;
-        float *dst = cols + r * ow * taps;
+        float *dst = cols + (r - r0) * ow * taps;
         for (int64_t ox = 0; ox < ow; ox++) {
             const int64_t ix0 = ox * g->sw - g->pl;
-            for (int64_t ky = 0; ky < g->kh; ky++) {
+            /* the taps of one kernel row that fall inside x are contiguous */
+            const int64_t kx0 = clamp64(-ix0, 0, kw);
+            const int64_t kx1 = clamp64(g->w - ix0, kx0, kw);
+            for (int64_t ky = 0; ky < g->kh; ky++, dst += kw * c) {
                 const int64_t iy = oy * g->sh - g->pt + ky;
                 if (iy < 0 || iy >= g->h) {
-                    memset(dst, 0, (size_t)(kw * c) * sizeof(float));
-                    dst += kw * c;
+                    zero_run(dst, kw * c);
                     continue;
                 }
                 const float *xrow = xb + iy * g->w * c;
-                /* the taps of one kernel row that fall inside x are contiguous */
-                const int64_t kx0 = clamp64(-ix0, 0, kw);
-                const int64_t kx1 = clamp64(g->w - ix0, kx0, kw);
-                if (kx0) memset(dst, 0, (size_t)(kx0 * c) * sizeof(float));
-                if (kx1 > kx0)
-                    memcpy(dst + kx0 * c, xrow + (ix0 + kx0) * c, (size_t)((kx1 - kx0) * c) * sizeof(float));
-                if (kx1 < kw) memset(dst + kx1 * c, 0, (size_t)((kw - kx1) * c) * sizeof(float));
-                dst += kw * c;
+                zero_run(dst, kx0 * c);
+                copy_run(dst + kx0 * c, xrow + (ix0 + kx0) * c, (kx1 - kx0) * c);
+                zero_run(dst + kx1 * c, (kw - kx1) * c);
             }
         }
     }
 }
 
+/* ------------------------------------------------------------------ col2im */
+
 /* dx[b, iy, ix, :] = sum over the taps (ky, kx) that read (iy, ix), in
  * increasing ky then kx, of dcols[(b, oy, ox), (ky, kx, :)]. Tap (ky, kx) of
- * output (oy, ox) reads iy = oy*sh - pt + ky, so for a given iy the valid ky
- * are those with (iy + pt - ky) divisible by sh and the quotient in [0, oh). */
+ * output (oy, ox) reads iy = oy*sh - pt + ky: for a given iy the taps are
+ * ky = (iy + pt) mod sh, then every sh-th, while oy = (iy + pt - ky)/sh >= 0,
+ * and those with oy < oh count. dcols points at the rows of image b0. */
 MG_CLONES
-static void col2im_row(const struct geom *g, const float *dcols, float *dxrow, int64_t b, int64_t iy)
+static void col2im_row(const struct geom *g, const float *dcols, int64_t b0, float *dxrow,
+                       int64_t b, int64_t iy)
 {
     const int64_t c = g->c, kw = g->kw, taps = g->kh * kw * c;
+    const int64_t ty = iy + g->pt;
+    const float *img = dcols + (b - b0) * g->oh * g->ow * taps;
     for (int64_t ix = 0; ix < g->w; ix++) {
         float *acc = dxrow + ix * c;
         for (int64_t ci = 0; ci < c; ci++)
             acc[ci] = 0.0f;
-        for (int64_t ky = 0; ky < g->kh; ky++) {
-            const int64_t ty = iy + g->pt - ky;
-            if (ty < 0 || ty % g->sh) continue;
-            const int64_t oy = ty / g->sh;
+        const int64_t tx = ix + g->pl, kx_first = tx % g->sw;
+        for (int64_t ky = ty % g->sh, oy = ty / g->sh; ky < g->kh && oy >= 0; ky += g->sh, oy--) {
             if (oy >= g->oh) continue;
-            for (int64_t kx = 0; kx < kw; kx++) {
-                const int64_t tx = ix + g->pl - kx;
-                if (tx < 0 || tx % g->sw) continue;
-                const int64_t ox = tx / g->sw;
+            for (int64_t kx = kx_first, ox = tx / g->sw; kx < kw && ox >= 0; kx += g->sw, ox--) {
                 if (ox >= g->ow) continue;
-                const float *src = dcols + ((b * g->oh + oy) * g->ow + ox) * taps + (ky * kw + kx) * c;
+                const float *src = img + (oy * g->ow + ox) * taps + (ky * kw + kx) * c;
                 for (int64_t ci = 0; ci < c; ci++)
                     acc[ci] += src[ci];
             }
@@ -112,29 +198,357 @@ static void col2im_row(const struct geom *g, const float *dcols, float *dxrow, i
     }
 }
 
-static void col2im(const struct geom *g, const float *dcols, float *dx)
+/* ------------------------------------------------------------------ small k
+ * A first layer on single-channel images has k = kh*kw*cin = 9: a packed GEMM
+ * then spends its time packing and in per-tile overhead (measured: about 4x
+ * slower than the output writes that bound this product). Here each row of y
+ * is computed straight from a row of cols and the kernel matrix, which stays
+ * in L1. Every y element is the dense GEMM's sequence of operations (an FMA
+ * chain over p from 0, then + bias, then max(0, v)), so the results are those
+ * of mg_gemm's dense AVX2 kernel (its n <= 10 kernels may round differently). */
+#define SMALL_K_MAX 16
+
+#ifdef MG_X86_AVX2
+/* Columns [j0, j0 + 8*G) of every row; G is a constant in each instance so the
+ * 2*G accumulators live in registers. */
+__attribute__((target("avx2,fma"), always_inline))
+static inline void small_k_cols(const float *a, int64_t m, int64_t k, const float *wt, int64_t cout,
+                                const float *bias, int relu, float *y, int64_t j0, const int G)
 {
-    const int64_t nrows = g->n * g->h;
-    const int64_t work = g->n * g->oh * g->ow * g->kh * g->kw * g->c;
-    MG_OMP(omp parallel num_threads(MG_THREADS(work)))
-    {
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 bv[4];
+    for (int q = 0; q < G; q++)
+        bv[q] = bias ? _mm256_loadu_ps(bias + j0 + 8 * q) : zero;
+    int64_t i = 0;
+    for (; i + 2 <= m; i += 2) { /* two rows: 2*G independent FMA chains */
+        const float *a0 = a + i * k, *a1 = a0 + k;
+        __m256 s0[4], s1[4];
+        for (int q = 0; q < G; q++) s0[q] = s1[q] = zero;
+        for (int64_t p = 0; p < k; p++) {
+            const __m256 x0 = _mm256_broadcast_ss(a0 + p), x1 = _mm256_broadcast_ss(a1 + p);
+            const float *wr = wt + p * cout + j0;
+            for (int q = 0; q < G; q++) {
+                const __m256 wv = _mm256_loadu_ps(wr + 8 * q);
+                s0[q] = _mm256_fmadd_ps(x0, wv, s0[q]);
+                s1[q] = _mm256_fmadd_ps(x1, wv, s1[q]);
+            }
+        }
+        for (int q = 0; q < G; q++) {
+            __m256 v0 = s0[q], v1 = s1[q];
+            if (bias) { v0 = _mm256_add_ps(v0, bv[q]); v1 = _mm256_add_ps(v1, bv[q]); }
+            if (relu) { v0 = _mm256_max_ps(zero, v0); v1 = _mm256_max_ps(zero, v1); }
+            _mm256_storeu_ps(y + i * cout + j0 + 8 * q, v0);
+            _mm256_storeu_ps(y + (i + 1) * cout + j0 + 8 * q, v1);
+        }
+    }
+    for (; i < m; i++) {
+        const float *a0 = a + i * k;
+        __m256 s0[4];
+        for (int q = 0; q < G; q++) s0[q] = zero;
+        for (int64_t p = 0; p < k; p++) {
+            const __m256 x0 = _mm256_broadcast_ss(a0 + p);
+            for (int q = 0; q < G; q++)
+                s0[q] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wt + p * cout + j0 + 8 * q), s0[q]);
+        }
+        for (int q = 0; q < G; q++) {
+            __m256 v0 = s0[q];
+            if (bias) v0 = _mm256_add_ps(v0, bv[q]);
+            if (relu) v0 = _mm256_max_ps(zero, v0);
+            _mm256_storeu_ps(y + i * cout + j0 + 8 * q, v0);
+        }
+    }
+}
+
+/* y (m x cout) = [relu](a (m x k) @ wt (k x cout) + bias), cout a multiple of 8. */
+__attribute__((target("avx2,fma")))
+static void small_k_rows(const float *a, int64_t m, int64_t k, const float *wt, int64_t cout,
+                         const float *bias, int relu, float *y)
+{
+    int64_t j0 = 0;
+    for (; j0 + 32 <= cout; j0 += 32)
+        small_k_cols(a, m, k, wt, cout, bias, relu, y, j0, 4);
+    switch ((cout - j0) / 8) {
+    case 3: small_k_cols(a, m, k, wt, cout, bias, relu, y, j0, 3); break;
+    case 2: small_k_cols(a, m, k, wt, cout, bias, relu, y, j0, 2); break;
+    case 1: small_k_cols(a, m, k, wt, cout, bias, relu, y, j0, 1); break;
+    default: break;
+    }
+}
+#endif
+
+#ifdef MG_X86_AVX2
+/* part (k x cout) = a[r0:r1]^T @ dy[r0:r1] for a small k: for each pair of taps
+ * and group of 32 columns, one pass over the rows with 8 accumulators, each an
+ * FMA chain over the rows in increasing order. */
+__attribute__((target("avx2,fma")))
+static void small_k_wgrad(const float *a, const float *dy, int64_t r0, int64_t r1, int64_t k,
+                          int64_t cout, float *part)
+{
+    for (int64_t j0 = 0; j0 < cout; j0 += 32) {
+        const int G = (int)mg_min64(4, (cout - j0) / 8);
+        for (int64_t p0 = 0; p0 < k; p0 += 2) {
+            const int P = (int)mg_min64(2, k - p0);
+            __m256 acc[2][4];
+            for (int pp = 0; pp < 2; pp++)
+                for (int q = 0; q < 4; q++) acc[pp][q] = _mm256_setzero_ps();
+            if (G == 4 && P == 2) { /* the common case, with every bound constant */
+                for (int64_t i = r0; i < r1; i++) {
+                    const float *d = dy + i * cout + j0;
+                    const __m256 x0 = _mm256_broadcast_ss(a + i * k + p0);
+                    const __m256 x1 = _mm256_broadcast_ss(a + i * k + p0 + 1);
+                    for (int q = 0; q < 4; q++) {
+                        const __m256 dv = _mm256_loadu_ps(d + 8 * q);
+                        acc[0][q] = _mm256_fmadd_ps(x0, dv, acc[0][q]);
+                        acc[1][q] = _mm256_fmadd_ps(x1, dv, acc[1][q]);
+                    }
+                }
+            } else {
+                for (int64_t i = r0; i < r1; i++) {
+                    const float *d = dy + i * cout + j0;
+                    for (int pp = 0; pp < P; pp++) {
+                        const __m256 x = _mm256_broadcast_ss(a + i * k + p0 + pp);
+                        for (int q = 0; q < G; q++)
+                            acc[pp][q] = _mm256_fmadd_ps(x, _mm256_loadu_ps(d + 8 * q), acc[pp][q]);
+                    }
+                }
+            }
+            for (int pp = 0; pp < P; pp++)
+                for (int q = 0; q < G; q++)
+                    _mm256_storeu_ps(part + (p0 + pp) * cout + j0 + 8 * q, acc[pp][q]);
+        }
+    }
+}
+#endif
+
+/* The small-k path applies: AVX2 GEMM kernel in use (so the bits match it),
+ * k small, and whole 8-float groups of output columns. */
+static int small_k_applies(int64_t k, int64_t cout)
+{
+#ifdef MG_X86_AVX2
+    return k <= SMALL_K_MAX && cout % 8 == 0 && mg_gemm_kernel_name()[0] == 'a'; /* "avx2-fma" */
+#else
+    (void)k; (void)cout;
+    return 0;
+#endif
+}
+
+/* ------------------------------------------------------------------ drivers */
+
+struct blocks { int64_t per, count, threads; };
+
+/* Images per block, the number of blocks, and the threads to run them on. */
+static struct blocks plan_blocks(const struct geom *g, int64_t cout)
+{
+    struct blocks B;
+    const int64_t pix = g->oh * g->ow;
+    B.per = pix >= BLOCK_ROWS ? 1 : BLOCK_ROWS / (pix > 0 ? pix : 1);
+    B.count = g->n > 0 ? mg_ceil_div(g->n, B.per) : 0;
+    const double flops = 2.0 * (double)g->n * (double)pix * (double)(g->kh * g->kw * g->c) * (double)cout;
+    B.threads = flops >= MG_GEMM_PAR_MIN_FLOPS ? mg_get_num_threads() : 1;
+    if (B.threads > B.count) B.threads = B.count > 0 ? (int)B.count : 1;
+    return B;
+}
+
+/* Forward of images [b0, b0 + nb): unfold them (into cols, or into this
+ * thread's scratch when cols is NULL), then y = cols @ W + bias [relu]. */
+static int forward_block(const struct geom *g, const float *x, const float *wt, const float *bias,
+                         float *cols, float *y, int64_t cout, int relu, int64_t b0, int64_t nb)
+{
+    const int64_t pix = g->oh * g->ow, k = g->kh * g->kw * g->c;
+    float *a = cols ? cols + b0 * pix * k : scratch_get(SCRATCH_BLOCK, (size_t)(nb * pix) * (size_t)k);
+    if (!a) return MG_ENOMEM;
+    im2col_rows(g, x, a, b0 * g->oh, (b0 + nb) * g->oh);
+#ifdef MG_X86_AVX2
+    if (small_k_applies(k, cout)) {
         MG_FTZ_BEGIN;
-        MG_OMP(omp for schedule(static))
-        for (int64_t r = 0; r < nrows; r++)
-            col2im_row(g, dcols, dx + r * g->w * g->c, r / g->h, r % g->h);
+        small_k_rows(a, nb * pix, k, wt, cout, bias, relu, y + b0 * pix * cout);
+        MG_FTZ_END;
+        return MG_OK;
+    }
+#endif
+    return mg_gemm(0, 0, nb * pix, cout, k, 1.0f, a, k, wt, cout,
+                   0.0f, y + b0 * pix * cout, cout, bias, relu);
+}
+
+/* Input gradient of images [b0, b0 + nb): their dcols = dY @ W^T into this
+ * thread's scratch, then folded onto dx. w_t is W^T (cout x k), stored so:
+ * with op(B) not transposed, mg_gemm may skip the zeros of dY (a relu's
+ * gradient below a max pooling is mostly exact zeros); same bits either way. */
+static int backward_block(const struct geom *g, const float *dy, const float *w_t, float *dx,
+                          int64_t cout, int64_t b0, int64_t nb)
+{
+    const int64_t pix = g->oh * g->ow, k = g->kh * g->kw * g->c;
+    float *dcols = scratch_get(SCRATCH_BLOCK, (size_t)(nb * pix) * (size_t)k);
+    if (!dcols) return MG_ENOMEM;
+    int status = mg_gemm(0, 0, nb * pix, k, cout, 1.0f, dy + b0 * pix * cout, cout, w_t, k,
+                         0.0f, dcols, k, NULL, 0);
+    if (status != MG_OK) return status;
+    MG_FTZ_BEGIN;
+    for (int64_t r = b0 * g->h; r < (b0 + nb) * g->h; r++)
+        col2im_row(g, dcols, b0, dx + r * g->w * g->c, r / g->h, r % g->h);
+    MG_FTZ_END;
+    return MG_OK;
+}
+
+/* Weight gradient for a small k (see small_k_wgrad): the rows are cut into
+ * chunks of WGRAD_CHUNK, a fixed grid, and the chunks' partial products, made
+ * in parallel, are added in chunk order. A plain GEMM could not split this
+ * product (k x cout is a handful of tiles) and would run on one thread. */
+#define WGRAD_CHUNK 2048
+
+int mg_conv2d_backward_weight(const float *cols, const float *dy, float *dw,
+                              int64_t rows, int64_t k, int64_t cout)
+{
+    if (rows < 0 || k < 1 || cout < 1 || (double)rows * (double)k > 4.6e18
+        || (double)rows * (double)cout > 4.6e18 || (double)k * (double)cout > 4.6e18)
+        return MG_EINVAL;
+#ifdef MG_X86_AVX2
+    if (small_k_applies(k, cout) && rows > 0) {
+        const int64_t chunks = mg_ceil_div(rows, WGRAD_CHUNK);
+        float *parts = scratch_get(SCRATCH_SHARED, (size_t)chunks * (size_t)(k * cout));
+        if (!parts) return MG_ENOMEM;
+        const double flops = 2.0 * (double)rows * (double)k * (double)cout;
+        int threads = flops >= MG_GEMM_PAR_MIN_FLOPS ? mg_get_num_threads() : 1;
+        if (threads > chunks) threads = (int)chunks;
+        MG_OMP(omp parallel num_threads(threads))
+        {
+            MG_FTZ_BEGIN;
+            MG_OMP(omp for schedule(dynamic, 1))
+            for (int64_t ch = 0; ch < chunks; ch++)
+                small_k_wgrad(cols, dy, ch * WGRAD_CHUNK, mg_min64(rows, (ch + 1) * WGRAD_CHUNK),
+                              k, cout, parts + ch * k * cout);
+            /* each dw element: its chunks' partials in chunk order */
+            MG_OMP(omp for schedule(dynamic, 64))
+            for (int64_t e = 0; e < k * cout; e++) {
+                float sum = parts[e];
+                for (int64_t ch = 1; ch < chunks; ch++)
+                    sum += parts[ch * k * cout + e];
+                dw[e] = sum;
+            }
+            MG_FTZ_END;
+        }
+        return MG_OK;
+    }
+#endif
+    /* dW^T (cout x k) = dY^T @ cols, then transposed: with dY as op(A), mg_gemm
+     * may skip its zeros (see backward_block); for a dense dY it measured no
+     * slower than cols^T @ dY. */
+    float *dw_t = scratch_get(SCRATCH_SHARED, (size_t)(k * cout));
+    if (!dw_t) return MG_ENOMEM;
+    int status = mg_gemm(1, 0, cout, k, rows, 1.0f, dy, cout, cols, k, 0.0f, dw_t, k, NULL, 0);
+    if (status == MG_OK) transpose(dw_t, cout, k, dw);
+    return status;
+}
+
+/* dz = dy where y > 0 else 0 for n rows of cout, and colsum[j] = the sum of
+ * column j of dz, rows in increasing order. */
+MG_CLONES
+static void relu_mask_rows(const float *restrict y, const float *restrict dy, float *restrict dz,
+                           float *restrict colsum, int64_t n, int64_t cout)
+{
+    for (int64_t j = 0; j < cout; j++) colsum[j] = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        const float *yr = y + i * cout, *gr = dy + i * cout;
+        float *zr = dz + i * cout;
+        for (int64_t j = 0; j < cout; j++) {
+            const float g = gr[j]; /* loaded unconditionally so the select vectorises */
+            const float z = yr[j] > 0.0f ? g : 0.0f;
+            zr[j] = z;
+            colsum[j] += z;
+        }
+    }
+}
+
+/* The parameter gradients of a relu convolution whose input needs none (a
+ * first layer): dZ = dY where Y > 0 else 0 is made one chunk of rows at a
+ * time in this thread's scratch (L2-sized: WGRAD_CHUNK x cout floats) and never
+ * written out; each chunk adds its partial column sums (db) and its partial
+ * cols^T @ dZ (dW), and the partials are added in chunk order as in
+ * mg_conv2d_backward_weight. */
+int mg_conv2d_relu_backward_params(const float *cols, const float *y, const float *dy,
+                                   float *dw, float *db, int64_t rows, int64_t k, int64_t cout)
+{
+    if (rows < 0 || k < 1 || cout < 1 || (double)rows * (double)k > 4.6e18
+        || (double)rows * (double)cout > 4.6e18 || (double)(k + 1) * (double)cout > 4.6e18)
+        return MG_EINVAL;
+    const int64_t chunks = mg_ceil_div(rows, WGRAD_CHUNK);
+    const int64_t part = (k + 1) * cout; /* dW partial, then db partial */
+    if (chunks == 0) {
+        for (int64_t e = 0; e < k * cout; e++) dw[e] = 0.0f;
+        for (int64_t j = 0; j < cout; j++) db[j] = 0.0f;
+        return MG_OK;
+    }
+    float *parts = scratch_get(SCRATCH_SHARED, (size_t)chunks * (size_t)part);
+    if (!parts) return MG_ENOMEM;
+    const double flops = 2.0 * (double)rows * (double)k * (double)cout;
+    int threads = flops >= MG_GEMM_PAR_MIN_FLOPS ? mg_get_num_threads() : 1;
+    if (threads > chunks) threads = (int)chunks;
+    const int small = small_k_applies(k, cout);
+    int status = MG_OK;
+    MG_OMP(omp parallel num_threads(threads))
+    {
+        MG_OMP(omp for schedule(dynamic, 1))
+        for (int64_t ch = 0; ch < chunks; ch++) {
+            const int64_t r0 = ch * WGRAD_CHUNK, n = mg_min64(rows, r0 + WGRAD_CHUNK) - r0;
+            float *dz = scratch_get(SCRATCH_BLOCK, (size_t)(WGRAD_CHUNK * cout));
+            if (!dz) {
+                MG_OMP(omp atomic write)
+                status = MG_ENOMEM;
+                continue;
+            }
+            float *pw = parts + ch * part, *pb = pw + k * cout;
+            MG_FTZ_BEGIN;
+            relu_mask_rows(y + r0 * cout, dy + r0 * cout, dz, pb, n, cout);
+#ifdef MG_X86_AVX2
+            if (small) {
+                small_k_wgrad(cols + r0 * k, dz, 0, n, k, cout, pw);
+                MG_FTZ_END;
+                continue;
+            }
+#else
+            (void)small;
+#endif
+            MG_FTZ_END;
+            const int st = mg_gemm(1, 0, k, cout, n, 1.0f, cols + r0 * k, k, dz, cout, 0.0f, pw, cout, NULL, 0);
+            if (st != MG_OK) {
+                MG_OMP(omp atomic write)
+                status = st;
+            }
+        }
+        MG_FTZ_BEGIN;
+        MG_OMP(omp for schedule(dynamic, 64))
+        for (int64_t e = 0; e < part; e++) {
+            float sum = parts[e];
+            for (int64_t ch = 1; ch < chunks; ch++)
+                sum += parts[ch * part + e];
+            if (e < k * cout) dw[e] = sum;
+            else db[e - k * cout] = sum;
+        }
         MG_FTZ_END;
     }
+    return status;
 }
 
 #define GEOM_ARGS int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw, \
     int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left, int64_t oh, int64_t ow
 #define GEOM_INIT {n, h, w, c, kh, kw, sh, sw, pad_top, pad_left, oh, ow}
 
+/* Sizes check shared by the conv entry points: also m * cout and the kernel fit int64_t. */
+static int conv_ok(const struct geom *g, int64_t cout)
+{
+    if (!geom_ok(g) || cout < 1 || g->kh * g->kw * g->c < 1) return 0;
+    return (double)g->n * (double)g->oh * (double)g->ow * (double)cout <= 4.6e18
+           && (double)g->kh * (double)g->kw * (double)g->c * (double)cout <= 4.6e18;
+}
+
 int mg_im2col(const float *x, float *cols, GEOM_ARGS)
 {
     const struct geom g = GEOM_INIT;
     if (!geom_ok(&g)) return MG_EINVAL;
-    im2col(&g, x, cols);
+    const int64_t rows = n * oh;
+    MG_OMP(omp parallel for schedule(dynamic, 4) num_threads(MG_THREADS(rows * ow * kh * kw * c)))
+    for (int64_t r = 0; r < rows; r++)
+        im2col_rows(&g, x, cols + r * ow * kh * kw * c, r, r + 1);
     return MG_OK;
 }
 
@@ -142,7 +556,15 @@ int mg_col2im(const float *dcols, float *dx, GEOM_ARGS)
 {
     const struct geom g = GEOM_INIT;
     if (!geom_ok(&g)) return MG_EINVAL;
-    col2im(&g, dcols, dx);
+    const int64_t rows = n * h;
+    MG_OMP(omp parallel num_threads(MG_THREADS(n * oh * ow * kh * kw * c)))
+    {
+        MG_FTZ_BEGIN;
+        MG_OMP(omp for schedule(dynamic, 4))
+        for (int64_t r = 0; r < rows; r++)
+            col2im_row(&g, dcols, 0, dx + r * w * c, r / h, r % h);
+        MG_FTZ_END;
+    }
     return MG_OK;
 }
 
@@ -150,25 +572,44 @@ int mg_conv2d_forward(const float *x, const float *wt, const float *bias, float 
                       int64_t cout, int relu, GEOM_ARGS)
 {
     const struct geom g = GEOM_INIT;
-    if (!geom_ok(&g) || cout < 0) return MG_EINVAL;
-    const int64_t m = n * oh * ow, k = kh * kw * c;
-    if ((double)m * (double)(cout > 1 ? cout : 1) > 4.6e18) return MG_EINVAL;
-    im2col(&g, x, cols);
-    return mg_gemm(0, 0, m, cout, k, 1.0f, cols, k > 0 ? k : 1, wt, cout > 0 ? cout : 1,
-                   0.0f, y, cout > 0 ? cout : 1, bias, relu);
+    if (!conv_ok(&g, cout)) return MG_EINVAL;
+    const struct blocks B = plan_blocks(&g, cout);
+    if (B.count <= 1) /* one block: its GEMM may use the whole team */
+        return n > 0 ? forward_block(&g, x, wt, bias, cols, y, cout, relu, 0, n) : MG_OK;
+    int status = MG_OK;
+    MG_OMP(omp parallel for schedule(dynamic, 1) num_threads(B.threads))
+    for (int64_t blk = 0; blk < B.count; blk++) {
+        const int64_t b0 = blk * B.per;
+        const int st = forward_block(&g, x, wt, bias, cols, y, cout, relu, b0, mg_min64(B.per, n - b0));
+        if (st != MG_OK) {
+            MG_OMP(omp atomic write)
+            status = st;
+        }
+    }
+    return status;
 }
 
-int mg_conv2d_backward_input(const float *dy, const float *wt, float *dcols, float *dx,
-                             int64_t cout, GEOM_ARGS)
+int mg_conv2d_backward_input(const float *dy, const float *wt, float *dx, int64_t cout, GEOM_ARGS)
 {
     const struct geom g = GEOM_INIT;
-    if (!geom_ok(&g) || cout < 0) return MG_EINVAL;
-    const int64_t m = n * oh * ow, k = kh * kw * c;
-    if ((double)m * (double)(cout > 1 ? cout : 1) > 4.6e18) return MG_EINVAL;
-    /* dcols (m x k) = dY (m x cout) @ W^T, W stored k x cout */
-    int status = mg_gemm(0, 1, m, k, cout, 1.0f, dy, cout > 0 ? cout : 1, wt, cout > 0 ? cout : 1,
-                         0.0f, dcols, k > 0 ? k : 1, NULL, 0);
-    if (status != MG_OK) return status;
-    col2im(&g, dcols, dx);
-    return MG_OK;
+    if (!conv_ok(&g, cout)) return MG_EINVAL;
+    const struct blocks B = plan_blocks(&g, cout);
+    if (n == 0) return MG_OK;
+    const int64_t k = kh * kw * c;
+    float *w_t = scratch_get(SCRATCH_SHARED, (size_t)(k * cout));
+    if (!w_t) return MG_ENOMEM;
+    transpose(wt, k, cout, w_t);
+    if (B.count <= 1)
+        return backward_block(&g, dy, w_t, dx, cout, 0, n);
+    int status = MG_OK;
+    MG_OMP(omp parallel for schedule(dynamic, 1) num_threads(B.threads))
+    for (int64_t blk = 0; blk < B.count; blk++) {
+        const int64_t b0 = blk * B.per;
+        const int st = backward_block(&g, dy, w_t, dx, cout, b0, mg_min64(B.per, n - b0));
+        if (st != MG_OK) {
+            MG_OMP(omp atomic write)
+            status = st;
+        }
+    }
+    return status;
 }

@@ -137,18 +137,31 @@ int mg_im2col(const float *x, float *cols,
 int mg_col2im(const float *dcols, float *dx,
               int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
               int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left, int64_t oh, int64_t ow);
-/* y (n x oh x ow x cout) = im2col(x) @ wt + bias, then max(y, 0) when relu;
+/* y (n x oh x ow x cout) = im2col(x) @ wt + bias, then max(y, 0) when relu
+ * (cout >= 1 and kh*kw*c >= 1, else MG_EINVAL);
  * wt is the kernel (kh, kw, c, cout) seen as (kh*kw*c) x cout, bias has cout
- * values or is NULL. cols receives im2col(x) (kept for the weight gradient,
- * which is cols^T @ dY, one mg_gemm). */
+ * values or is NULL. cols receives im2col(x), kept for the weight gradient
+ * (mg_conv2d_backward_weight); when cols is NULL (inference) a few images at a
+ * time are unfolded into a per-thread scratch buffer instead. */
 int mg_conv2d_forward(const float *x, const float *wt, const float *bias, float *cols, float *y,
                       int64_t cout, int relu,
                       int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
                       int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left, int64_t oh, int64_t ow);
-/* dx = col2im(dcols), dcols ((n*oh*ow) x (kh*kw*c), a work buffer it overwrites)
- * = dY @ wt^T, dY being n x oh x ow x cout. */
-int mg_conv2d_backward_input(const float *dy, const float *wt, float *dcols, float *dx,
-                             int64_t cout,
+/* dw (k x cout) = cols^T @ dY for cols (rows x k) and dY (rows x cout): the weight
+ * gradient (k = kh*kw*c). For k <= 16 the rows are summed in fixed chunks whose
+ * partial products are added in chunk order; otherwise one mg_gemm. */
+int mg_conv2d_backward_weight(const float *cols, const float *dy, float *dw,
+                              int64_t rows, int64_t k, int64_t cout);
+/* For a relu convolution whose input needs no gradient: dw = cols^T @ dZ and
+ * db[j] = sum_i dZ[i, j] with dZ = dY where Y > 0 else 0 (Y the layer's output,
+ * rows x cout), without writing dZ: fixed chunks of rows, partials added in
+ * chunk order. */
+int mg_conv2d_relu_backward_params(const float *cols, const float *y, const float *dy,
+                                   float *dw, float *db, int64_t rows, int64_t k, int64_t cout);
+/* dx (n x h x w x c) = col2im(dY @ wt^T), dY being n x oh x ow x cout: the
+ * input gradient. The dcols of a few images at a time live in a per-thread
+ * scratch buffer that only grows (MG_ENOMEM if it cannot). */
+int mg_conv2d_backward_input(const float *dy, const float *wt, float *dx, int64_t cout,
                              int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
                              int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left,
                              int64_t oh, int64_t ow);

@@ -16,6 +16,9 @@
  * an element of its own window matches nothing, so a corrupted argmax loses
  * gradient but can never make C write outside dx.
  *
+ * Rows are handed to threads dynamically (each row's result does not depend
+ * on which thread computes it), so a descheduled thread delays no barrier.
+ *
  * The forward only compares and copies, so it runs without flush-to-zero
  * (which would make a subnormal compare equal to 0 and change the winner);
  * the backward adds, and runs with it like the other kernels.
@@ -98,7 +101,7 @@ int mg_max_pool2d_forward(const float *x, float *y, int64_t *argmax, PGEOM_ARGS)
     const struct pgeom g = PGEOM_INIT;
     if (!pgeom_ok(&g)) return MG_EINVAL;
     const int64_t nrows = n * oh;
-    MG_OMP(omp parallel for schedule(static) num_threads(MG_THREADS(nrows * ow * c * ph * pw)))
+    MG_OMP(omp parallel for schedule(dynamic, 4) num_threads(MG_THREADS(nrows * ow * c * ph * pw)))
     for (int64_t r = 0; r < nrows; r++)
         pool_row(&g, x, y + r * ow * c, argmax + r * ow * c, r / oh, r % oh);
     return MG_OK;
@@ -150,7 +153,7 @@ int mg_max_pool2d_backward(const float *dy, const int64_t *argmax, float *dx, PG
     MG_OMP(omp parallel num_threads(MG_THREADS(nrows * w * c)))
     {
         MG_FTZ_BEGIN;
-        MG_OMP(omp for schedule(static))
+        MG_OMP(omp for schedule(dynamic, 4))
         for (int64_t r = 0; r < nrows; r++)
             unpool_row(&g, dy, argmax, dx + r * w * c, r / h, r % h);
         MG_FTZ_END;

@@ -181,7 +181,8 @@ def _padded(x, pt, pl, rows, cols, fill=0.0):
     return xp
 
 
-def conv2d_forward(x, w, b=None, strides=(1, 1), padding="valid", relu=False, out=None, cols_out=None):
+def conv2d_forward(x, w, b=None, strides=(1, 1), padding="valid", relu=False, out=None, cols_out=None,
+                   keep_cols=True):
     kh, kw, cin, cout = w.shape
     n, h, wd, _ = x.shape
     sh, sw, oh, ow, pt, pl = _conv_geometry(h, wd, kh, kw, strides, padding)
@@ -197,16 +198,14 @@ def conv2d_forward(x, w, b=None, strides=(1, 1), padding="valid", relu=False, ou
     y = y.astype(F32)
     if relu:
         y = np.where(y < 0, F32(0), y)
-    return _out(out, y.reshape(n, oh, ow, cout)), _out(cols_out, cols)
+    return _out(out, y.reshape(n, oh, ow, cout)), (_out(cols_out, cols) if keep_cols else None)
 
 
-def conv2d_backward_input(dy, w, x_shape, strides=(1, 1), padding="valid", out=None, dcols_out=None):
+def conv2d_backward_input(dy, w, x_shape, strides=(1, 1), padding="valid", out=None):
     kh, kw, cin, cout = w.shape
     n, h, wd, c = x_shape
     sh, sw, oh, ow, pt, pl = _conv_geometry(h, wd, kh, kw, strides, padding)
     dcols = dy.reshape(-1, cout).astype(np.float64) @ w.reshape(-1, cout).T.astype(np.float64)
-    if dcols_out is not None:
-        dcols_out[...] = dcols
     dcols = dcols.reshape(n, oh, ow, kh, kw, cin)
     dxp = np.zeros((n, max((oh - 1) * sh + kh, pt + h), max((ow - 1) * sw + kw, pl + wd), c))
     for ky in range(kh):
@@ -218,6 +217,12 @@ def conv2d_backward_input(dy, w, x_shape, strides=(1, 1), padding="valid", out=N
 def conv2d_backward_weight(cols, dy, w_shape, out=None):
     dw = cols.astype(np.float64).T @ dy.reshape(cols.shape[0], w_shape[3]).astype(np.float64)
     return _out(out, dw.reshape(w_shape))
+
+
+def conv2d_relu_backward_params(cols, y, dy, w_shape, out=None, db_out=None):
+    dz = np.where(y > 0, dy, F32(0))
+    return (conv2d_backward_weight(cols, dz, w_shape, out),
+            _out(db_out, dz.reshape(-1, w_shape[3]).sum(axis=0, dtype=np.float64)))
 
 
 def _pool_geometry(x_shape, pool_size, strides, padding):

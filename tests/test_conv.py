@@ -138,6 +138,15 @@ def test_max_pool_nan_propagates_first_nan_wins(backend):
 
 # ============================================================== C against the NumPy twins
 
+@pytest.mark.parametrize("name", ["conv_output_size", "conv2d_forward", "conv2d_backward_input",
+                                  "conv2d_backward_weight", "conv2d_relu_backward_params",
+                                  "max_pool2d_forward", "max_pool2d_backward"])
+def test_twin_has_the_same_signature(name):
+    import inspect
+    assert name in kernels.conv.__all__
+    assert inspect.signature(getattr(kernels, name)) == inspect.signature(getattr(reference, name))
+
+
 CASES = [
     # (n, h, w, cin, kh, kw, cout, strides, padding)
     (1, 5, 5, 1, 3, 3, 1, (1, 1), "valid"),
@@ -150,6 +159,12 @@ CASES = [
     (1, 3, 2, 2, 5, 4, 2, (1, 1), "same"),       # kernel larger than the image
     (2, 6, 6, 17, 1, 1, 19, (2, 1), "valid"),
     (1, 11, 10, 3, 3, 3, 7, (3, 2), "valid"),    # strides that skip the last rows
+    # k = kh*kw*cin <= 16 with cout a multiple of 8: the direct small-k kernels,
+    # with 1..5 groups of 8 columns and an odd k (a single last tap)
+    (3, 9, 9, 1, 3, 3, 8, (1, 1), "same"),
+    (2, 10, 7, 1, 4, 4, 24, (2, 1), "valid"),
+    (2, 8, 8, 2, 1, 2, 40, (1, 1), "same"),
+    (40, 12, 12, 1, 3, 3, 16, (1, 1), "valid"),  # several row chunks in the weight gradient
 ]
 
 
@@ -173,6 +188,21 @@ def test_conv2d_matches_twin(rng, case, relu):
     amax, bmax = float(np.abs(cols).max()), float(np.abs(dy).max())
     check_kernel("conv2d_backward_weight", cols, dy, w.shape,
                  rtol=16 * EPS32 * np.sqrt(k), atol=16 * EPS32 * np.sqrt(k) * amax * bmax + 1e-30)
+    if relu:  # the fused parameter gradients of a first layer: y masks dy
+        check_kernel("conv2d_relu_backward_params", cols, y, dy, w.shape,
+                     rtol=16 * EPS32 * np.sqrt(k), atol=16 * EPS32 * np.sqrt(k) * amax * max(bmax, 1.0) + 1e-30)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
+def test_conv2d_forward_without_cols_same_bits(rng, case):
+    # keep_cols=False unfolds into a per-thread scratch: the same y, bit for bit
+    n, h, w_, cin, kh, kw, cout, strides, padding = case
+    x, w, b = _conv_data(rng, n, h, w_, cin, kh, kw, cout)
+    y, cols = kernels.conv2d_forward(x, w, b, strides, padding, True)
+    y2, none = kernels.conv2d_forward(x, w, b, strides, padding, True, keep_cols=False)
+    assert none is None and cols is not None
+    assert_bitwise_equal(y2, y, f"conv2d_forward keep_cols=False {case}")
+    assert reference.conv2d_forward(x, w, b, strides, padding, keep_cols=False)[1] is None
 
 
 POOLS = [
@@ -256,6 +286,9 @@ def test_empty_batch(backend):
     assert y.shape == (0, 5, 5, 4) and cols.shape == (0, 18)
     assert backend.conv2d_backward_input(y, w, x.shape, padding="same").shape == x.shape
     np.testing.assert_array_equal(backend.conv2d_backward_weight(cols, y, w.shape), np.zeros(w.shape))
+    dw, db = backend.conv2d_relu_backward_params(cols, y, y, w.shape)
+    np.testing.assert_array_equal(dw, np.zeros(w.shape))
+    np.testing.assert_array_equal(db, np.zeros(4))
     p, argmax = backend.max_pool2d_forward(x, 2)
     assert p.shape == argmax.shape == (0, 2, 2, 2)
 
@@ -331,6 +364,37 @@ def test_conv_net_gradcheck(rng):
     assert mg.gradcheck(net, [w1, b1, w2, b2], eps=1e-3, atol=5e-3, rtol=2e-2)
 
 
+def test_frozen_kernel_and_no_grad_keep_no_cols(rng):
+    x = mg.Tensor(rand(rng, 2, 6, 6, 3), requires_grad=True)
+    w = mg.Tensor(rand(rng, 3, 3, 3, 4))
+    y = conv2d(x, w, activation="relu")
+    assert y._node.ctx.saved[2] is None  # no weight gradient wanted: no unfolded copy kept
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+    w.requires_grad = True
+    with mg.no_grad():
+        assert conv2d(x, w).requires_grad is False
+
+
+@pytest.mark.parametrize("cin", [1, 3])  # the small-k kernel, and the chunked GEMM
+def test_first_layer_fused_backward_matches_unfused(rng, cin):
+    # x needs no gradient: Conv2D takes conv2d_relu_backward_params; the same
+    # gradients as masking first (relu_backward_bias_grad) and then the weight GEMM
+    x = mg.Tensor(rand(rng, 9, 30, 30, cin))
+    w = mg.Tensor(rand(rng, 3, 3, cin, 16, scale=0.5), requires_grad=True)
+    b = mg.Tensor(rand(rng, 16, scale=0.1), requires_grad=True)
+    y = conv2d(x, w, b, activation="relu")
+    dy = rand(rng, *y.shape)
+    y.backward(dy)
+    cols = kernels.conv2d_forward(x.data, w.data, b.data, relu=True)[1]
+    dz, db = kernels.relu_backward_bias_grad(y.data.reshape(-1, 16), dy.reshape(-1, 16))
+    dw = kernels.conv2d_backward_weight(cols, dz.reshape(y.shape), w.shape)
+    k = cols.shape[0]
+    np.testing.assert_allclose(w.grad, dw, rtol=16 * EPS32 * np.sqrt(k),
+                               atol=16 * EPS32 * np.sqrt(k) * float(np.abs(cols).max() * np.abs(dy).max()))
+    np.testing.assert_allclose(b.grad, db, rtol=16 * EPS32 * np.sqrt(k), atol=16 * EPS32 * np.sqrt(k) * 4)
+
+
 def test_input_images_get_no_gradient(rng):
     x = mg.Tensor(rand(rng, 2, 6, 6, 1))
     w = mg.Tensor(rand(rng, 3, 3, 1, 2), requires_grad=True)
@@ -377,10 +441,46 @@ def test_conv_thread_invariant(rng, restore_threads, case):
 
     def compute():
         y, cols = kernels.conv2d_forward(x, w, b, strides, padding, True)
+        y_no_cols, _ = kernels.conv2d_forward(x, w, b, strides, padding, True, keep_cols=False)
         dx = kernels.conv2d_backward_input(dy, w, x.shape, strides, padding)
         dw = kernels.conv2d_backward_weight(cols, dy, w.shape)
-        return y, cols, dx, dw
+        return (y, cols, y_no_cols, dx, dw) + kernels.conv2d_relu_backward_params(cols, y, dy, w.shape)
     _at_thread_counts(compute, f"conv {case}")
+
+
+@pytest.mark.parametrize("zero_skipping", [True, False])
+def test_conv_backward_sparse_gradient(rng, restore_threads, zero_skipping):
+    # below a max pooling and a relu, dY is mostly exact zeros: mg_gemm may skip
+    # them (dY is op(A) of both backward GEMMs); the results must not change
+    # beyond the sign of a zero, and must stay thread-invariant
+    x, w, b = _conv_data(rng, 16, 13, 13, 32, 3, 3, 64)
+    dy = rand(rng, 16, 11, 11, 64)
+    dy[rng.random(dy.shape) < 0.85] = 0.0
+    _, cols = kernels.conv2d_forward(x, w, b)
+    try:
+        kernels.set_zero_skipping(zero_skipping)
+        calls = kernels.zero_skipping_calls()
+
+        def compute():
+            return (kernels.conv2d_backward_input(dy, w, x.shape),
+                    kernels.conv2d_backward_weight(cols, dy, w.shape))
+        _at_thread_counts(compute, f"sparse conv backward, zero skipping {zero_skipping}")
+        assert (kernels.zero_skipping_calls() > calls) == (zero_skipping and kernels.gemm_kernel_name() == "avx2-fma")
+        dx, dw = compute()
+    finally:
+        kernels.set_zero_skipping(True)
+    np.testing.assert_allclose(dx, reference.conv2d_backward_input(dy, w, x.shape), *backward_input_tol(dy, w))
+    k = cols.shape[0]
+    np.testing.assert_allclose(dw, reference.conv2d_backward_weight(cols, dy, w.shape), rtol=16 * EPS32 * np.sqrt(k),
+                               atol=16 * EPS32 * np.sqrt(k) * float(np.abs(cols).max()) * float(np.abs(dy).max()))
+    if zero_skipping:  # the same numbers as the dense path, up to the sign of zeros
+        kernels.set_zero_skipping(False)
+        try:
+            dense = compute()
+        finally:
+            kernels.set_zero_skipping(True)
+        np.testing.assert_array_equal(dx, dense[0])
+        np.testing.assert_array_equal(dw, dense[1])
 
 
 @pytest.mark.parametrize("pool,strides,padding", [(2, None, "valid"), (3, 1, "same")])
@@ -428,6 +528,8 @@ def test_bad_shapes():
            "received (1, 0)", kernels.conv2d_forward, x, w, strides=(1, 0))
     raises(ValueError, "conv2d_forward: expected strides to be a positive integer or a pair of them, "
            "received (1, 1, 1)", kernels.conv2d_forward, x, w, strides=(1, 1, 1))
+    raises(ValueError, "conv2d_forward: expected cols_out=None with keep_cols=False, received an array",
+           kernels.conv2d_forward, x, w, cols_out=np.zeros((5408, 9), F32), keep_cols=False)
     raises(ValueError, "conv2d_forward: expected padding 'valid' or 'same', received 'causal'",
            kernels.conv2d_forward, x, w, padding="causal")
     raises(ValueError, "conv2d_forward: expected out of shape (8, 26, 26, 32), received (8, 28, 28, 32)",
@@ -445,6 +547,12 @@ def test_bad_shapes():
            np.zeros((8, 26, 26, 32), F32), w.shape)
     raises(ValueError, "conv2d_backward_weight: expected dy of shape (N, OH, OW, 32) with N*OH*OW = 5407",
            kernels.conv2d_backward_weight, np.zeros((5407, 9), F32), np.zeros((8, 26, 26, 32), F32), w.shape)
+    raises(ValueError, "conv2d_relu_backward_params: expected y of shape (8, 26, 26, 32) (like dy), "
+           "received (8, 26, 26, 31)", kernels.conv2d_relu_backward_params, np.zeros((5408, 9), F32),
+           np.zeros((8, 26, 26, 31), F32), np.zeros((8, 26, 26, 32), F32), w.shape)
+    raises(ValueError, "conv2d_relu_backward_params: expected w_shape to be (kh, kw, cin, cout) of positive "
+           "integers, received (3, 3, 1)", kernels.conv2d_relu_backward_params, np.zeros((5408, 9), F32),
+           np.zeros((8, 26, 26, 32), F32), np.zeros((8, 26, 26, 32), F32), (3, 3, 1))
     raises(ValueError, "max_pool2d_forward: expected pool_size to be a positive integer or a pair of them, "
            "received 0", kernels.max_pool2d_forward, x, 0)
     raises(ValueError, "max_pool2d_forward: expected an input of at least 3x3 pixels for a 3x3 pool window "
@@ -533,49 +641,96 @@ def test_conv_input_gradient_replays_bitwise(rng):
 
 
 # ============================================================== PyTorch as an oracle
+# PyTorch runs in a child process that never imports minigrad (two OpenMP
+# runtimes in one process are best avoided); it reads the inputs from an .npz
+# file and writes its float64 results to another.
 
-def _torch():
-    return pytest.importorskip("torch")
+TORCH_CONV_CASES = CASES[:8]
+TORCH_POOL_CASES = [(2, 2), (3, 2), (3, 1), ((2, 3), (1, 2))]
+
+_TORCH_SNIPPET = r"""
+import os
+import numpy as np
+import torch
+F = torch.nn.functional
+src = np.load(os.environ["MG_ORACLE_IN"])
+res = {}
+nchw = lambda a: torch.tensor(a, dtype=torch.float64).permute(0, 3, 1, 2)
+nhwc = lambda t: t.detach().permute(0, 2, 3, 1).numpy()
+for i in range(int(src["conv_count"])):
+    pt, pb, pl, pr, sh, sw = (int(v) for v in src[f"conv{i}_geom"])
+    x = nchw(src[f"conv{i}_x"]).requires_grad_()
+    w = torch.tensor(src[f"conv{i}_w"], dtype=torch.float64).permute(3, 2, 0, 1).contiguous().requires_grad_()
+    b = torch.tensor(src[f"conv{i}_b"], dtype=torch.float64).requires_grad_()
+    y = torch.relu(F.conv2d(F.pad(x, (pl, pr, pt, pb)), w, b, stride=(sh, sw)))
+    y.backward(nchw(src[f"conv{i}_dy"]))
+    res[f"conv{i}_y"], res[f"conv{i}_dx"] = nhwc(y), nhwc(x.grad)
+    res[f"conv{i}_dw"] = w.grad.permute(2, 3, 1, 0).numpy()
+    res[f"conv{i}_db"] = b.grad.numpy()
+for i in range(int(src["pool_count"])):
+    ph, pw, sh, sw = (int(v) for v in src[f"pool{i}_geom"])
+    x = torch.tensor(src[f"pool{i}_x"]).permute(0, 3, 1, 2).requires_grad_()
+    y = F.max_pool2d(x, (ph, pw), (sh, sw))
+    y.backward(torch.tensor(src[f"pool{i}_dy"]).permute(0, 3, 1, 2))
+    res[f"pool{i}_y"], res[f"pool{i}_dx"] = nhwc(y), nhwc(x.grad)
+np.savez(os.environ["MG_ORACLE_OUT"], **res)
+print("oracle ok")
+"""
 
 
-@pytest.mark.parametrize("case", CASES[:8], ids=[str(c) for c in CASES[:8]])
-def test_conv2d_against_torch(rng, case):
-    torch = _torch()
-    n, h, w_, cin, kh, kw, cout, strides, padding = case
-    x, w, b = _conv_data(rng, n, h, w_, cin, kh, kw, cout)
-    sh, sw = strides
-    oh, pt = kernels.conv_output_size(h, kh, sh, padding)
-    ow, pl = kernels.conv_output_size(w_, kw, sw, padding)
-    # torch pads symmetrically: pad TensorFlow-style by hand (bottom/right get the rest)
-    pb, pr = max((oh - 1) * sh + kh - h - pt, 0), max((ow - 1) * sw + kw - w_ - pl, 0)
-    tx = torch.tensor(x, dtype=torch.float64).permute(0, 3, 1, 2).requires_grad_()
-    tw = torch.tensor(w, dtype=torch.float64).permute(3, 2, 0, 1).requires_grad_()
-    tb = torch.tensor(b, dtype=torch.float64).requires_grad_()
-    ty = torch.nn.functional.conv2d(torch.nn.functional.pad(tx, (pl, pr, pt, pb)), tw, tb, stride=strides)
-    ty = torch.relu(ty)
-    dy = rand(rng, n, oh, ow, cout)
-    ty.backward(torch.tensor(dy, dtype=torch.float64).permute(0, 3, 1, 2))
-    tconv = mg.Tensor(x, requires_grad=True)
-    wt, bt = mg.Tensor(w, requires_grad=True), mg.Tensor(b, requires_grad=True)
-    y = conv2d(tconv, wt, bt, strides, padding, "relu")
+@pytest.fixture(scope="module")
+def torch_oracle(tmp_path_factory):
+    """(inputs, PyTorch's results) for TORCH_CONV_CASES and TORCH_POOL_CASES."""
+    import importlib.util
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("PyTorch is not installed (pip install torch==2.13.0 for this oracle)")
+    from helpers import run_python
+    rng = np.random.default_rng(77)
+    src = {"conv_count": len(TORCH_CONV_CASES), "pool_count": len(TORCH_POOL_CASES)}
+    for i, (n, h, w_, cin, kh, kw, cout, (sh, sw), padding) in enumerate(TORCH_CONV_CASES):
+        x, w, b = _conv_data(rng, n, h, w_, cin, kh, kw, cout)
+        oh, pt = kernels.conv_output_size(h, kh, sh, padding)
+        ow, pl = kernels.conv_output_size(w_, kw, sw, padding)
+        # torch pads symmetrically: pad TensorFlow-style by hand (bottom/right get the rest)
+        pb, pr = max((oh - 1) * sh + kh - h - pt, 0), max((ow - 1) * sw + kw - w_ - pl, 0)
+        src.update({f"conv{i}_x": x, f"conv{i}_w": w, f"conv{i}_b": b, f"conv{i}_dy": rand(rng, n, oh, ow, cout),
+                    f"conv{i}_geom": np.array([pt, pb, pl, pr, sh, sw])})
+    for i, (pool, strides) in enumerate(TORCH_POOL_CASES):
+        ph, pw = (pool, pool) if isinstance(pool, int) else pool
+        sh, sw = (strides, strides) if isinstance(strides, int) else strides
+        x = rng.permutation(2 * 9 * 8 * 3).astype(F32).reshape(2, 9, 8, 3)  # distinct: no ties
+        oh, ow = (9 - ph) // sh + 1, (8 - pw) // sw + 1
+        src.update({f"pool{i}_x": x, f"pool{i}_dy": rand(rng, 2, oh, ow, 3),
+                    f"pool{i}_geom": np.array([ph, pw, sh, sw])})
+    folder = tmp_path_factory.mktemp("torch_oracle")
+    np.savez(folder / "in.npz", **src)
+    proc = run_python(_TORCH_SNIPPET, env={"MG_ORACLE_IN": str(folder / "in.npz"),
+                                           "MG_ORACLE_OUT": str(folder / "out.npz")}, timeout=300)
+    assert proc.returncode == 0 and "oracle ok" in proc.stdout, proc.stderr
+    with np.load(folder / "out.npz") as out:
+        return src, dict(out)
+
+
+@pytest.mark.parametrize("i", range(len(TORCH_CONV_CASES)), ids=[str(c) for c in TORCH_CONV_CASES])
+def test_conv2d_against_torch(torch_oracle, i):
+    src, want = torch_oracle
+    _, _, _, _, _, _, _, strides, padding = TORCH_CONV_CASES[i]
+    x, w, b, dy = (src[f"conv{i}_{k}"] for k in ("x", "w", "b", "dy"))
+    tx, tw, tb = mg.Tensor(x, requires_grad=True), mg.Tensor(w, requires_grad=True), mg.Tensor(b, requires_grad=True)
+    y = conv2d(tx, tw, tb, strides, padding, "relu")
     y.backward(dy)
-    rtol, atol = conv_tol(x, w)
-    np.testing.assert_allclose(y.data, ty.detach().permute(0, 2, 3, 1).numpy(), rtol, atol)
-    np.testing.assert_allclose(tconv.grad, tx.grad.permute(0, 2, 3, 1).numpy(), *backward_input_tol(dy, w))
-    np.testing.assert_allclose(wt.grad, tw.grad.permute(2, 3, 1, 0).numpy(), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(bt.grad, tb.grad.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(y.data, want[f"conv{i}_y"], *conv_tol(x, w))
+    np.testing.assert_allclose(tx.grad, want[f"conv{i}_dx"], *backward_input_tol(dy, w))
+    np.testing.assert_allclose(tw.grad, want[f"conv{i}_dw"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(tb.grad, want[f"conv{i}_db"], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("pool,strides", [(2, 2), (3, 2), (3, 1), ((2, 3), (1, 2))])
-def test_max_pool_against_torch(rng, pool, strides):
-    torch = _torch()
-    x = (rng.permutation(2 * 9 * 8 * 3).astype(F32)).reshape(2, 9, 8, 3)  # distinct: no ties
-    tx = torch.tensor(x).permute(0, 3, 1, 2).requires_grad_()
-    ty = torch.nn.functional.max_pool2d(tx, pool, strides)
-    dy = rand(rng, *ty.permute(0, 2, 3, 1).shape)
-    ty.backward(torch.tensor(dy).permute(0, 3, 1, 2))
-    t = mg.Tensor(x, requires_grad=True)
+@pytest.mark.parametrize("i", range(len(TORCH_POOL_CASES)), ids=[str(c) for c in TORCH_POOL_CASES])
+def test_max_pool_against_torch(torch_oracle, i):
+    src, want = torch_oracle
+    pool, strides = TORCH_POOL_CASES[i]
+    t = mg.Tensor(src[f"pool{i}_x"], requires_grad=True)
     y = max_pool2d(t, pool, strides)
-    y.backward(dy)
-    np.testing.assert_array_equal(y.data, ty.detach().permute(0, 2, 3, 1).numpy())
-    np.testing.assert_allclose(t.grad, tx.grad.permute(0, 2, 3, 1).numpy(), rtol=1e-6, atol=1e-6)
+    y.backward(src[f"pool{i}_dy"])
+    np.testing.assert_array_equal(y.data, want[f"pool{i}_y"])
+    np.testing.assert_allclose(t.grad, want[f"pool{i}_dx"], rtol=1e-6, atol=1e-6)

@@ -26,7 +26,7 @@ import numpy as np
 from . import I64, _describe, _flag, _input, _output, _ptr, _run, ffi, lib, tape
 
 __all__ = ["conv_output_size", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
-           "max_pool2d_forward", "max_pool2d_backward"]
+           "conv2d_relu_backward_params", "max_pool2d_forward", "max_pool2d_backward"]
 
 _NULL = ffi.NULL
 
@@ -91,6 +91,19 @@ def _shape4(op, name, shape):
     return tuple(int(d) for d in dims)
 
 
+def _kernel_shape(op, w_shape):
+    """A kernel shape (kh, kw, cin, cout) of positive integers, as a tuple."""
+    try:
+        shape = tuple(int(d) for d in w_shape)
+        bad = len(shape) != 4 or min(shape) < 1 or any(isinstance(d, (bool, float)) for d in w_shape)
+    except (TypeError, ValueError):
+        bad = True
+    if bad:
+        raise ValueError(f"{op}: expected w_shape to be (kh, kw, cin, cout) of positive integers, "
+                         f"received {w_shape!r}")
+    return shape
+
+
 def _kernel(op, w):
     w = _input(op, "w", w, 4)
     if 0 in w.shape:
@@ -101,13 +114,19 @@ def _kernel(op, w):
 
 # ---------------------------------------------------------------- convolution
 
-def conv2d_forward(x, w, b=None, strides=(1, 1), padding="valid", relu=False, out=None, cols_out=None):
+def conv2d_forward(x, w, b=None, strides=(1, 1), padding="valid", relu=False, out=None, cols_out=None,
+                   keep_cols=True):
     """(y, cols): y = conv(x, w) + b [relu], shape (N, OH, OW, cout); cols = im2col(x).
 
-    x: (N, H, W, cin); w: (kh, kw, cin, cout); b: (cout,) or None.
+    x: (N, H, W, cin); w: (kh, kw, cin, cout); b: (cout,) or None. With
+    keep_cols=False (no weight gradient wanted: inference, frozen kernels) the
+    unfolded input is not kept, nothing of its size is allocated, and cols is None.
     """
     op = "conv2d_forward"
     relu = _flag(op, "relu", relu)
+    keep_cols = _flag(op, "keep_cols", keep_cols)
+    if cols_out is not None and not keep_cols:
+        raise ValueError(f"{op}: expected cols_out=None with keep_cols=False, received an array")
     strides, padding = _pair(op, "strides", strides), _padding(op, padding)
     given = (("x", x), ("w", w), ("b", b))
     x = _input(op, "x", x, 4)
@@ -123,18 +142,21 @@ def conv2d_forward(x, w, b=None, strides=(1, 1), padding="valid", relu=False, ou
             raise ValueError(f"{op}: expected b of shape ({cout},), received {b.shape}")
     oh, ow, pt, pl = _geometry(op, h, wd, kh, kw, strides, padding, "kernel")
     inputs = given + (("x", x), ("w", w), ("b", b))
-    cols_out = _output(op, "cols_out", cols_out, (n * oh * ow, kh * kw * cin), inputs)
+    if keep_cols:
+        cols_out = _output(op, "cols_out", cols_out, (n * oh * ow, kh * kw * cin), inputs)
     out = _output(op, "out", out, (n, oh, ow, cout), inputs + (("cols_out", cols_out),))
     _run(op, lib.mg_conv2d_forward,
-         (_ptr(x), _ptr(w), _ptr(b) if b is not None else _NULL, _ptr(cols_out), _ptr(out), cout, relu,
+         (_ptr(x), _ptr(w), _ptr(b) if b is not None else _NULL,
+          _ptr(cols_out) if keep_cols else _NULL, _ptr(out), cout, relu,
           n, h, wd, c, kh, kw, strides[0], strides[1], pt, pl, oh, ow),
          (cols_out, out))
     return out, cols_out
 
 
-def conv2d_backward_input(dy, w, x_shape, strides=(1, 1), padding="valid", out=None, dcols_out=None):
+def conv2d_backward_input(dy, w, x_shape, strides=(1, 1), padding="valid", out=None):
     """dx (x_shape): the gradient of conv2d_forward's output w.r.t. x, given dy = dL/dy
-    (before any relu: mask dy first). dcols_out: the (N*OH*OW, kh*kw*cin) work buffer."""
+    (a relu's mask already applied). Each element of dx is summed in a fixed order
+    (a gather over the kernel taps that read it), whatever the number of threads."""
     op = "conv2d_backward_input"
     strides, padding = _pair(op, "strides", strides), _padding(op, padding)
     n, h, wd, c = _shape4(op, "x_shape", x_shape)
@@ -149,12 +171,10 @@ def conv2d_backward_input(dy, w, x_shape, strides=(1, 1), padding="valid", out=N
     if dy.shape != (n, oh, ow, cout):
         raise ValueError(f"{op}: expected dy of shape {(n, oh, ow, cout)}, received {dy.shape}")
     inputs = given + (("dy", dy), ("w", w))
-    dcols_out = _output(op, "dcols_out", dcols_out, (n * oh * ow, kh * kw * cin), inputs)
-    out = _output(op, "out", out, (n, h, wd, c), inputs + (("dcols_out", dcols_out),))
+    out = _output(op, "out", out, (n, h, wd, c), inputs)
     _run(op, lib.mg_conv2d_backward_input,
-         (_ptr(dy), _ptr(w), _ptr(dcols_out), _ptr(out), cout,
-          n, h, wd, c, kh, kw, strides[0], strides[1], pt, pl, oh, ow),
-         (dcols_out, out))
+         (_ptr(dy), _ptr(w), _ptr(out), cout, n, h, wd, c, kh, kw, strides[0], strides[1], pt, pl, oh, ow),
+         (out,))
     return out
 
 
@@ -163,14 +183,7 @@ def conv2d_backward_weight(cols, dy, w_shape, out=None):
     second result of conv2d_forward and dy (N, OH, OW, cout) the output gradient."""
     op = "conv2d_backward_weight"
     given = (("cols", cols), ("dy", dy))
-    try:
-        shape = tuple(int(d) for d in w_shape)
-        bad = len(shape) != 4 or min(shape) < 1
-    except (TypeError, ValueError):
-        bad = True
-    if bad:
-        raise ValueError(f"{op}: expected w_shape to be (kh, kw, cin, cout) of positive integers, "
-                         f"received {w_shape!r}")
+    shape = _kernel_shape(op, w_shape)
     kh, kw, cin, cout = shape
     cols = _input(op, "cols", cols, 2)
     dy = _input(op, "dy", dy, 4)
@@ -182,10 +195,36 @@ def conv2d_backward_weight(cols, dy, w_shape, out=None):
         raise ValueError(f"{op}: expected dy of shape (N, OH, OW, {cout}) with N*OH*OW = {rows} "
                          f"(the rows of cols), received {dy.shape}")
     out = _output(op, "out", out, shape, given + (("cols", cols), ("dy", dy)))
-    # dw (taps x cout) = cols^T (taps x rows) @ dy (rows x cout): one GEMM, cols read transposed
-    _run(op, lib.mg_gemm, (True, False, taps, cout, rows, 1.0, _ptr(cols), taps, _ptr(dy), cout,
-                           0.0, _ptr(out), cout, _NULL, False), (out,))
+    _run(op, lib.mg_conv2d_backward_weight, (_ptr(cols), _ptr(dy), _ptr(out), rows, taps, cout), (out,))
     return out
+
+
+def conv2d_relu_backward_params(cols, y, dy, w_shape, out=None, db_out=None):
+    """(dw, db) of a relu convolution whose input needs no gradient (a first layer):
+    with dz = dy where y > 0 else 0 (y the forward output), dw = cols.T @ dz as a
+    kernel of shape w_shape and db = the column sums of dz, without making dz
+    (what conv2d_backward_weight after relu_backward_bias_grad computes, in one pass)."""
+    op = "conv2d_relu_backward_params"
+    given = (("cols", cols), ("y", y), ("dy", dy))
+    kh, kw, cin, cout = _kernel_shape(op, w_shape)
+    cols = _input(op, "cols", cols, 2)
+    y = _input(op, "y", y, 4)
+    dy = _input(op, "dy", dy, 4)
+    rows, taps = cols.shape
+    if taps != kh * kw * cin:
+        raise ValueError(f"{op}: expected cols of shape (N*OH*OW, {kh * kw * cin}) for a kernel of "
+                         f"shape {(kh, kw, cin, cout)}, received {cols.shape}")
+    if dy.shape[3] != cout or math.prod(dy.shape[:3]) != rows:
+        raise ValueError(f"{op}: expected dy of shape (N, OH, OW, {cout}) with N*OH*OW = {rows} "
+                         f"(the rows of cols), received {dy.shape}")
+    if y.shape != dy.shape:
+        raise ValueError(f"{op}: expected y of shape {dy.shape} (like dy), received {y.shape}")
+    inputs = given + (("cols", cols), ("y", y), ("dy", dy))
+    out = _output(op, "out", out, (kh, kw, cin, cout), inputs)
+    db_out = _output(op, "db_out", db_out, (cout,), inputs + (("out", out),))
+    _run(op, lib.mg_conv2d_relu_backward_params,
+         (_ptr(cols), _ptr(y), _ptr(dy), _ptr(out), _ptr(db_out), rows, taps, cout), (out, db_out))
+    return out, db_out
 
 
 # ---------------------------------------------------------------- max pooling

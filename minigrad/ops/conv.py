@@ -15,7 +15,7 @@ view of one, so a captured step replays them.
 [[5.0, 6.0], [9.0, 10.0]]
 """
 from .. import kernels
-from ..function import Function
+from ..function import Function, is_grad_enabled
 from ..kernels import tape
 from . import _tensor
 
@@ -32,16 +32,18 @@ class Conv2D(Function):
 
     Backward masks the gradient by relu' while summing it for the bias (one pass),
     then dW = cols.T @ dz and, only when x needs a gradient (not for input images),
-    dx = col2im(dz @ W.T).
+    dx = col2im(dz @ W.T). When x needs none (a first layer), the mask, the bias
+    sums and dW are one pass that never writes dz out.
     """
     name = "conv2d"
 
     @staticmethod
     def forward(ctx, x, w, b, strides=(1, 1), padding="valid", relu=False):
-        y, cols = kernels.conv2d_forward(x, w, b, strides, padding, relu)
+        # cols (the unfolded x) is what the weight gradient needs; x itself is not kept
+        keep = ctx.needs_input_grad[1] and is_grad_enabled()
+        y, cols = kernels.conv2d_forward(x, w, b, strides, padding, relu, keep_cols=keep)
         ctx.x_shape, ctx.strides, ctx.padding, ctx.relu = x.shape, strides, padding, relu
-        # cols is what the weight gradient needs; x itself is not kept
-        ctx.save_for_backward(w, y, cols if ctx.needs_input_grad[1] else None)
+        ctx.save_for_backward(w, y, cols)
         return y
 
     @staticmethod
@@ -49,6 +51,11 @@ class Conv2D(Function):
         w, y, cols = ctx.saved
         need_x, need_w, need_b = ctx.needs_input_grad
         cout = w.shape[3]
+        if ctx.relu and need_w and not need_x:
+            # a first layer: both parameter gradients in one pass, the masked
+            # gradient never written out
+            dw, db = kernels.conv2d_relu_backward_params(cols, y, grad, w.shape)
+            return None, dw, (db if need_b else None)
         if ctx.relu:
             dz, db = kernels.relu_backward_bias_grad(_rows(y, cout), _rows(grad, cout))
             dz = dz.reshape(y.shape)
