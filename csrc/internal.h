@@ -1,6 +1,7 @@
 /* Helpers shared by the kernel files; not part of the public C API. */
 #ifndef MINIGRAD_INTERNAL_H
 #define MINIGRAD_INTERNAL_H
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,6 +50,77 @@
 #define MG_FTZ_BEGIN ((void)0)
 #define MG_FTZ_END ((void)0)
 #endif
+
+/* Run body(offset, length) over [0, n) in MG_CHUNK pieces spread over the threads,
+ * flush-to-zero on each. A chunk's bounds depend on n only, never on the thread count. */
+#define MG_FOR_CHUNKS(n, body)                                                    \
+    do {                                                                          \
+        const int64_t n_ = (n), chunks_ = (n_ + MG_CHUNK - 1) / MG_CHUNK;         \
+        MG_OMP(omp parallel num_threads(MG_THREADS(n_)))                          \
+        {                                                                         \
+            MG_FTZ_BEGIN;                                                         \
+            MG_OMP(omp for schedule(static))                                      \
+            for (int64_t c_ = 0; c_ < chunks_; c_++) {                            \
+                const int64_t off = c_ * MG_CHUNK;                                \
+                const int64_t len = n_ - off < MG_CHUNK ? n_ - off : MG_CHUNK;    \
+                body;                                                             \
+            }                                                                     \
+            MG_FTZ_END;                                                           \
+        }                                                                         \
+    } while (0)
+
+/* c ? a : b for floats, as bit operations. GCC keeps IEEE exceptions
+ * observable (-ftrapping-math, the default), so it will not evaluate both arms
+ * of a ?: when one is float arithmetic that could raise one, and a loop with
+ * such a ?: stays scalar; computing both values and blending their bits lets it
+ * vectorise, with exactly the bits the ?: would give. */
+static inline float mg_select(int c, float a, float b)
+{
+    union { float f; uint32_t u; } ua = {.f = a}, ub = {.f = b}, r;
+    const uint32_t m = 0u - (uint32_t)(c != 0);
+    r.u = (ua.u & m) | (ub.u & ~m);
+    return r.f;
+}
+
+/* exp(t) for t <= 0 (or NaN), from float arithmetic only, so that the loops
+ * using it vectorise and every build (AVX2 clone, baseline clone, NumPy twin)
+ * rounds it alike: libm's expf is a call per element, and its vector forms
+ * need -ffast-math and differ from it in the last bit. Cephes' expf scheme:
+ * t = n*ln2 + r with n = rint(t/ln2) (by the 1.5*2^23 rounding trick, which
+ * needs no SSE4.1) and |r| <= ln2/2, ln2 split in two so n*C1 is exact, a
+ * degree-7 polynomial for exp(r), then an exact scaling by 2^n built in the
+ * exponent bits. About 1 ulp from the true value. Results below FLT_MIN
+ * (t < -87.3365) are returned as 0, never as subnormals, so flush-to-zero cannot
+ * change them; NaN is returned as it came. */
+static inline float mg_exp_nonpos(float t)
+{
+    /* -87.33654f: the smallest float whose exp is at least FLT_MIN */
+    const float tc = mg_select(t >= -87.33654f, t, -87.33654f); /* NaN too: replaced below */
+    const float shifter = 12582912.0f;            /* 1.5 * 2^23 */
+    const float n = (tc * 1.44269504088896341f + shifter) - shifter;
+    const float r = (tc - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    union { uint32_t u; float f; } scale;
+    scale.u = (uint32_t)((int32_t)n + 127) << 23; /* n in [-126, 0]: a normal power of 2 */
+    const float e = p * scale.f;
+    return mg_select(t >= -87.33654f, e, mg_select(t != t, t, 0.0f));
+}
+
+/* sigmoid(x) without overflow: 1/(1+e) for x >= 0, e/(1+e) below, where
+ * e = exp(-|x|) <= 1. One division: the numerator is chosen, not the quotient.
+ * NaN in, NaN out. Also writes e for callers that reuse it (the BCE loss). */
+static inline float mg_sigmoid_e(float x, float *e_out)
+{
+    const float e = mg_exp_nonpos(-fabsf(x));
+    *e_out = e;
+    return (x >= 0.0f ? 1.0f : e) / (1.0f + e);
+}
 
 /* Column sums shared by the bias gradient and the fused relu backward (bias.c):
  * db[j] = sum_i g[i, j] with rows in increasing order, g = dY, or, when y is

@@ -166,6 +166,45 @@ int mg_max_pool2d_backward(const float *dy, const int64_t *argmax, float *dx,
                            int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
                            int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left,
                            int64_t oh, int64_t ow);
+
+/* ---- element-wise activations (elementwise.c). X and Y (or dY and dX) may be
+ * the same buffer. Backward passes take the forward output Y.
+ * sigmoid: 1/(1+exp(-x)) for x >= 0, exp(x)/(1+exp(x)) below (no overflow,
+ * no NaN for finite x, NaN propagates); dX = dY * Y * (1 - Y).
+ * tanh: odd; exactly +-1 for large |x|; dX = dY * (1 - Y*Y).
+ * Both use a float-only exp (about 1 ulp), so results are bitwise identical
+ * on every thread count and CPU. */
+int mg_sigmoid_forward(const float *x, float *y, int64_t n);
+int mg_sigmoid_backward(const float *y, const float *dy, float *dx, int64_t n);
+int mg_tanh_forward(const float *x, float *y, int64_t n);
+int mg_tanh_backward(const float *y, const float *dy, float *dx, int64_t n);
+
+/* Inverted dropout. The step is read from *counter, which is then incremented
+ * (so replaying a recorded call draws a fresh mask each time); element i of
+ * step s under seed is kept iff word i%4 of Philox-4x32-10 with counter
+ * (i/4 low, high, s low, high) and key (seed low, high) is >= ceil(rate * 2^32),
+ * i.e. iff u = word / 2^32 >= rate. Kept: Y = X * scale and mask = scale with
+ * scale = (float)(1 / (1 - rate)); dropped: 0 in both. Depends only on
+ * (seed, step, i). MG_EINVAL unless 0 <= rate < 1 and 0 <= *counter < INT64_MAX.
+ * X and Y may be the same buffer. */
+int mg_dropout_forward(const float *x, float *y, float *mask, int64_t n, double rate,
+                       uint64_t seed, int64_t *counter);
+/* dX = dY * mask where mask != 0, else 0 (the forward's mask first, as the
+ * activations take their forward output first). dY and dX may be the same buffer. */
+int mg_dropout_backward(const float *mask, const float *dy, float *dx, int64_t n);
+/* One Philox-4x32-10 block (what dropout draws from; exposed for known-answer tests). */
+int mg_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);
+
+/* ---- fused sigmoid + binary cross-entropy on logits (losses.c), over n elements
+ * of any shape. Forward: probs = sigmoid(Z) (bitwise mg_sigmoid_forward) and
+ * *loss = mean of max(z,0) - z*t + log1p(exp(-|z|)) over all n elements (Keras'
+ * mean over the last axis, then over the batch), summed in double in a fixed
+ * order (index order within chunks of 8192, then the chunks in order); 0 when
+ * n == 0. Backward: dZ = scale * (probs - t), scale = upstream_grad / n. */
+int mg_sigmoid_bce_forward(const float *logits, const float *targets, float *probs, float *loss,
+                           int64_t n);
+int mg_sigmoid_bce_backward(const float *probs, const float *targets, float scale,
+                            float *dlogits, int64_t n);
 /* CDEF END */
 
 #endif

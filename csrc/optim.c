@@ -72,23 +72,6 @@ MG_CLONES static void adam_chunk(float *restrict w, const float *restrict g, flo
     }
 }
 
-/* Run body(offset, length) over [0, n) in MG_CHUNK pieces spread over the threads. */
-#define FOR_CHUNKS(n, body)                                                        \
-    do {                                                                           \
-        const int64_t n_ = (n), chunks_ = (n_ + MG_CHUNK - 1) / MG_CHUNK;          \
-        MG_OMP(omp parallel num_threads(MG_THREADS(n_)))                           \
-        {                                                                          \
-            MG_FTZ_BEGIN;                                                          \
-            MG_OMP(omp for schedule(static))                                       \
-            for (int64_t c_ = 0; c_ < chunks_; c_++) {                             \
-                const int64_t off = c_ * MG_CHUNK;                                 \
-                const int64_t len = n_ - off < MG_CHUNK ? n_ - off : MG_CHUNK;     \
-                body;                                                              \
-            }                                                                      \
-            MG_FTZ_END;                                                            \
-        }                                                                          \
-    } while (0)
-
 int mg_rmsprop_update(const mg_param_t *params, int64_t count,
                       double lr_d, double rho_d, double eps_d, int eps_inside)
 {
@@ -98,8 +81,8 @@ int mg_rmsprop_update(const mg_param_t *params, int64_t count,
     const float one_minus_rho = (float)(1.0 - rho_d);
     for (int64_t p = 0; p < count; p++) {
         const mg_param_t *q = &params[p];
-        FOR_CHUNKS(q->n, rmsprop_chunk(q->w + off, q->g + off, q->slot1 + off, len,
-                                       lr, rho, one_minus_rho, eps, eps_inside));
+        MG_FOR_CHUNKS(q->n, rmsprop_chunk(q->w + off, q->g + off, q->slot1 + off, len,
+                                          lr, rho, one_minus_rho, eps, eps_inside));
     }
     return MG_OK;
 }
@@ -113,8 +96,8 @@ int mg_sgd_update(const mg_param_t *params, int64_t count,
     for (int64_t p = 0; p < count; p++) {
         const mg_param_t *q = &params[p];
         float *vel = momentum != 0.0f ? q->slot1 : 0;
-        FOR_CHUNKS(q->n, sgd_chunk(q->w + off, q->g + off, vel ? vel + off : 0, len,
-                                   lr, momentum, nesterov));
+        MG_FOR_CHUNKS(q->n, sgd_chunk(q->w + off, q->g + off, vel ? vel + off : 0, len,
+                                      lr, momentum, nesterov));
     }
     return MG_OK;
 }
@@ -130,8 +113,8 @@ int mg_adam_update(const mg_param_t *params, int64_t count,
     const float c1 = (float)(1.0 - beta1), c2 = (float)(1.0 - beta2), eps = (float)eps_d;
     for (int64_t p = 0; p < count; p++) {
         const mg_param_t *q = &params[p];
-        FOR_CHUNKS(q->n, adam_chunk(q->w + off, q->g + off, q->slot1 + off, q->slot2 + off, len,
-                                    alpha, c1, c2, eps));
+        MG_FOR_CHUNKS(q->n, adam_chunk(q->w + off, q->g + off, q->slot1 + off, q->slot2 + off, len,
+                                       alpha, c1, c2, eps));
     }
     return MG_OK;
 }

@@ -7,6 +7,8 @@ readable documentation of what each kernel computes.
 >>> reference.relu_forward(np.array([-1.0, 0.0, 2.0], np.float32))
 array([0., 0., 2.], dtype=float32)
 """
+import math
+
 import numpy as np
 
 F32 = np.float32
@@ -273,3 +275,86 @@ def max_pool2d_backward(dy, argmax, x_shape, pool_size=(2, 2), strides=None, pad
     dx = np.zeros(n * h * w * c)
     np.add.at(dx, a[ok], dy[ok].astype(np.float64))  # in (b, oy, ox, c) order, as C sums
     return _out(out, dx.reshape(x_shape))
+
+
+# ---- element-wise, sigmoid + BCE, dropout
+#
+# sigmoid and tanh are computed in float64 and rounded once: the exact values
+# the C kernels approximate (within 2 ulp; the C sigmoid is 0 below FLT_MIN).
+# The backward passes, the BCE gradient and dropout are the C kernels' own
+# float32 arithmetic, so they agree bit for bit (outside the subnormal range,
+# which the C kernels flush to zero).
+
+def sigmoid_forward(x, out=None):
+    z = x.astype(np.float64)
+    e = np.exp(-np.abs(z))  # <= 1: no overflow for any z
+    return _out(out, np.where(z >= 0, 1.0, e) / (1.0 + e))
+
+
+def sigmoid_backward(y, dy, out=None):
+    return _out(out, dy * y * (F32(1) - y))
+
+
+def tanh_forward(x, out=None):
+    return _out(out, np.tanh(x.astype(np.float64)))
+
+
+def tanh_backward(y, dy, out=None):
+    return _out(out, dy * (F32(1) - y * y))
+
+
+def sigmoid_bce_forward(logits, target, probs_out=None, loss_out=None):
+    z, t = logits.astype(np.float64), target.astype(np.float64)
+    per_element = np.maximum(z, 0.0) - z * t + np.log1p(np.exp(-np.abs(z)))
+    loss = per_element.mean() if per_element.size else 0.0
+    return _out(loss_out, loss), sigmoid_forward(logits, probs_out)
+
+
+def sigmoid_bce_backward(probs, target, scale, out=None):
+    return _out(out, F32(scale) * (probs - target))
+
+
+_WORD = np.uint64(0xFFFFFFFF)
+
+
+def philox4x32_10(counter, key):
+    """Philox-4x32-10 (Random123's philox4x32): four uint32 words from a
+    counter of 4 words and a key of 2; any word may be an array (vectorised)."""
+    c0, c1, c2, c3 = (np.asarray(c, dtype=np.uint64) for c in counter)
+    k0, k1 = (np.uint64(k) for k in key)
+    for _ in range(10):
+        p0 = np.uint64(0xD2511F53) * c0  # a 32 x 32 -> 64-bit product: no wrap-around
+        p1 = np.uint64(0xCD9E8D57) * c2
+        c0, c1, c2, c3 = (p1 >> np.uint64(32)) ^ c1 ^ k0, p1 & _WORD, (p0 >> np.uint64(32)) ^ c3 ^ k1, p0 & _WORD
+        k0, k1 = (k0 + np.uint64(0x9E3779B9)) & _WORD, (k1 + np.uint64(0xBB67AE85)) & _WORD
+    return np.stack(np.broadcast_arrays(c0, c1, c2, c3), axis=-1).astype(np.uint32)
+
+
+class DropoutCounter:
+    """Twin of kernels.DropoutCounter: the step number of the next dropout mask."""
+
+    def __init__(self, start=0):
+        self.value = start
+
+
+def _dropout_keep(n, rate, seed, step):
+    """Element i of (seed, step) is kept iff word i % 4 of the Philox block
+    (i // 4, step) under key seed is >= ceil(rate * 2**32), i.e. u >= rate."""
+    blocks = np.arange((n + 3) // 4, dtype=np.uint64)
+    step, seed = np.uint64(step), np.uint64(seed)
+    words = philox4x32_10((blocks & _WORD, blocks >> np.uint64(32), step & _WORD, step >> np.uint64(32)),
+                          (seed & _WORD, seed >> np.uint64(32))).reshape(-1)[:n]
+    return words.astype(np.uint64) >= math.ceil(rate * 2.0**32)  # rate * 2**32 is exact in double
+
+
+def dropout_forward(x, rate, seed, counter, out=None, mask_out=None):
+    step = counter.value
+    keep = _dropout_keep(x.size, rate, seed, step).reshape(x.shape)
+    scale = F32(1.0 / (1.0 - rate))
+    y = np.where(keep, x * scale, F32(0))
+    counter.value = step + 1
+    return _out(out, y), _out(mask_out, np.where(keep, scale, F32(0)))
+
+
+def dropout_backward(dy, mask, out=None):
+    return _out(out, np.where(mask != 0, dy * mask, F32(0)))

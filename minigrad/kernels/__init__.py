@@ -684,3 +684,9 @@ def adam_update(w, g, m, v, lr, beta1, beta2, eps, step):
 # (after everything above: conv.py builds on the helpers of this module)
 from .conv import (conv2d_backward_input, conv2d_backward_weight, conv2d_forward,  # noqa: E402
                    conv_output_size, max_pool2d_backward, max_pool2d_forward)
+
+# ---------------------------------------------------------------- element-wise (elementwise.py)
+# Imported last: that module builds on the helpers above.
+from .elementwise import (  # noqa: E402
+    DropoutCounter, dropout_backward, dropout_forward, philox4x32_10, sigmoid_backward,
+    sigmoid_bce_backward, sigmoid_bce_forward, sigmoid_forward, tanh_backward, tanh_forward)
