@@ -324,8 +324,9 @@ class Softmax(Function):
     input is safe)."""
     @staticmethod
     def forward(ctx, x, axis=-1):
-        if x.ndim == 0 or x.shape[axis] == 0:
-            raise ValueError(f"softmax: expected at least one value along axis {axis}, "
+        if x.ndim and x.shape[axis] == 0:  # a 0-d x is one value (NumPy reduces it along axis 0)
+            where = "the last axis" if axis == x.ndim - 1 else f"axis {axis}"
+            raise ValueError(f"softmax: expected at least one value along {where}, "
                              f"received shape {x.shape}")
         e = ufunc(np.exp, ufunc(np.subtract, x, call(np.max, x, axis=axis, keepdims=True)))
         y = ufunc(np.divide, e, call(np.sum, e, axis=axis, keepdims=True))

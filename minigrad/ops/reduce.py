@@ -61,8 +61,9 @@ class LogSoftmax(Function):
     """x - max - log(sum(exp(x - max))) along one axis; backward: g - softmax * sum(g)."""
     @staticmethod
     def forward(ctx, x, axis=-1):
-        if x.ndim == 0 or x.shape[axis] == 0:
-            raise ValueError(f"log_softmax: expected at least one value along axis {axis}, "
+        if x.ndim and x.shape[axis] == 0:  # a 0-d x is one value (NumPy reduces it along axis 0)
+            where = "the last axis" if axis == x.ndim - 1 else f"axis {axis}"
+            raise ValueError(f"log_softmax: expected at least one value along {where}, "
                              f"received shape {x.shape}")
         shifted = ufunc(np.subtract, x, call(np.max, x, axis=axis, keepdims=True))
         total = call(np.sum, ufunc(np.exp, shifted), axis=axis, keepdims=True)

@@ -78,8 +78,10 @@ def _dims(op, dims):
 
 
 def reshape(x, *shape):
-    """The same data in a new shape (one size may be -1); alias ``view``."""
-    return Reshape.apply(_tensor(x, "reshape"), shape=_dims("reshape", shape))
+    """The same data in a new shape (one size may be -1): ``reshape(2, 3)`` or
+    ``reshape((2, 3))``; alias ``view``. NumPy judges the shape (ValueError naming
+    reshape otherwise)."""
+    return Reshape.apply(_tensor(x, "reshape"), shape=shape[0] if len(shape) == 1 else shape)
 
 
 view = reshape
