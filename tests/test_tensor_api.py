@@ -268,7 +268,8 @@ def test_cat_and_stack():
 KEYS = [1, -1, slice(1, 3), (slice(None), 2), (Ellipsis, 0), (None, 1), (1, None, slice(0, 2)),
         [0, 2, 2], np.array([3, 0]), (slice(None), [1, 1, 0]), ([0, 1], [2, 3]),
         np.array([True, False, True, False]), (np.array([[0], [2]]), np.array([1, 3])),
-        (Ellipsis, None), (0, 3)]
+        (Ellipsis, None), (0, 3), (None, [0, 2]), ([1, 1], None, slice(0, 2)),
+        (np.array([[True, False, False, True]] * 4),)]
 
 
 @pytest.mark.parametrize("key", KEYS, ids=[repr(k) for k in KEYS])
@@ -356,6 +357,19 @@ def test_in_place_operators_keep_object_and_array(op, ref):
     exec(f"t {op} other", namespace)
     assert namespace["t"] is obj and obj.data is data and obj._version == 1
     np.testing.assert_array_equal(obj.data, ref(before, other.data).astype(F32))
+
+
+def test_in_place_refuses_an_operand_that_requires_grad():
+    t = mg.zeros(2)
+    w = mg.ones(2, requires_grad=True)
+    with pytest.raises(RuntimeError, match="__iadd__: expected an operand that does not require grad"):
+        t += w
+    with pytest.raises(RuntimeError, match="setitem: expected an operand that does not require grad"):
+        t[0] = w[1]
+    t[0] = w.detach()[1]
+    with mg.no_grad():
+        t += w
+    assert t.tolist() == [2.0, 1.0]
 
 
 def test_in_place_rules():
@@ -539,6 +553,18 @@ def test_jit_step_with_the_new_ops_replays_eager_bits():
     assert replayed[0] == eager[0]
     assert_bitwise_equal(replayed[1], eager[1], "w")
     assert_bitwise_equal(replayed[2], eager[2], "b")
+
+
+def test_step_with_the_new_ops_is_thread_invariant(restore_threads):
+    rng = np.random.default_rng(1)
+    x_all = rng.standard_normal((300, 4)).astype(F32)
+    batches = [(rng.integers(0, 300, 200), rng.integers(0, 4, 200)) for _ in range(2)]
+    mg.set_num_threads(1)
+    one = _training_run(False, batches, x_all)
+    mg.set_num_threads(3)
+    three = _training_run(False, batches, x_all)
+    assert one[0] == three[0]
+    assert_bitwise_equal(three[1], one[1], "w at 1 vs 3 threads")
 
 
 def test_jit_replays_in_place_updates_and_random_factories():

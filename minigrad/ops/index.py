@@ -55,6 +55,13 @@ def _key(key, op):
     return tuple(out)
 
 
+def _scatter_basic(grad, key, shape):
+    """A basic key (ints, slices, None, Ellipsis) names each element at most once."""
+    out = np.zeros(shape, _F32)
+    out[key] = grad
+    return out
+
+
 def _scatter_add(grad, key, shape):
     out = np.zeros(shape, _F32)
     np.add.at(out, key, grad)
@@ -88,7 +95,10 @@ class Index(Function):
     @staticmethod
     def backward(ctx, grad):
         key = ctx.key
-        scatter = _scatter_add_with_none if any(p is None for p in key) else _scatter_add
+        if all(_is_basic(p) for p in key):
+            scatter = _scatter_basic
+        else:  # np.add.at cannot take None; map positions instead
+            scatter = _scatter_add_with_none if any(p is None for p in key) else _scatter_add
         return call(scatter, grad, key, ctx.in_shape)
 
 
@@ -114,7 +124,14 @@ def _check_in_place(t, op):
 
 def _operand(op, value):
     value = _const(value, op)
-    return value.data if isinstance(value, Tensor) else value
+    if isinstance(value, Tensor):
+        if value.requires_grad and is_grad_enabled():
+            # writing it into another tensor's memory would silently drop its gradient
+            raise RuntimeError(f"{op}: expected an operand that does not require grad while "
+                               f"grad mode is on (its gradient would be lost); build a new "
+                               f"tensor (mg.where, mg.cat, t + x) or pass value.detach()")
+        return value.data
+    return value
 
 
 def setitem(t, key, value):
