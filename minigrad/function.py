@@ -54,10 +54,15 @@ def _share_version_counter(out, inputs):
 def _record_versions(ctx, inputs, out):
     """Remember the versions of the tensors (inputs or output) whose data backward reads."""
     saved = ctx.saved
-    versions = [(x._vc, x._vc[0], x.data.shape) for x in inputs
-                if isinstance(x, Tensor) and any(s is x.data for s in saved)]
-    if any(s is out.data for s in saved):
-        versions.append((out._vc, out._vc[0], out.data.shape))
+    versions = []
+    for x in inputs + (out,):  # plain loops: this runs for every recorded op
+        if isinstance(x, Tensor):
+            data = x.data
+            for s in saved:
+                if s is data:
+                    counter = x._vc
+                    versions.append((counter, counter[0], data.shape))
+                    break
     if versions:
         ctx.versions = tuple(versions)
 
