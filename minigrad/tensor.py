@@ -88,6 +88,22 @@ class Tensor:
     is_leaf = property(lambda self: self._node is None)
     _version = property(lambda self: self._vc[0], doc="in-place changes of the data so far")
 
+    def dim(self):
+        """The number of axes (``ndim``), as ``torch.Tensor.dim()``."""
+        return self.data.ndim
+
+    def numel(self):
+        """The number of elements (``size``), as ``torch.Tensor.numel()``."""
+        return self.data.size
+
+    def requires_grad_(self, requires_grad=True):
+        """Start (or stop) recording operations on this leaf; returns the tensor."""
+        if self._node is not None and not requires_grad:
+            raise RuntimeError("requires_grad_: expected a leaf tensor, received one computed by "
+                               "an op (use detach() for a copy outside the graph)")
+        self.requires_grad = bool(requires_grad)
+        return self
+
     def __len__(self):
         if self.data.ndim == 0:
             raise TypeError("len: expected a tensor with at least one axis, received a 0-d tensor")

@@ -2,6 +2,7 @@
 in-place changes and the version counter, factories, NumPy interop, and replay under
 mg.jit. Values are checked against NumPy (or formulas derived by hand), gradients
 against finite differences (mg.gradcheck) and hand-derived formulas."""
+import doctest
 import warnings
 
 import numpy as np
@@ -586,3 +587,20 @@ def test_jit_replays_in_place_updates_and_random_factories():
     eager, replayed = run(False), run(True)
     assert replayed[0] == eager[0] and len(set(eager[0])) == 4
     assert_bitwise_equal(replayed[1], eager[1], "w")
+
+
+def test_small_torch_methods():
+    t = mg.zeros(2, 3)
+    assert t.dim() == 2 and t.numel() == 6
+    assert t.requires_grad_() is t and t.requires_grad
+    y = t * 2
+    with pytest.raises(RuntimeError, match="requires_grad_: expected a leaf tensor"):
+        y.requires_grad_(False)
+
+
+@pytest.mark.parametrize("module", ["minigrad.ops.elementwise", "minigrad.ops.reduce",
+                                    "minigrad.ops.shape", "minigrad.ops.index", "minigrad.factories"])
+def test_docstring_examples_run(module):
+    import importlib
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0

@@ -15,6 +15,16 @@ version. As in PyTorch, a leaf that requires grad may be changed only under
 changed in place while grad mode is on: minigrad refuses rather than track the
 change through the graph (write ``y = y + x`` instead). Under ``no_grad`` it may,
 and a graph that saved the old value then refuses to backward.
+
+>>> import minigrad as mg
+>>> w = mg.Tensor([1.0, 2.0, 3.0], requires_grad=True)
+>>> w[[0, 0, 2]].sum().backward(); w.grad.tolist()
+[2.0, 0.0, 1.0]
+>>> with mg.no_grad():
+...     w -= 1
+...     w[1] = 7.0
+>>> w.tolist(), w._version
+([0.0, 7.0, 2.0], 2)
 """
 import numbers
 
