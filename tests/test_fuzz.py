@@ -1167,7 +1167,7 @@ def case_shape_ops(data):
     if not isinstance(x, mg.Tensor):
         x = mg.Tensor(as_f32(x), requires_grad=True)
     X = x.data
-    op = pick(data, ["sum", "mean", "reshape", "T"], "op")
+    op = pick(data, ["sum", "mean", "reshape", "T", "max"], "op")
     if AVOID_KNOWN_BUGS and op == "T" and X.ndim == 0:
         op = "sum"  # BUG transpose-0d (see test_bug_transpose_of_0d_tensor)
     axis = draw(data, st.one_of(st.none(), st.integers(-5, 5),
@@ -1210,11 +1210,35 @@ def case_shape_ops(data):
             except Exception:
                 raise _Invalid("shape") from None
             return value, {0: lambda G: np.reshape(G, X.shape)}
+        if op == "max":
+            return expect_max()
         return X.T, {0: lambda G: G.T}
+
+    def expect_max():
+        """One integer axis or None; the whole gradient to the first maximum (or first NaN)."""
+        if axis is not None and (isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer))):
+            raise _Invalid("max takes one integer axis")
+        ax = None
+        if axis is not None:
+            if not -max(ndim, 1) <= axis < max(ndim, 1):
+                raise _Invalid("axis")
+            ax = int(axis) % ndim if ndim else None  # a 0-d tensor reduces along 0 or -1
+        flat = X.reshape(-1) if ax is None else X
+        along = 0 if ax is None else ax
+        if flat.shape[along] == 0:
+            raise _Invalid("max of nothing")
+        first = np.argmax(flat, axis=along, keepdims=True)
+
+        def grad(G):
+            g = np.zeros(flat.shape)
+            np.put_along_axis(g, first, np.reshape(G, first.shape), along)
+            return g.reshape(X.shape)
+        return np.max(X, axis=ax, keepdims=keepdims), {0: grad}
 
     fn = {"sum": lambda: x.sum(axis=axis, keepdims=keepdims),
           "mean": lambda: x.mean(axis=axis, keepdims=keepdims),
-          "reshape": lambda: x.reshape(new_shape), "T": lambda: x.T}[op]
+          "reshape": lambda: x.reshape(new_shape), "T": lambda: x.T,
+          "max": lambda: x.max(axis=axis, keepdims=keepdims)}[op]
     try:
         out_shape = np.shape(expect()[0])
     except _Invalid:
