@@ -27,6 +27,7 @@ and a graph that saved the old value then refuses to backward.
 ([0.0, 7.0, 2.0], 2)
 """
 import numbers
+import operator
 
 import numpy as np
 
@@ -98,7 +99,7 @@ class Index(Function):
                 # a trailing Ellipsis makes an all-int key give a 0-d view, not a scalar
                 out = x[key if Ellipsis in key else key + (Ellipsis,)]
                 return out if out.flags.c_contiguous else copy(out)
-            return call(lambda a, k: a[k], x, key)
+            return call(operator.getitem, x, key)
         except IndexError as exc:
             raise IndexError(f"index: {exc} (indexing a tensor of shape {x.shape})") from None
 
