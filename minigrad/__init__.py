@@ -15,6 +15,12 @@ from .function import Function, get_check_finite, is_grad_enabled, no_grad, set_
 from .gradcheck import GradcheckError, gradcheck
 from .kernels import get_num_threads, set_num_threads
 from .ops import dense, matmul, relu, softmax, softmax_cross_entropy
+from .ops import (argmax, argmin, cat, clamp, clip, clone, concatenate, flatten, log_softmax,
+                  maximum, minimum, permute, reshape, sigmoid, sqrt, squeeze, stack, tanh,
+                  transpose, unsqueeze, view, where)
+from .ops.elementwise import abs  # noqa: A004  (mg.abs, mg.max, mg.min as in torch)
+from .ops.reduce import max, min  # noqa: A004
+from .factories import arange, eye, full, ones, ones_like, rand, randn, zeros, zeros_like
 from .tensor import Tensor
 from .jit import jit
 from . import (activations, callbacks, datasets, layers, losses, metrics,  # the Keras-style layer
@@ -26,6 +32,10 @@ __version__ = "0.1.0"
 __all__ = [
     "Tensor", "Function", "jit", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "matmul", "relu", "dense", "softmax", "softmax_cross_entropy",
+    "abs", "argmax", "argmin", "cat", "clamp", "clip", "clone", "concatenate", "flatten",
+    "log_softmax", "max", "maximum", "min", "minimum", "permute", "reshape", "sigmoid", "sqrt",
+    "squeeze", "stack", "tanh", "transpose", "unsqueeze", "view", "where",
+    "arange", "eye", "full", "ones", "ones_like", "rand", "randn", "zeros", "zeros_like",
     "set_num_threads", "get_num_threads", "set_check_finite", "get_check_finite",
     "kernels",
     "Sequential", "models", "layers", "activations", "optimizers", "losses", "metrics", "callbacks", "utils",

@@ -27,6 +27,8 @@ eagerly every time rather than replay a stale value.
 >>> Square.apply(x).sum().backward(); x.grad
 array([6.], dtype=float32)
 """
+import numpy as np
+
 from . import grad_mode as _grad_mode
 from .grad_mode import (check_backward, check_forward, get_check_finite,  # noqa: F401
                         is_grad_enabled, no_grad, op_name, set_check_finite)
@@ -34,8 +36,44 @@ from .kernels.tape import _local as _tape_local
 from .tensor import Tensor
 
 
+def _root(array):
+    while array.base is not None and isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+def _share_version_counter(out, inputs):
+    """A view of an input's memory counts that input's in-place changes too."""
+    root = _root(out.data)
+    for x in inputs:
+        if isinstance(x, Tensor) and _root(x.data) is root:
+            out._vc = x._vc
+            return
+
+
+def _record_versions(ctx, inputs, out):
+    """Remember the versions of the tensors (inputs or output) whose data backward reads."""
+    saved = ctx.saved
+    versions = []
+    for x in inputs + (out,):  # plain loops: this runs for every recorded op
+        if isinstance(x, Tensor):
+            data = x.data
+            for s in saved:
+                if s is data:
+                    counter = x._vc
+                    versions.append((counter, counter[0], data.shape))
+                    break
+    if versions:
+        ctx.versions = tuple(versions)
+
+
 class Context:
-    """What forward leaves for backward: saved arrays and any attributes it sets."""
+    """What forward leaves for backward: saved arrays and any attributes it sets.
+
+    ``versions``: (counter, version, shape) of each Tensor whose data forward
+    saved, set by ``Function.apply``; backward refuses to run if one changed.
+    """
+    versions = ()
 
     def __init__(self, needs_input_grad):
         self.needs_input_grad = needs_input_grad
@@ -78,8 +116,12 @@ class Function:
         if _grad_mode._check_finite:
             check_forward(cls, result)
         out = Tensor._wrap(result, record)
+        if type(result) is np.ndarray and result.base is not None:
+            _share_version_counter(out, inputs)
         if record:
             out._node = Node(cls, ctx, inputs)
+            if ctx.saved:
+                _record_versions(ctx, inputs, out)
         if recording is not None and not recording.knows(out.data):
             recording.refuse(f"{op_name(cls)}: its forward returned an array made outside "
                              f"minigrad.kernels, which a replay could not recompute (compute "

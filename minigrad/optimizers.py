@@ -82,6 +82,8 @@ class Optimizer:
         recording = tape.active()
         with tape.paused():  # a replay must read the hyperparameters and step count live
             self._apply_update(ws, gs, slots)
+        for v, _ in pairs:  # an in-place change: graphs built before it cannot backward
+            v._vc[0] += 1
         if recording is not None:
             for v, _ in pairs:
                 recording.note_leaf(v)

@@ -281,6 +281,7 @@ def max_pool2d_backward(dy, argmax, x_shape, pool_size=(2, 2), strides=None, pad
     np.add.at(dx, a[ok], dy[ok].astype(np.float64))  # in (b, oy, ox, c) order, as C sums
     return _out(out, dx.reshape(x_shape))
 
+
 # ---- element-wise, sigmoid + BCE, dropout
 #
 # sigmoid and tanh are computed in float64 and rounded once: the exact values

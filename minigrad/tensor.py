@@ -17,6 +17,13 @@ Graph semantics (PyTorch conventions):
   works and accumulates again; the graph is freed with the output tensor.
 - A gradient is computed only along paths that lead to a leaf with
   ``requires_grad=True``.
+- ``.grad`` is a float32 NumPy array (not a Tensor), of the leaf's shape.
+- Version counter: ``_version`` counts the in-place changes of a tensor's data
+  (``+=``, ``t[key] = v``, an optimizer's update). Tensors that share memory
+  through ``detach()`` or a view op (reshape, basic indexing) share the counter.
+  An op records the versions of the tensors whose data it saved for backward,
+  and backward raises RuntimeError if one changed since, instead of computing a
+  wrong gradient.
 """
 import numpy as np
 
@@ -53,10 +60,12 @@ class Tensor:
     already a C-contiguous float32 NumPy array; anything else numeric is copied
     into one.
     """
-    __slots__ = ("data", "grad", "requires_grad", "_node", "__weakref__")
+    # _vc: the version counter, a one-element list shared by tensors that share memory
+    __slots__ = ("data", "grad", "requires_grad", "_node", "_vc", "__weakref__")
     __array_priority__ = 1000  # so ndarray + Tensor calls Tensor.__radd__
 
     def __init__(self, data, requires_grad=False):
+        self._vc = data._vc if isinstance(data, Tensor) else [0]
         self.data = _as_float32(data)
         self.grad = None
         self.requires_grad = bool(requires_grad)
@@ -68,7 +77,7 @@ class Tensor:
         if type(array) is not np.ndarray:  # NumPy returns scalars for 0-d arithmetic
             array = np.asarray(array, dtype=_F32)
         t = cls.__new__(cls)
-        t.data, t.grad, t.requires_grad, t._node = array, None, requires_grad, None
+        t.data, t.grad, t.requires_grad, t._node, t._vc = array, None, requires_grad, None, [0]
         return t
 
     # -------------------------------------------------------------- basics
@@ -77,9 +86,64 @@ class Tensor:
     dtype = property(lambda self: self.data.dtype)
     size = property(lambda self: self.data.size)
     is_leaf = property(lambda self: self._node is None)
+    _version = property(lambda self: self._vc[0], doc="in-place changes of the data so far")
+
+    def dim(self):
+        """The number of axes (``ndim``), as ``torch.Tensor.dim()``."""
+        return self.data.ndim
+
+    def numel(self):
+        """The number of elements (``size``), as ``torch.Tensor.numel()``."""
+        return self.data.size
+
+    def requires_grad_(self, requires_grad=True):
+        """Start (or stop) recording operations on this leaf; returns the tensor."""
+        if self._node is not None and not requires_grad:
+            raise RuntimeError("requires_grad_: expected a leaf tensor, received one computed by "
+                               "an op (use detach() for a copy outside the graph)")
+        self.requires_grad = bool(requires_grad)
+        return self
 
     def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("len: expected a tensor with at least one axis, received a 0-d tensor")
         return len(self.data)
+
+    # -------------------------------------------------------------- interop
+    def __array__(self, dtype=None, copy=None):
+        """np.asarray(t): the float32 data itself (dtype/copy as NumPy 2 passes them)."""
+        if dtype is not None and np.dtype(dtype) != self.data.dtype:
+            if copy is False:
+                raise ValueError(f"__array__: converting float32 to {np.dtype(dtype)} needs a copy, "
+                                 f"received copy=False")
+            return self.data.astype(dtype)
+        return self.data.copy() if copy else self.data
+
+    def tolist(self):
+        """The values as (nested lists of) Python floats."""
+        return self.data.tolist()
+
+    def _one_value(self, op):
+        if self.data.size != 1:
+            raise ValueError(f"{op}: expected a tensor with one element, received shape {self.shape}")
+        return self.data.reshape(-1)[0]
+
+    def __float__(self):
+        return float(self._one_value("float"))
+
+    def __int__(self):
+        return int(self._one_value("int"))
+
+    def __bool__(self):
+        """The truth of a one-element tensor (more elements are ambiguous, as in PyTorch)."""
+        if self.data.size != 1:
+            raise RuntimeError(f"bool: the truth value of a tensor with more than one element "
+                               f"is ambiguous (shape {self.shape}); use (t != 0).any() or .all()")
+        return bool(self.data.reshape(-1)[0])
+
+    def float(self):
+        """The same tensor: minigrad tensors are float32 already."""
+        return self
 
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
@@ -91,13 +155,13 @@ class Tensor:
 
     def item(self):
         """The value of a one-element tensor as a Python float."""
-        if self.data.size != 1:
-            raise ValueError(f"item: expected a tensor with one element, received shape {self.shape}")
-        return float(self.data.reshape(-1)[0])
+        return float(self._one_value("item"))
 
     def detach(self):
         """A new leaf sharing this tensor's data, outside any graph."""
-        return Tensor._wrap(self.data, False)
+        t = Tensor._wrap(self.data, False)
+        t._vc = self._vc  # the same memory: an in-place change of either is seen by both
+        return t
 
     # -------------------------------------------------------------- autograd
     def backward(self, grad=None):
@@ -168,6 +232,8 @@ def _backpropagate(root, grad):
             continue
         handed_out.discard(id(grad))
         node = tensor._node
+        if node.ctx.versions:
+            _check_versions(node)
         input_grads = node.function.backward(node.ctx, grad)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
@@ -200,6 +266,17 @@ def _backpropagate(root, grad):
             else:
                 pending[id(x)] = g
                 handed_out.add(id(g))
+
+
+def _check_versions(node):
+    for counter, version, shape in node.ctx.versions:
+        if counter[0] != version:
+            name = _grad_mode.op_name(node.function)
+            raise RuntimeError(
+                f"backward: one of the variables needed for gradient computation has been "
+                f"modified by an inplace operation: a tensor of shape {shape} that {name} saved "
+                f"is at version {counter[0]}; expected version {version} instead (compute the "
+                f"graph again after the in-place change, or change a copy: t = t + x)")
 
 
 def _accumulate_leaf(leaf, g, recording):

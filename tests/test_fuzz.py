@@ -1060,7 +1060,21 @@ def broadcast_shape_like(data, s, label):
 
 EXPONENTS = (2, 0, 1, 3, 0.5, -1, -2, 1.5, 1 / 3, -0.0, 2.0, np.float32(2), np.int64(3), float("nan"),
              float("inf"), 1e39, 10**400, True, "2", None, 1 + 1j, mg.Tensor(2.0), np.array(2.0), [2])
-ELEMENTWISE = ["add", "sub", "mul", "div", "radd", "rsub", "rmul", "rdiv", "neg", "pow", "exp", "log"]
+ELEMENTWISE = ["add", "sub", "mul", "div", "radd", "rsub", "rmul", "rdiv", "neg", "pow", "exp", "log",
+               "sigmoid", "tanh", "abs", "sqrt", "maximum", "minimum"]
+UNARY = ("neg", "pow", "exp", "log", "sigmoid", "tanh", "abs", "sqrt")
+
+
+def _sigmoid64(x):
+    """sigmoid in float64 without overflow, rounded once to float32."""
+    x = x.astype(np.float64)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(F32)
+
+
+def _extremum_share(G, mine, other, wins):
+    """PyTorch's maximum/minimum gradient: all where this side wins, half on ties."""
+    return np.where(wins(mine, other), G, np.where(mine == other, G * np.float32(0.5), np.float32(0)))
 
 
 def case_elementwise_ops(data):
@@ -1070,13 +1084,15 @@ def case_elementwise_ops(data):
     if not isinstance(a, mg.Tensor):
         a = mg.Tensor(as_f32(a), requires_grad=True)
     A = a.data
-    same = op not in ("neg", "pow", "exp", "log") and integer(data, 0, 9, "same") == 0
+    same = op not in UNARY and integer(data, 0, 9, "same") == 0
     b = a if same else tensor_or_value(data, broadcast_shape_like(data, sa, "b"), "b", mag=30.0, huge=30.0)
     exponent = pick(data, EXPONENTS, "exponent")
     fns = {
         "add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b, "div": lambda: a / b,
         "radd": lambda: b + a, "rsub": lambda: b - a, "rmul": lambda: b * a, "rdiv": lambda: b / a,
         "neg": lambda: -a, "pow": lambda: a ** exponent, "exp": lambda: a.exp(), "log": lambda: a.log(),
+        "sigmoid": lambda: mg.sigmoid(a), "tanh": lambda: a.tanh(), "abs": lambda: abs(a),
+        "sqrt": lambda: mg.sqrt(a), "maximum": lambda: mg.maximum(a, b), "minimum": lambda: a.minimum(b),
     }
     B = as_f32(b)
 
@@ -1086,6 +1102,16 @@ def case_elementwise_ops(data):
             return {"neg": (-A, {0: lambda G: -G}),
                     "exp": (np.exp(A), {0: lambda G: G * np.exp(A)}),
                     "log": (np.log(A), {0: lambda G: G / A})}[op]
+        if op in ("sigmoid", "tanh", "abs", "sqrt"):
+            y = {"sigmoid": _sigmoid64(A), "tanh": np.tanh(A.astype(np.float64)).astype(F32),
+                 "abs": np.abs(A), "sqrt": np.sqrt(A)}[op]
+            # sigmoid' = y (1 - y) and tanh' = 1 - y^2 cancel near |y| = 1: the kernels' y
+            # (within 2 ulp) moves them by a few ulp of y, so the tolerance scales with |G| y
+            y64 = y.astype(np.float64)
+            return y, {0: {"sigmoid": lambda G: (G * y64 * (1 - y64), np.abs(G) * y64),
+                           "tanh": lambda G: (G * (1 - y64 ** 2), 2 * np.abs(G) * y64 ** 2),
+                           "abs": lambda G: G * np.sign(A),
+                           "sqrt": lambda G: G / (y + y)}[op]}
         if op == "pow":
             if isinstance(exponent, (mg.Tensor, bool, str)) or not np.isscalar(exponent) or \
                     isinstance(exponent, complex):
@@ -1100,6 +1126,11 @@ def case_elementwise_ops(data):
             out_shape = np.broadcast_shapes(A.shape, B.shape)
         except ValueError:
             raise _Invalid("shapes do not broadcast") from None
+        if op in ("maximum", "minimum"):
+            wins = np.greater if op == "maximum" else np.less
+            return ({"maximum": np.maximum, "minimum": np.minimum}[op](A, B).astype(F32),
+                    {0: lambda G: reduce_to(_extremum_share(G, A, B, wins), A.shape),
+                     1: lambda G: reduce_to(_extremum_share(G, B, A, wins), B.shape)})
         left, right = (A, B) if op in ("add", "sub", "mul", "div") else (B, A)
         ia = 0 if op in ("add", "sub", "mul", "div") else 1  # a's place
         sl, sr = left.shape, right.shape
@@ -1118,7 +1149,7 @@ def case_elementwise_ops(data):
         assert value.shape == out_shape
         return value.astype(F32), ({0: gl, 1: gr} if ia == 0 else {0: gr, 1: gl})
 
-    operands = [a] if op in ("neg", "pow", "exp", "log") else [a, b]
+    operands = [a] if op in UNARY else [a, b]
     with np.errstate(all="ignore"):
         try:
             out_shape = np.shape(expect()[0])
@@ -1136,7 +1167,7 @@ def case_shape_ops(data):
     if not isinstance(x, mg.Tensor):
         x = mg.Tensor(as_f32(x), requires_grad=True)
     X = x.data
-    op = pick(data, ["sum", "mean", "reshape", "T"], "op")
+    op = pick(data, ["sum", "mean", "reshape", "T", "max"], "op")
     if AVOID_KNOWN_BUGS and op == "T" and X.ndim == 0:
         op = "sum"  # BUG transpose-0d (see test_bug_transpose_of_0d_tensor)
     axis = draw(data, st.one_of(st.none(), st.integers(-5, 5),
@@ -1179,11 +1210,35 @@ def case_shape_ops(data):
             except Exception:
                 raise _Invalid("shape") from None
             return value, {0: lambda G: np.reshape(G, X.shape)}
+        if op == "max":
+            return expect_max()
         return X.T, {0: lambda G: G.T}
+
+    def expect_max():
+        """One integer axis or None; the whole gradient to the first maximum (or first NaN)."""
+        if axis is not None and (isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer))):
+            raise _Invalid("max takes one integer axis")
+        ax = None
+        if axis is not None:
+            if not -max(ndim, 1) <= axis < max(ndim, 1):
+                raise _Invalid("axis")
+            ax = int(axis) % ndim if ndim else None  # a 0-d tensor reduces along 0 or -1
+        flat = X.reshape(-1) if ax is None else X
+        along = 0 if ax is None else ax
+        if flat.shape[along] == 0:
+            raise _Invalid("max of nothing")
+        first = np.argmax(flat, axis=along, keepdims=True)
+
+        def grad(G):
+            g = np.zeros(flat.shape)
+            np.put_along_axis(g, first, np.reshape(G, first.shape), along)
+            return g.reshape(X.shape)
+        return np.max(X, axis=ax, keepdims=keepdims), {0: grad}
 
     fn = {"sum": lambda: x.sum(axis=axis, keepdims=keepdims),
           "mean": lambda: x.mean(axis=axis, keepdims=keepdims),
-          "reshape": lambda: x.reshape(new_shape), "T": lambda: x.T}[op]
+          "reshape": lambda: x.reshape(new_shape), "T": lambda: x.T,
+          "max": lambda: x.max(axis=axis, keepdims=keepdims)}[op]
     try:
         out_shape = np.shape(expect()[0])
     except _Invalid:

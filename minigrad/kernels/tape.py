@@ -179,6 +179,19 @@ def call(function, *args, **kwargs):
     return out
 
 
+def call_as(dtype, function, *args, **kwargs):
+    """As ``call``, for a result of another dtype (argmax's int64, a comparison's bool).
+
+    >>> call_as(np.int64, np.argmax, np.array([1.0, 3.0, 2.0], np.float32)).tolist()
+    1
+    """
+    out = np.array(function(*args, **kwargs), dtype=dtype, order="C")
+    tape = getattr(_local, "tape", None)
+    if tape is not None:
+        tape.add(_Copying(function, args, kwargs, out), (), (out,))
+    return out
+
+
 class _Copying:
     __slots__ = ("function", "args", "kwargs", "out", "__name__")
 
@@ -214,6 +227,19 @@ def into(target, function, *args):
     if tape is not None:
         tape.add(_InPlace(function), (target,) + args)
     return target
+
+
+def setitem(target, key, value):
+    """In place: target[key] = value (a Tensor's item assignment), recorded as such."""
+    target[key] = value
+    tape = getattr(_local, "tape", None)
+    if tape is not None:
+        tape.add(_setitem, (target, key, value))
+    return target
+
+
+def _setitem(target, key, value):
+    target[key] = value
 
 
 class _InPlace:

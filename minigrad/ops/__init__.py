@@ -4,7 +4,8 @@ The heavy ops (matmul, add-bias, relu, the fused dense layer and softmax +
 cross-entropy) run in the C kernels; the general element-wise and shape ops use
 NumPy through ``kernels.tape`` (so that ``mg.jit`` can replay them), with
 broadcasting undone in backward by summing over the broadcast axes. This module
-also gives ``Tensor`` its operators and math methods.
+also gives ``Tensor`` its operators and math methods; the families in this
+package's other files (elementwise, reduce, shape, index, conv) add theirs.
 """
 import numpy as np
 
@@ -174,6 +175,25 @@ def _normalize_axis(axis, ndim, op):
     return tuple(sorted(set(normalized)))
 
 
+def _pick(op, numpy_name, numpy_value, torch_name, torch_value, default):
+    """One argument spelt NumPy's way (axis, keepdims) or PyTorch's (dim, keepdim)."""
+    if numpy_value is not None and torch_value is not None:
+        raise TypeError(f"{op}: expected {numpy_name}= or {torch_name}=, received both")
+    if numpy_value is not None:
+        return numpy_value
+    return default if torch_value is None else torch_value
+
+
+def _axis_args(op, axis, dim, keepdims, keepdim):
+    return _pick(op, "axis", axis, "dim", dim, None), bool(_pick(op, "keepdims", keepdims,
+                                                                  "keepdim", keepdim, False))
+
+
+def _reduce(function, op, x, axis, dim, keepdims, keepdim):
+    axis, keepdims = _axis_args(op, axis, dim, keepdims, keepdim)
+    return function.apply(x, axis=axis, keepdims=keepdims)
+
+
 def _expand_reduced(grad, in_shape, axes):
     """Broadcast a reduction's gradient back to the input shape (a fresh array)."""
     kept = tuple(1 if i in axes else n for i, n in enumerate(in_shape))
@@ -300,21 +320,24 @@ class Dense(Function):
 
 
 class Softmax(Function):
-    """Softmax over the last axis (max subtracted first, so any finite input is safe)."""
+    """Softmax along one axis, the last by default (max subtracted first, so any finite
+    input is safe)."""
     @staticmethod
-    def forward(ctx, x):
-        if x.ndim and x.shape[-1] == 0:
-            raise ValueError(f"softmax: expected at least one value along the last axis, "
+    def forward(ctx, x, axis=-1):
+        if x.ndim and x.shape[axis] == 0:  # a 0-d x is one value (NumPy reduces it along axis 0)
+            where = "the last axis" if axis == x.ndim - 1 else f"axis {axis}"
+            raise ValueError(f"softmax: expected at least one value along {where}, "
                              f"received shape {x.shape}")
-        e = ufunc(np.exp, ufunc(np.subtract, x, call(np.max, x, axis=-1, keepdims=True)))
-        y = ufunc(np.divide, e, call(np.sum, e, axis=-1, keepdims=True))
+        e = ufunc(np.exp, ufunc(np.subtract, x, call(np.max, x, axis=axis, keepdims=True)))
+        y = ufunc(np.divide, e, call(np.sum, e, axis=axis, keepdims=True))
+        ctx.axis = axis
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, grad):
         (y,) = ctx.saved
-        dot = call(np.sum, ufunc(np.multiply, grad, y), axis=-1, keepdims=True)
+        dot = call(np.sum, ufunc(np.multiply, grad, y), axis=ctx.axis, keepdims=True)
         return ufunc(np.multiply, y, ufunc(np.subtract, grad, dot))
 
 
@@ -413,8 +436,19 @@ def dense(x, w, b=None, activation=None):
     return Dense.apply(_tensor(x, "dense"), _tensor(w, "dense"), b, relu=activation == "relu")
 
 
-def softmax(x):
-    return Softmax.apply(_tensor(x, "softmax"))
+def softmax(x, axis=None, dim=None):
+    """exp(x) / sum(exp(x)) along ``axis`` (or ``dim``), the last by default."""
+    x = _tensor(x, "softmax")
+    return Softmax.apply(x, axis=_one_axis(_pick("softmax", "axis", axis, "dim", dim, -1), x.ndim, "softmax"))
+
+
+def _one_axis(axis, ndim, op):
+    """A single axis as a non-negative int (TypeError/ValueError naming op otherwise)."""
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{op}: expected an integer axis, received {axis!r}")
+    if not -max(ndim, 1) <= axis < max(ndim, 1):
+        raise ValueError(f"{op}: expected axis in [{-ndim}, {ndim}), received {axis}")
+    return int(axis) % max(ndim, 1)
 
 
 def softmax_cross_entropy(logits, target, probs_out=None):
@@ -463,18 +497,29 @@ def _install():
     T.__pow__ = lambda self, exponent: pow(self, exponent)
     T.__matmul__ = lambda self, other: matmul(self, other)
     T.__rmatmul__ = lambda self, other: matmul(other, self)
-    T.sum = lambda self, axis=None, keepdims=False: Sum.apply(self, axis=axis, keepdims=keepdims)
-    T.mean = lambda self, axis=None, keepdims=False: Mean.apply(self, axis=axis, keepdims=keepdims)
-    T.reshape = lambda self, *shape: Reshape.apply(self, shape=shape[0] if len(shape) == 1 else shape)
-    T.transpose = lambda self: Transpose.apply(self)
-    T.T = property(T.transpose)
+    T.sum = lambda self, axis=None, keepdims=None, *, dim=None, keepdim=None: _reduce(
+        Sum, "sum", self, axis, dim, keepdims, keepdim)
+    T.mean = lambda self, axis=None, keepdims=None, *, dim=None, keepdim=None: _reduce(
+        Mean, "mean", self, axis, dim, keepdims, keepdim)
     T.exp = lambda self: Exp.apply(self)
     T.log = lambda self: Log.apply(self)
     T.relu = lambda self: ReLU.apply(self)
-    T.softmax = lambda self: Softmax.apply(self)
+    T.softmax = lambda self, axis=None, dim=None: softmax(self, axis, dim)
 
 
 _install()
 
-from .conv import Conv2D, MaxPool2D, conv2d, max_pool2d  # noqa: E402,F401  (conv.py uses _tensor above)
-from .nn import dropout, sigmoid, sigmoid_binary_cross_entropy, tanh  # noqa: E402,F401
+# One file per family; they build on the helpers above and add their Tensor methods.
+from .conv import Conv2D, MaxPool2D, conv2d, max_pool2d  # noqa: E402,F401
+from . import elementwise as _elementwise, index as _index, reduce as _reduce_ops, shape as _shape  # noqa: E402
+# (abs, max and min stay in their modules: here they would shadow the builtins)
+from .elementwise import (Abs, Clip, Maximum, Minimum, Sigmoid, Sqrt, Tanh, Where,  # noqa: E402,F401
+                          clamp, clip, maximum, minimum, sigmoid, sqrt, tanh, where)
+from .index import Index, index, setitem  # noqa: E402,F401
+from .reduce import LogSoftmax, Max, Min, argmax, argmin, log_softmax  # noqa: E402,F401
+from .shape import (Cat, Clone, Permute, Stack, cat, clone, concatenate, flatten,  # noqa: E402,F401
+                    permute, reshape, squeeze, stack, transpose, unsqueeze, view)
+
+for _family in (_elementwise, _index, _reduce_ops, _shape):
+    _family._install()
+from .nn import dropout, sigmoid_binary_cross_entropy  # noqa: E402,F401

@@ -1,13 +1,11 @@
-"""The neural-network ops the layers and losses use: sigmoid, tanh, dropout, the fused
-sigmoid + binary cross-entropy, and per-sample weighting of the fused losses.
+"""The neural-network ops the layers and losses use: dropout, the fused sigmoid +
+binary cross-entropy, and per-sample weighting of the fused losses.
 
-sigmoid, tanh and dropout run in the C kernels (forward and backward); the fused
-losses write their probabilities too, for the metrics.
+Dropout runs in the C kernels (forward and backward); the fused losses write
+their probabilities too, for the metrics.
 
 >>> import numpy as np, minigrad as mg
 >>> from minigrad.ops import nn
->>> nn.sigmoid(mg.Tensor([0.0, 100.0])).numpy().tolist()
-[0.5, 1.0]
 >>> z = mg.Tensor([[0.0]], requires_grad=True)
 >>> loss = nn.sigmoid_binary_cross_entropy(z, np.array([[1.0]], np.float32))
 >>> round(loss.item(), 4)
@@ -32,32 +30,6 @@ def _tensor(x, op):
         return Tensor(x)
     except TypeError:
         raise TypeError(f"{op}: expected a Tensor or array, received {type(x).__name__}") from None
-
-
-class Sigmoid(Function):
-    """1 / (1 + exp(-x)), stable for any |x|; backward from the output: y (1 - y)."""
-    @staticmethod
-    def forward(ctx, x):
-        y = kernels.sigmoid_forward(x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        return kernels.sigmoid_backward(ctx.saved[0], grad)
-
-
-class Tanh(Function):
-    """tanh(x); backward from the output: 1 - y^2."""
-    @staticmethod
-    def forward(ctx, x):
-        y = kernels.tanh_forward(x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        return kernels.tanh_backward(ctx.saved[0], grad)
 
 
 class Dropout(Function):
@@ -133,16 +105,6 @@ class SoftmaxCrossEntropyWeighted(Function):
 
 
 # ---------------------------------------------------------------- functional forms
-
-def sigmoid(x):
-    """Element-wise logistic sigmoid, in C."""
-    return Sigmoid.apply(_tensor(x, "sigmoid"))
-
-
-def tanh(x):
-    """Element-wise tanh, in C."""
-    return Tanh.apply(_tensor(x, "tanh"))
-
 
 def dropout(x, rate, seed, counter):
     """Inverted dropout of x (see ``Dropout``); identity when rate == 0."""

@@ -1,0 +1,261 @@
+"""Element-wise ops: sigmoid and tanh (C kernels), abs, sqrt, clip, maximum,
+minimum, where, and the comparisons (NumPy through ``kernels.tape``).
+
+Comparisons are not differentiable: ``t > 0`` returns a NumPy bool array (as
+``argmax`` returns an int64 array), which indexes (``t[t > 0]``) and selects
+(``mg.where(t > 0, a, b)``) directly.
+"""
+import numpy as np
+
+from .. import kernels
+from ..function import Function
+from ..kernels.tape import call, call_as, ufunc
+from ..tensor import Tensor
+from . import _const, _operands, _tensor, _unbroadcast
+
+_F32 = np.dtype(np.float32)
+
+
+class Sigmoid(Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = kernels.sigmoid_forward(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        return kernels.sigmoid_backward(ctx.saved[0], grad)
+
+
+class Tanh(Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = kernels.tanh_forward(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        return kernels.tanh_backward(ctx.saved[0], grad)
+
+
+class Abs(Function):
+    """|x|; the gradient is sign(x), 0 at 0 (as PyTorch)."""
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return ufunc(np.abs, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ufunc(np.multiply, grad, ufunc(np.sign, ctx.saved[0]))
+
+
+class Sqrt(Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = ufunc(np.sqrt, x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):  # grad / (2 sqrt(x)): inf at 0, as PyTorch
+        return ufunc(np.divide, grad, ufunc(np.add, ctx.saved[0], ctx.saved[0]))
+
+
+def _pass_inside(grad, x, low, high):
+    """grad where low <= x <= high (the bounds themselves pass, as PyTorch's clamp), else 0."""
+    keep = np.ones(x.shape, bool)
+    if low is not None:
+        keep &= x >= low
+    if high is not None:
+        keep &= x <= high
+    return np.where(keep, grad, _F32.type(0))
+
+
+class Clip(Function):
+    @staticmethod
+    def forward(ctx, x, low=None, high=None):
+        ctx.save_for_backward(x)
+        ctx.bounds = (low, high)
+        y = x if low is None else ufunc(np.maximum, x, low)
+        # min(max(x, low), high): high wins when low > high, as in PyTorch
+        return y if high is None else ufunc(np.minimum, y, high)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return call(_pass_inside, grad, ctx.saved[0], *ctx.bounds)
+
+
+def _share_of(grad, mine, other, wins):
+    """grad where this operand wins, half of it on ties (PyTorch's maximum/minimum)."""
+    half = grad * _F32.type(0.5)
+    return np.where(wins(mine, other), grad, np.where(mine == other, half, _F32.type(0)))
+
+
+class _Extremum(Function):
+    wins = None
+
+    @classmethod
+    def forward(cls, ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return ufunc(cls.ufunc, a, b)
+
+    @classmethod
+    def backward(cls, ctx, grad):
+        a, b = ctx.saved
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = _unbroadcast(call(_share_of, grad, a, b, cls.wins), np.shape(a))
+        if ctx.needs_input_grad[1]:
+            gb = _unbroadcast(call(_share_of, grad, b, a, cls.wins), np.shape(b))
+        return ga, gb
+
+
+class Maximum(_Extremum):
+    ufunc, wins = np.maximum, np.greater
+
+
+class Minimum(_Extremum):
+    ufunc, wins = np.minimum, np.less
+
+
+def _select(cond, grad, chosen):
+    return np.where(cond, grad, _F32.type(0)) if chosen else np.where(cond, _F32.type(0), grad)
+
+
+class Where(Function):
+    @staticmethod
+    def forward(ctx, a, b, cond):
+        ctx.cond, ctx.shapes = cond, (np.shape(a), np.shape(b))
+        return call(np.where, cond, a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        sa, sb = ctx.shapes
+        ga = _unbroadcast(call(_select, ctx.cond, grad, True), sa) if ctx.needs_input_grad[0] else None
+        gb = _unbroadcast(call(_select, ctx.cond, grad, False), sb) if ctx.needs_input_grad[1] else None
+        return ga, gb, None
+
+
+# ---------------------------------------------------------------- functional entry points
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)) in the C kernel.
+
+    >>> import minigrad as mg
+    >>> mg.sigmoid(mg.Tensor([0.0])).tolist()
+    [0.5]
+    """
+    return Sigmoid.apply(_tensor(x, "sigmoid"))
+
+
+def tanh(x):
+    return Tanh.apply(_tensor(x, "tanh"))
+
+
+def abs(x):  # noqa: A001  (mg.abs, as torch.abs)
+    return Abs.apply(_tensor(x, "abs"))
+
+
+def sqrt(x):
+    return Sqrt.apply(_tensor(x, "sqrt"))
+
+
+def _bound(op, name, value):
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{op}: expected {name} to be a real number or None, received "
+                        f"{type(value).__name__}")
+    return _F32.type(value)
+
+
+def clip(x, min=None, max=None):  # noqa: A002  (PyTorch's argument names)
+    """x limited to [min, max]; either bound may be None. Alias ``clamp``.
+
+    >>> import minigrad as mg
+    >>> mg.clip(mg.Tensor([-2.0, 0.5, 3.0]), 0, 1).tolist()
+    [0.0, 0.5, 1.0]
+    """
+    if min is None and max is None:
+        raise ValueError("clip: expected at least one of min and max, received None for both")
+    return Clip.apply(_tensor(x, "clip"), low=_bound("clip", "min", min), high=_bound("clip", "max", max))
+
+
+clamp = clip
+
+
+def maximum(a, b):
+    """Element-wise max with broadcasting; on ties each side gets half the gradient."""
+    a, b = _operands("maximum", a, b)
+    return Maximum.apply(a, b)
+
+
+def minimum(a, b):
+    a, b = _operands("minimum", a, b)
+    return Minimum.apply(a, b)
+
+
+def _condition(cond, op):
+    if isinstance(cond, Tensor):  # a float tensor: nonzero is True
+        return call_as(np.bool_, np.not_equal, cond.data, _F32.type(0))
+    array = np.asarray(cond)  # an ndarray stays the same object, so a replay reads it live
+    if array.dtype.kind not in "biu":
+        raise TypeError(f"{op}: expected a boolean condition (such as t > 0), received dtype "
+                        f"{array.dtype}")
+    return array
+
+
+def where(cond, a, b):
+    """a where cond holds, else b (broadcasting all three); differentiable in a and b.
+
+    >>> import minigrad as mg
+    >>> t = mg.Tensor([-1.0, 2.0])
+    >>> mg.where(t > 0, t, 0.0).tolist()
+    [0.0, 2.0]
+    """
+    cond = _condition(cond, "where")
+    a, b = _const(a, "where"), _const(b, "where")
+    try:
+        np.broadcast_shapes(cond.shape, a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"where: expected cond, a and b shapes that broadcast together, "
+                         f"received {cond.shape}, {a.shape} and {b.shape}") from None
+    return Where.apply(a, b, cond)
+
+
+def _compare(op, ufunc_, a, b):
+    """A comparison's bool array (not differentiable), recorded for mg.jit."""
+    a, b = _operands(op, a, b)
+    a = a.data if isinstance(a, Tensor) else a
+    b = b.data if isinstance(b, Tensor) else b
+    return call_as(np.bool_, ufunc_, a, b)
+
+
+def _install():
+    T = Tensor
+    T.sigmoid = lambda self: Sigmoid.apply(self)
+    T.tanh = lambda self: Tanh.apply(self)
+    T.abs = lambda self: Abs.apply(self)
+    T.__abs__ = T.abs
+    T.sqrt = lambda self: Sqrt.apply(self)
+    T.clip = lambda self, min=None, max=None: clip(self, min, max)
+    T.clamp = T.clip
+    T.maximum = lambda self, other: maximum(self, other)
+    T.minimum = lambda self, other: minimum(self, other)
+    for name, op, f in (("lt", "__lt__", np.less), ("le", "__le__", np.less_equal),
+                        ("gt", "__gt__", np.greater), ("ge", "__ge__", np.greater_equal),
+                        ("eq", "__eq__", np.equal), ("ne", "__ne__", np.not_equal)):
+        setattr(T, op, _comparison(name, f))
+    T.__hash__ = object.__hash__  # defining __eq__ would drop it; Tensors are dict keys
+
+
+def _comparison(name, f):
+    def compare(self, other):
+        if not isinstance(other, (Tensor, np.ndarray, int, float, np.number, list, tuple)):
+            return NotImplemented  # t == None is False, as for other objects
+        return _compare(name, f, self, other)
+    compare.__name__ = f"__{name}__"
+    return compare
