@@ -440,3 +440,31 @@ def test_amsgrad_schedule_state_saves_and_resumes_bitwise(tmp_path):
     for a, b in zip(straight.get_weights() + straight.optimizer.variables(),
                     resumed.get_weights() + resumed.optimizer.variables()):
         assert_bitwise_equal(b, a, "resumed vs straight")
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: kernels.clip_gradients([grad([1.0])], [np.empty(1, F32)], "norm", 1.0), ValueError,
+     r"clip_gradients: expected mode to be one of \['clipnorm', 'clipvalue', 'global_clipnorm'\], received 'norm'"),
+    (lambda: kernels.clip_gradients([grad([1.0])], [np.empty(1, F32)], "clipnorm", 0.0), ValueError,
+     r"clip_gradients: expected clip > 0, received 0.0"),
+    (lambda: kernels.clip_gradients([grad([1.0]), grad([2.0])], [np.empty(1, F32)], "clipvalue", 1.0), ValueError,
+     r"clip_gradients: expected as many grads as parameters \(1\), received 2"),
+    (lambda: kernels.clip_gradients([grad([1.0])], [np.empty(2, F32)], "clipvalue", 1.0), ValueError,
+     r"clip_gradients: expected grad 0 of shape \(2,\)"),
+    (lambda: kernels.adamw_update(np.zeros(2, F32), grad([1.0, 2.0]), np.zeros(2, F32), np.zeros(2, F32),
+                                  np.zeros(3, F32), 0.1, 0.9, 0.999, 1e-7, 0.0, 1), ValueError,
+     r"adamw_update: expected slot 3 of parameter 0 .*\(2,\)"),
+    (lambda: kernels.adamw_update(np.zeros(1, F32), grad([1.0]), np.zeros(1, F32), np.zeros(1, F32), None,
+                                  0.1, 0.9, 0.999, 1e-7, 0.0, 0), ValueError,
+     r"adamw_update: expected step to be an integer >= 1, received 0"),
+])
+def test_new_kernels_reject_bad_arguments_before_writing(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_clip_output_may_not_alias_its_gradient():
+    g = grad([3.0, 4.0])
+    with pytest.raises(ValueError, match=r"clip_gradients: arrays written in place must not share memory \(parameter 0 and grad 0\)"):
+        kernels.clip_gradients([g], [g], "clipnorm", 1.0)
+    np.testing.assert_array_equal(g, [3.0, 4.0])
