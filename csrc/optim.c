@@ -1,6 +1,8 @@
-/* In-place optimizer updates (Keras 3 formulas; see minigrad.h). Element-wise,
- * so any thread split gives the same bits. All parameters are validated before
- * any is written, so a bad argument leaves every parameter untouched. */
+/* In-place optimizer updates and gradient clipping (Keras 3 formulas; see
+ * minigrad.h). The updates are element-wise, and the clipping norms add fixed
+ * chunks' partial sums in chunk order, so any thread split gives the same bits.
+ * All parameters are validated before any is written, so a bad argument leaves
+ * every parameter untouched. */
 #include <math.h>
 #include <stdlib.h>
 #include "minigrad.h"
