@@ -105,13 +105,27 @@ int mg_gather_rows(const void *src, int64_t src_rows, int64_t row_bytes,
  *          velocity = momentum*velocity - lr*g; w += velocity
  *          (nesterov: w += momentum*velocity - lr*g); without momentum w -= lr*g.
  * Adam (slot1 = m, slot2 = v), Keras 3: m += (g-m)*(1-b1); v += (g^2-v)*(1-b2);
- *          w -= lr_t*m/(sqrt(v)+eps), lr_t = lr*sqrt(1-b2^t)/(1-b1^t), t = step >= 1. */
+ *          w -= lr_t*m/(sqrt(v)+eps), lr_t = lr*sqrt(1-b2^t)/(1-b1^t), t = step >= 1.
+ * AdamW (slot1 = m, slot2 = v, slot3 = v_hat or NULL), Keras 3 order: first the
+ *          decoupled decay w -= (w*weight_decay)*lr (skipped when weight_decay == 0),
+ *          then the Adam step above; with amsgrad, v_hat = max(v_hat, v) and v_hat
+ *          replaces v in the denominator. weight_decay = 0 with amsgrad is Adam(amsgrad).
+ * Gradient clipping (Keras 3 formulas), writing clipped copies: for each parameter,
+ *          w is the destination (n floats) and g the source; the slots are unused.
+ *          mode 1, clipnorm: w = g * c / max(|g|, c) per parameter (|g| its L2 norm);
+ *          mode 2, global_clipnorm: w = g * c / max(G, c), G the L2 norm over all
+ *          parameters, and NaN everywhere when G is not finite;
+ *          mode 3, clipvalue: w = min(max(g, -c), c).
+ *          Norms are sums of squares in double over fixed 8192-element chunks,
+ *          added in index order, so they do not depend on the thread count. A
+ *          norm below c gives the gradient back bit for bit. */
 typedef struct {
     float *w;
     const float *g;
     float *slot1;
     float *slot2;
     int64_t n;
+    float *slot3;
 } mg_param_t;
 
 int mg_rmsprop_update(const mg_param_t *params, int64_t count,
@@ -120,6 +134,10 @@ int mg_sgd_update(const mg_param_t *params, int64_t count,
                   double lr, double momentum, int nesterov);
 int mg_adam_update(const mg_param_t *params, int64_t count,
                    double lr, double beta1, double beta2, double eps, int64_t step);
+int mg_adamw_update(const mg_param_t *params, int64_t count,
+                    double lr, double beta1, double beta2, double eps, double weight_decay,
+                    int amsgrad, int64_t step);
+int mg_clip_gradients(const mg_param_t *params, int64_t count, int mode, double clip);
 /* 2-D convolution and max pooling, NHWC (see conv.c and pool.c).
  * Geometry, shared by all of them: x is n x h x w x c; the kernel (or pool
  * window) is kh x kw with strides sh, sw; pad_top/pad_left rows/columns of

@@ -1,7 +1,10 @@
-/* In-place optimizer updates (Keras 3 formulas; see minigrad.h). Element-wise,
- * so any thread split gives the same bits. All parameters are validated before
- * any is written, so a bad argument leaves every parameter untouched. */
+/* In-place optimizer updates and gradient clipping (Keras 3 formulas; see
+ * minigrad.h). The updates are element-wise, and the clipping norms add fixed
+ * chunks' partial sums in chunk order, so any thread split gives the same bits.
+ * All parameters are validated before any is written, so a bad argument leaves
+ * every parameter untouched. */
 #include <math.h>
+#include <stdlib.h>
 #include "minigrad.h"
 #include "internal.h"
 
@@ -12,7 +15,8 @@ static int check_params(const mg_param_t *params, int64_t count, int slots)
     for (int64_t p = 0; p < count; p++) {
         if (params[p].n < 0 || (params[p].n > 0 && (!params[p].w || !params[p].g)))
             return MG_EINVAL;
-        if (params[p].n > 0 && ((slots >= 1 && !params[p].slot1) || (slots >= 2 && !params[p].slot2)))
+        if (params[p].n > 0 && ((slots >= 1 && !params[p].slot1) || (slots >= 2 && !params[p].slot2)
+                                || (slots >= 3 && !params[p].slot3)))
             return MG_EINVAL;
     }
     return MG_OK;
@@ -72,6 +76,29 @@ MG_CLONES static void adam_chunk(float *restrict w, const float *restrict g, flo
     }
 }
 
+MG_CLONES static void adamw_chunk(float *restrict w, const float *restrict g, float *restrict m,
+                                  float *restrict v, float *restrict vhat, int64_t n, float lr,
+                                  float wd, float alpha, float c1, float c2, float eps)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float wi = w[i];
+        if (wd != 0.0f)
+            wi = wi - wi * wd * lr; /* Keras: variable - variable * wd * lr, before the step */
+        float gi = g[i];
+        float mi = m[i] + (gi - m[i]) * c1;
+        float vi = v[i] + (gi * gi - v[i]) * c2;
+        m[i] = mi;
+        v[i] = vi;
+        if (vhat) {
+            /* written so that a NaN in v propagates into v_hat, as a maximum does in Keras */
+            float h = vhat[i] >= vi ? vhat[i] : vi;
+            vhat[i] = h;
+            vi = h;
+        }
+        w[i] = wi - alpha * mi / (sqrtf(vi) + eps);
+    }
+}
+
 int mg_rmsprop_update(const mg_param_t *params, int64_t count,
                       double lr_d, double rho_d, double eps_d, int eps_inside)
 {
@@ -116,5 +143,110 @@ int mg_adam_update(const mg_param_t *params, int64_t count,
         MG_FOR_CHUNKS(q->n, adam_chunk(q->w + off, q->g + off, q->slot1 + off, q->slot2 + off, len,
                                        alpha, c1, c2, eps));
     }
+    return MG_OK;
+}
+
+int mg_adamw_update(const mg_param_t *params, int64_t count,
+                    double lr_d, double beta1, double beta2, double eps_d, double wd_d,
+                    int amsgrad, int64_t step)
+{
+    if (step < 1 || check_params(params, count, amsgrad ? 3 : 2) != MG_OK)
+        return MG_EINVAL;
+    double t = (double)step;
+    const float alpha = (float)(lr_d * sqrt(1.0 - pow(beta2, t)) / (1.0 - pow(beta1, t)));
+    const float c1 = (float)(1.0 - beta1), c2 = (float)(1.0 - beta2), eps = (float)eps_d;
+    const float lr = (float)lr_d, wd = (float)wd_d;
+    for (int64_t p = 0; p < count; p++) {
+        const mg_param_t *q = &params[p];
+        float *vhat = amsgrad ? q->slot3 : 0;
+        MG_FOR_CHUNKS(q->n, adamw_chunk(q->w + off, q->g + off, q->slot1 + off, q->slot2 + off,
+                                     vhat ? vhat + off : 0, len, lr, wd, alpha, c1, c2, eps));
+    }
+    return MG_OK;
+}
+
+/* Sum of squares of one chunk, in double and in index order. */
+MG_CLONES static double sumsq_chunk(const float *restrict g, int64_t n)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        s += (double)g[i] * (double)g[i];
+    return s;
+}
+
+MG_CLONES static void scale_chunk(float *restrict dst, const float *restrict g, int64_t n, float scale)
+{
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = g[i] * scale;
+}
+
+MG_CLONES static void clip_value_chunk(float *restrict dst, const float *restrict g, int64_t n, float c)
+{
+    /* comparisons false for NaN: a NaN gradient stays NaN, as Keras' clip */
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = g[i] < -c ? -c : (g[i] > c ? c : g[i]);
+}
+
+/* The squared L2 norm of g: per-chunk partial sums (each chunk summed by one
+ * thread) added in chunk order, so the result does not depend on how the chunks
+ * were spread over threads. partial holds ceil(n / MG_CHUNK) doubles. */
+static double sum_of_squares(const float *g, int64_t n, double *partial)
+{
+    MG_FOR_CHUNKS(n, partial[c_] = sumsq_chunk(g + off, len));
+    double s = 0.0;
+    for (int64_t c = 0, chunks = (n + MG_CHUNK - 1) / MG_CHUNK; c < chunks; c++)
+        s += partial[c];
+    return s;
+}
+
+/* The factor Keras' clip_by_norm multiplies by: c / max(norm, c); NaN for a NaN norm
+ * (a maximum propagates it); exactly 1 when the norm is within c. */
+static double norm_scale(double norm, double c)
+{
+    if (isnan(norm))
+        return NAN;
+    return norm > c ? c / norm : 1.0;
+}
+
+int mg_clip_gradients(const mg_param_t *params, int64_t count, int mode, double clip)
+{
+    if (mode < 1 || mode > 3 || !(clip > 0.0) || check_params(params, count, 0) != MG_OK)
+        return MG_EINVAL;
+    if (mode == 3) {
+        const float c = (float)clip;
+        for (int64_t p = 0; p < count; p++) {
+            const mg_param_t *q = &params[p];
+            MG_FOR_CHUNKS(q->n, clip_value_chunk(q->w + off, q->g + off, len, c));
+        }
+        return MG_OK;
+    }
+    int64_t most = 1;
+    for (int64_t p = 0; p < count; p++) {
+        int64_t chunks = (params[p].n + MG_CHUNK - 1) / MG_CHUNK;
+        if (chunks > most)
+            most = chunks;
+    }
+    double *partial = malloc((size_t)most * sizeof(double));
+    if (!partial)
+        return MG_ENOMEM;
+    if (mode == 1) {
+        for (int64_t p = 0; p < count; p++) {
+            const mg_param_t *q = &params[p];
+            const float scale = (float)norm_scale(sqrt(sum_of_squares(q->g, q->n, partial)), clip);
+            MG_FOR_CHUNKS(q->n, scale_chunk(q->w + off, q->g + off, len, scale));
+        }
+    } else {
+        double total = 0.0;
+        for (int64_t p = 0; p < count; p++)
+            total += sum_of_squares(params[p].g, params[p].n, partial);
+        const double norm = sqrt(total);
+        /* Keras: a non-finite global norm makes every clipped gradient NaN */
+        const float scale = isfinite(norm) ? (float)norm_scale(norm, clip) : NAN;
+        for (int64_t p = 0; p < count; p++) {
+            const mg_param_t *q = &params[p];
+            MG_FOR_CHUNKS(q->n, scale_chunk(q->w + off, q->g + off, len, scale));
+        }
+    }
+    free(partial);
     return MG_OK;
 }

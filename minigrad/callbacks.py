@@ -5,9 +5,12 @@
 ...     def on_batch_end(self, batch, logs=None): self.n += 1
 >>> cb = CountBatches()   # model.fit(x, y, callbacks=[cb]) -> cb.n == number of steps
 """
+import csv
+import inspect
 import math
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -267,3 +270,250 @@ class TerminateOnNaN(Callback):
             if not getattr(self.model, "stop_training", False):
                 print(f"Batch {batch}: Invalid loss, terminating training")
             self.model.stop_training = True
+
+
+def _nonneg_int(cls, name, value):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{cls}: expected {name} to be a non-negative integer, received {value!r}")
+    return int(value)
+
+
+def _positional_arity(fn):
+    """How many positional arguments fn accepts (a large number for *args; 2 when unknown)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 2
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return 1 << 30
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
+def _current_lr(optimizer):
+    return float(optimizer.learning_rate)
+
+
+class LearningRateScheduler(Callback):
+    """At the start of each epoch, set the optimizer's learning rate to
+    ``schedule(epoch, lr)`` (epoch from 0, lr the current rate; a one-argument
+    ``schedule(epoch)`` is called as such). The value must be a float. At the
+    end of each epoch, ``logs["learning_rate"]`` holds the rate (so History and
+    CSVLogger record it, as in Keras 3). The optimizer must have a float
+    learning rate (one built with a schedule refuses to be set: TypeError).
+
+    >>> def halve_after_2(epoch, lr):
+    ...     return lr if epoch < 2 else lr * 0.5
+    >>> class Model: pass
+    >>> from minigrad import optimizers
+    >>> m = Model(); m.optimizer = optimizers.SGD(learning_rate=0.1)
+    >>> cb = LearningRateScheduler(halve_after_2); cb.set_model(m)
+    >>> for epoch in range(4): cb.on_epoch_begin(epoch)
+    >>> m.optimizer.learning_rate    # halved at epochs 2 and 3
+    0.025
+    """
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        if not callable(schedule):
+            raise TypeError(f"LearningRateScheduler: expected schedule to be a callable "
+                            f"schedule(epoch, lr) -> float, received {schedule!r}")
+        self.schedule, self.verbose = schedule, verbose
+        self._two_args = _positional_arity(schedule) >= 2
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        lr = self.schedule(epoch, _current_lr(optimizer)) if self._two_args else self.schedule(epoch)
+        if not isinstance(lr, (float, np.floating)):
+            raise ValueError(f"LearningRateScheduler: expected the schedule to return a float, "
+                             f"received {lr!r} at epoch {epoch}")
+        optimizer.learning_rate = float(lr)
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to {float(lr)}.")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = _current_lr(self.model.optimizer)
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` has not improved
+    (by more than ``min_delta``) for ``patience`` epochs, never going below
+    ``min_lr``; then wait ``cooldown`` epochs before counting again. Keras 3
+    semantics; ``logs["learning_rate"]`` holds the rate at each epoch's end
+    (before any reduction made at that epoch).
+
+    >>> class Model: pass
+    >>> from minigrad import optimizers
+    >>> m = Model(); m.optimizer = optimizers.SGD(learning_rate=0.1)
+    >>> cb = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1); cb.set_model(m)
+    >>> cb.on_train_begin()
+    >>> for epoch, loss in enumerate([1.0, 0.5, 0.5]): cb.on_epoch_end(epoch, {"loss": loss})
+    >>> m.optimizer.learning_rate
+    0.05
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto",
+                 min_delta=1e-4, cooldown=0, min_lr=0.0):
+        super().__init__()
+        cls = "ReduceLROnPlateau"
+        ok = isinstance(factor, (int, float, np.integer, np.floating)) and not isinstance(factor, bool)
+        if not ok or not 0.0 < float(factor) < 1.0:
+            raise ValueError(f"{cls}: expected 0 < factor < 1, received {factor!r}")
+        for name, value in (("min_delta", min_delta), ("min_lr", min_lr)):
+            ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            if not ok or not math.isfinite(float(value)) or (name == "min_lr" and value < 0):
+                raise ValueError(f"{cls}: expected {name} to be a finite number"
+                                 f"{' >= 0' if name == 'min_lr' else ''}, received {value!r}")
+        self.monitor, self.factor, self.verbose = monitor, float(factor), verbose
+        self.patience = _nonneg_int(cls, "patience", patience)
+        self.cooldown = _nonneg_int(cls, "cooldown", cooldown)
+        self.min_delta, self.min_lr = abs(float(min_delta)), float(min_lr)
+        self.mode = _monitor_mode(mode, monitor, cls)
+        self._reset()
+
+    def _reset(self):
+        self.best, self.wait, self.cooldown_counter = None, 0, 0
+
+    def _improved(self, current):
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return current + self.min_delta < self.best
+        return current - self.min_delta > self.best
+
+    def on_train_begin(self, logs=None):
+        self._reset()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        optimizer = self.model.optimizer
+        logs["learning_rate"] = _current_lr(optimizer)
+        current = logs.get(self.monitor)
+        if current is None:
+            warnings.warn(f"ReduceLROnPlateau: monitor {self.monitor!r} is not in the logs "
+                          f"(available: {sorted(logs)}); not reducing", stacklevel=2)
+            return
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._improved(current):
+            self.best, self.wait = current, 0
+        elif self.cooldown_counter == 0:
+            self.wait += 1
+            if self.wait >= self.patience:
+                old_lr = _current_lr(optimizer)
+                # Keras compares against min_lr rounded to float32 (the rate's own precision)
+                if old_lr > float(np.float32(self.min_lr)):
+                    new_lr = max(old_lr * self.factor, self.min_lr)
+                    optimizer.learning_rate = new_lr
+                    if self.verbose > 0:
+                        print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new_lr}.")
+                    self.cooldown_counter, self.wait = self.cooldown, 0
+
+
+class CSVLogger(Callback):
+    """Write each epoch's logs as a CSV row (Keras 3 format): the columns are
+    ``epoch`` (from 0), then the log keys in sorted order; without any ``val_``
+    key, ``val_<key>`` columns follow (filled with ``NA`` while there is no
+    validation), so a file keeps one header. The file is flushed after every
+    row. ``append=True`` adds to an existing file (its header is kept).
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "log.csv")
+    >>> cb = CSVLogger(path); cb.on_train_begin()
+    >>> cb.on_epoch_end(0, {"loss": 0.5, "accuracy": 0.75}); cb.on_train_end()
+    >>> print(open(path).read().strip())
+    epoch,accuracy,loss,val_accuracy,val_loss
+    0,0.75,0.5,NA,NA
+    """
+
+    def __init__(self, filename, separator=",", append=False):
+        super().__init__()
+        self.filename = os.fspath(filename)
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise ValueError(f"CSVLogger: expected separator to be a one-character string, "
+                             f"received {separator!r}")
+        self.sep, self.append = separator, bool(append)
+        self.keys = self.writer = self.csv_file = None
+        self.append_header = True
+
+    def on_train_begin(self, logs=None):
+        if self.append and os.path.exists(self.filename):
+            with open(self.filename, newline="") as f:
+                self.append_header = not f.readline()
+        else:
+            self.append_header = True
+        if self.csv_file is not None and not self.csv_file.closed:
+            self.csv_file.close()
+        self.csv_file = open(self.filename, "a" if self.append else "w", newline="")
+        self.keys = self.writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            self.keys = sorted(logs)
+            if self.keys and not any(k.startswith("val_") for k in self.keys):
+                self.keys += [f"val_{k}" for k in self.keys]
+        if self.writer is None:
+            dialect = type("MinigradCSV", (csv.excel,), {"delimiter": self.sep})
+            self.writer = csv.DictWriter(self.csv_file, fieldnames=["epoch"] + self.keys, dialect=dialect)
+            if self.append_header:
+                self.writer.writeheader()
+        row = {"epoch": epoch}
+        row.update((k, _csv_value(logs.get(k, "NA"))) for k in self.keys)
+        self.writer.writerow(row)
+        self.csv_file.flush()
+
+    def on_train_end(self, logs=None):
+        if self.csv_file is not None and not self.csv_file.closed:
+            self.csv_file.close()
+        self.writer = None
+
+
+def _csv_value(v):
+    """A log value as Keras writes it: lists in brackets, scalars as they are."""
+    if isinstance(v, str) or (isinstance(v, np.ndarray) and v.ndim == 0):
+        return v
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return f'"[{", ".join(map(str, v))}]"'
+    return v
+
+
+_LAMBDA_HOOKS = ("on_epoch_begin", "on_epoch_end", "on_train_begin", "on_train_end",
+                 "on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+
+
+class LambdaCallback(Callback):
+    """A callback from plain functions, with Keras' signatures:
+    ``on_epoch_begin(epoch, logs)``, ``on_epoch_end(epoch, logs)``,
+    ``on_train_begin(logs)``, ``on_train_end(logs)``,
+    ``on_train_batch_begin(batch, logs)``, ``on_train_batch_end(batch, logs)``
+    (also ``on_batch_begin`` / ``on_batch_end``). ``logs`` is always a dict.
+
+    >>> seen = []
+    >>> cb = LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append((epoch, logs["loss"])))
+    >>> cb.on_epoch_end(0, {"loss": 0.5}); seen
+    [(0, 0.5)]
+    """
+
+    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None, on_train_end=None,
+                 on_train_batch_begin=None, on_train_batch_end=None, **kwargs):
+        super().__init__()
+        unknown = sorted(set(kwargs) - set(_LAMBDA_HOOKS))
+        if unknown:
+            raise TypeError(f"LambdaCallback: expected hooks among {list(_LAMBDA_HOOKS)}, "
+                            f"received {unknown}")
+        given = dict(on_epoch_begin=on_epoch_begin, on_epoch_end=on_epoch_end,
+                     on_train_begin=on_train_begin, on_train_end=on_train_end,
+                     on_train_batch_begin=on_train_batch_begin, on_train_batch_end=on_train_batch_end,
+                     **kwargs)
+        for name, fn in given.items():
+            if fn is None:
+                continue
+            if not callable(fn):
+                raise TypeError(f"LambdaCallback: expected {name} to be callable, received {fn!r}")
+            # bound per instance: fit calls some hooks without logs; the functions always get a dict
+            if name in ("on_train_begin", "on_train_end"):
+                setattr(self, name, lambda logs=None, _fn=fn: _fn(logs if logs is not None else {}))
+            else:
+                setattr(self, name, lambda i, logs=None, _fn=fn: _fn(i, logs if logs is not None else {}))

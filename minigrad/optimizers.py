@@ -1,4 +1,4 @@
-"""Optimizers: RMSprop, SGD and Adam, each updating ALL parameters in one C call.
+"""Optimizers: RMSprop, SGD, Adam and AdamW, each updating ALL parameters in one C call.
 
 The kernels (``kernels.rmsprop_update`` etc.) validate every parameter, gradient
 and state slot before writing any, so a step is applied to all parameters or
@@ -19,12 +19,14 @@ State slots (one float32 array per parameter and slot) are created on first use,
 keyed by the parameter Tensor itself.
 """
 import functools
+import inspect
 import math
 
 import numpy as np
 
 from . import kernels
 from .kernels import tape
+from . import schedules
 from .tensor import Tensor
 
 
@@ -43,22 +45,100 @@ def _number(cls, name, value, low=None, high=None, low_open=False, high_open=Fal
     return float(value)
 
 
+def _takes_an_argument(fn):
+    """Whether fn can be called with one positional argument (the step)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature (some builtins): assume fn(step)
+        return True
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
+
+
 class Optimizer:
-    """Base class. Subclasses set ``_slot_names`` and implement ``_update(ws, gs, slots)``."""
+    """Base class. Subclasses set ``_slot_names`` and implement ``_update(ws, gs, slots, step)``.
+
+    ``learning_rate`` is a float, a ``schedules.LearningRateSchedule`` or any
+    callable of the step: ``schedule(iterations)``, with ``iterations`` 0 for
+    the first update (as Keras). A callable taking no argument is called without
+    one (Keras 3 calls every non-schedule callable that way). Reading
+    ``optimizer.learning_rate`` gives the value the next update uses (Keras 3);
+    the rate itself is in ``optimizer.learning_rate_schedule`` (None for a
+    float). Assigning a float replaces a float rate; an optimizer built with a
+    schedule or callable refuses a float (TypeError, as Keras), but takes a
+    new schedule.
+
+    Gradient clipping, at most one of (Keras 3): ``clipnorm`` clips each
+    gradient to that L2 norm, ``global_clipnorm`` scales all gradients together
+    so that their joint norm is at most that, ``clipvalue`` clips each element
+    to [-clipvalue, clipvalue]. The gradients passed in are not modified; the
+    clipped copies are computed at each update (also on a replay), before any
+    weight decay and the update itself.
+
+    >>> import numpy as np, minigrad as mg
+    >>> w = mg.Tensor(np.zeros(2, np.float32), requires_grad=True)
+    >>> opt = SGD(learning_rate=lambda step: 1.0 / (step + 1), clipnorm=1.0)
+    >>> opt.apply_gradients([(np.array([3.0, 4.0], np.float32), w)])   # norm 5 -> 1
+    >>> w.numpy(), opt.learning_rate
+    (array([-0.6, -0.8], dtype=float32), 0.5)
+    """
     _slot_names = ()
 
-    def __init__(self, learning_rate):
+    def __init__(self, learning_rate, clipnorm=None, clipvalue=None, global_clipnorm=None):
+        cls = type(self).__name__
+        self._learning_rate = None
         self.learning_rate = learning_rate
         self.iterations = 0  # steps applied, as Keras' optimizer.iterations
         self._slots = {}     # parameter Tensor -> tuple of state arrays
+        self._clip_buffers = {}  # id(parameter array) -> (that array, its clipped-gradient buffer)
+        given = {k: v for k, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue),
+                                   ("global_clipnorm", global_clipnorm)) if v is not None}
+        if len(given) > 1:
+            raise ValueError(f"{cls}: expected at most one of clipnorm, clipvalue and global_clipnorm, "
+                             f"received {', '.join(f'{k}={v!r}' for k, v in given.items())}")
+        self.clipnorm = self.clipvalue = self.global_clipnorm = None
+        for name, value in given.items():
+            setattr(self, name, _number(cls, name, value, 0.0, low_open=True))
 
     @property
     def learning_rate(self):
-        return self._learning_rate
+        """The learning rate of the next update (a float, also with a schedule)."""
+        rate = self._learning_rate
+        if self._lr_callable is None:
+            return rate
+        value = rate(int(self.iterations)) if self._lr_takes_step else rate()
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        if not ok or not math.isfinite(float(value)) or float(value) < 0:
+            raise ValueError(f"{type(self).__name__}: expected the learning-rate schedule {rate!r} to "
+                             f"return a finite number >= 0 at step {self.iterations}, received {value!r}")
+        return float(value)
 
     @learning_rate.setter
     def learning_rate(self, value):
-        self._learning_rate = _number(type(self).__name__, "learning_rate", value, 0.0, low_open=True)
+        cls = type(self).__name__
+        if callable(value) and not isinstance(value, type):
+            self._learning_rate, self._lr_callable = value, value
+            self._lr_takes_step = isinstance(value, schedules.LearningRateSchedule) or _takes_an_argument(value)
+            return
+        if self._learning_rate is not None and self._lr_callable is not None:
+            raise TypeError(f"{cls}: expected a LearningRateSchedule or callable for learning_rate "
+                            f"(this optimizer was built with the schedule {self._learning_rate!r}, "
+                            f"so its rate is not settable to a number), received {value!r}")
+        self._learning_rate = _number(cls, "learning_rate", value, 0.0, low_open=True)
+        self._lr_callable = None
+
+    @property
+    def learning_rate_schedule(self):
+        """The schedule or callable given as learning_rate (None when it is a float)."""
+        return self._lr_callable
+
+    def _config_repr(self):
+        """The learning rate (the schedule itself, if any) and clipping arguments, for __repr__."""
+        lr = self._learning_rate
+        parts = [f"learning_rate={lr!r}" if self._lr_callable is not None else f"learning_rate={lr}"]
+        for name in ("clipnorm", "clipvalue", "global_clipnorm"):
+            if getattr(self, name) is not None:
+                parts.append(f"{name}={getattr(self, name)}")
+        return parts
 
     # ------------------------------------------------------------ public API
     def apply(self, grads, variables):
@@ -93,9 +173,32 @@ class Optimizer:
                 self._same_state, variables, [self._slots.get(v) for v in variables]))
 
     def _apply_update(self, ws, gs, slots):
-        """The update of one step: one C call for every parameter, then the step count."""
+        """The update of one step: clipping (one C call), the update (one C call for
+        every parameter), then the step count. A replay calls this again, so the
+        learning rate, the clipping and the step are all read here, live."""
+        gs = self._clipped(ws, gs)
         self._update(ws, gs, slots, self.iterations + 1)
         self.iterations += 1
+
+    def _clipped(self, ws, gs):
+        """The gradients after clipnorm / global_clipnorm / clipvalue (gs itself when none is set)."""
+        for mode in ("clipnorm", "global_clipnorm", "clipvalue"):
+            clip = getattr(self, mode)
+            if clip is not None:
+                break
+        else:
+            return gs
+        outs = []
+        for w in ws:
+            # one buffer per parameter array, kept so that every step (and the kernels'
+            # table cache) sees the same arrays
+            entry = self._clip_buffers.get(id(w))
+            if entry is None or entry[0] is not w or entry[1].shape != w.shape:
+                entry = (w, np.empty(w.shape, dtype=np.float32))
+                self._clip_buffers[id(w)] = entry
+            outs.append(entry[1])
+        kernels.clip_gradients(gs, outs, mode, clip)
+        return outs
 
     def _same_state(self, variables, slots):
         """None while the optimizer still holds these state arrays (else why not)."""
@@ -160,8 +263,9 @@ class RMSprop(Optimizer):
     """
     _slot_names = ("velocity",)
 
-    def __init__(self, learning_rate=0.001, rho=0.9, epsilon=1e-7, epsilon_inside=True):
-        super().__init__(learning_rate)
+    def __init__(self, learning_rate=0.001, rho=0.9, epsilon=1e-7, epsilon_inside=True,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None):
+        super().__init__(learning_rate, clipnorm, clipvalue, global_clipnorm)
         self.rho = _number("RMSprop", "rho", rho, 0.0, 1.0, high_open=True)
         self.epsilon = _number("RMSprop", "epsilon", epsilon, 0.0)
         if not isinstance(epsilon_inside, (bool, np.bool_)):
@@ -173,8 +277,8 @@ class RMSprop(Optimizer):
                                self.epsilon_inside)
 
     def __repr__(self):
-        return (f"RMSprop(learning_rate={self.learning_rate}, rho={self.rho}, "
-                f"epsilon={self.epsilon}, epsilon_inside={self.epsilon_inside})")
+        return _repr(self, [f"rho={self.rho}", f"epsilon={self.epsilon}",
+                            f"epsilon_inside={self.epsilon_inside}"])
 
 
 class SGD(Optimizer):
@@ -189,8 +293,9 @@ class SGD(Optimizer):
     0.71
     """
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False):
-        super().__init__(learning_rate)
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None):
+        super().__init__(learning_rate, clipnorm, clipvalue, global_clipnorm)
         self.momentum = _number("SGD", "momentum", momentum, 0.0, 1.0)
         if not isinstance(nesterov, (bool, np.bool_)):
             raise TypeError(f"SGD: expected nesterov to be a bool, received {nesterov!r}")
@@ -203,12 +308,14 @@ class SGD(Optimizer):
                            self.momentum, self.nesterov)
 
     def __repr__(self):
-        return f"SGD(learning_rate={self.learning_rate}, momentum={self.momentum}, nesterov={self.nesterov})"
+        return _repr(self, [f"momentum={self.momentum}", f"nesterov={self.nesterov}"])
 
 
 class Adam(Optimizer):
     """Keras 3 Adam: m += (g-m)(1-b1); v += (g^2-v)(1-b2);
     w -= lr*sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + epsilon), t = 1, 2, ...
+    With ``amsgrad=True`` a third slot keeps v_hat = max(v_hat, v), which
+    replaces v in the denominator (so the step size never grows back).
 
     >>> import numpy as np, minigrad as mg
     >>> w = mg.Tensor(np.zeros(1, np.float32), requires_grad=True)
@@ -216,24 +323,73 @@ class Adam(Optimizer):
     >>> round(float(w.numpy()[0]), 7)    # first step moves ~lr against the gradient's sign
     -0.001
     """
-    _slot_names = ("m", "v")
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
-        super().__init__(learning_rate)
-        self.beta_1 = _number("Adam", "beta_1", beta_1, 0.0, 1.0, high_open=True)
-        self.beta_2 = _number("Adam", "beta_2", beta_2, 0.0, 1.0, high_open=True)
-        self.epsilon = _number("Adam", "epsilon", epsilon, 0.0)
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
+                 clipnorm=None, clipvalue=None, global_clipnorm=None):
+        super().__init__(learning_rate, clipnorm, clipvalue, global_clipnorm)
+        cls = type(self).__name__
+        self.beta_1 = _number(cls, "beta_1", beta_1, 0.0, 1.0, high_open=True)
+        self.beta_2 = _number(cls, "beta_2", beta_2, 0.0, 1.0, high_open=True)
+        self.epsilon = _number(cls, "epsilon", epsilon, 0.0)
+        if not isinstance(amsgrad, (bool, np.bool_)):
+            raise TypeError(f"{cls}: expected amsgrad to be a bool, received {amsgrad!r}")
+        self.amsgrad = bool(amsgrad)
+        self._slot_names = ("m", "v", "v_hat") if self.amsgrad else ("m", "v")
 
     def _update(self, ws, gs, slots, step):
-        kernels.adam_update(ws, gs, slots[0], slots[1], self.learning_rate, self.beta_1,
-                            self.beta_2, self.epsilon, step)
+        if self.amsgrad:
+            kernels.adamw_update(ws, gs, slots[0], slots[1], slots[2], self.learning_rate, self.beta_1,
+                                 self.beta_2, self.epsilon, 0.0, step)
+        else:
+            kernels.adam_update(ws, gs, slots[0], slots[1], self.learning_rate, self.beta_1,
+                                self.beta_2, self.epsilon, step)
+
+    def _hyper_repr(self):
+        extra = [f"beta_1={self.beta_1}", f"beta_2={self.beta_2}", f"epsilon={self.epsilon}"]
+        return extra + (["amsgrad=True"] if self.amsgrad else [])
 
     def __repr__(self):
-        return (f"Adam(learning_rate={self.learning_rate}, beta_1={self.beta_1}, "
-                f"beta_2={self.beta_2}, epsilon={self.epsilon})")
+        return _repr(self, self._hyper_repr())
 
 
-_BY_NAME = {"rmsprop": RMSprop, "sgd": SGD, "adam": Adam}
+class AdamW(Adam):
+    """Keras 3 AdamW: Adam with decoupled weight decay. Each update first shrinks
+    the weights, w -= w * weight_decay * lr (lr of this step), then applies the
+    Adam step to the gradient (clipped first, if clipping is set); the decay
+    does not enter m or v. ``amsgrad`` as in Adam.
+
+    >>> import numpy as np, minigrad as mg
+    >>> w = mg.Tensor(np.ones(1, np.float32), requires_grad=True)
+    >>> opt = AdamW(learning_rate=0.1, weight_decay=0.5)
+    >>> opt.apply_gradients([(np.zeros(1, np.float32), w)])   # no gradient: decay only
+    >>> round(float(w.numpy()[0]), 6)    # 1 - 1 * 0.5 * 0.1
+    0.95
+    """
+
+    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 amsgrad=False, clipnorm=None, clipvalue=None, global_clipnorm=None):
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, clipnorm, clipvalue,
+                         global_clipnorm)
+        if weight_decay is None:  # Keras: "Argument `weight_decay` must be a float"
+            raise ValueError("AdamW: expected weight_decay to be a finite number >= 0, received None")
+        self.weight_decay = _number("AdamW", "weight_decay", weight_decay, 0.0)
+
+    def _update(self, ws, gs, slots, step):
+        kernels.adamw_update(ws, gs, slots[0], slots[1], slots[2] if self.amsgrad else None,
+                             self.learning_rate, self.beta_1, self.beta_2, self.epsilon,
+                             self.weight_decay, step)
+
+    def __repr__(self):
+        return _repr(self, [f"weight_decay={self.weight_decay}"] + self._hyper_repr())
+
+
+def _repr(opt, hyper):
+    """Class(learning_rate=..., <hyperparameters>, <clipping>)."""
+    parts = opt._config_repr()
+    return f"{type(opt).__name__}({', '.join(parts[:1] + hyper + parts[1:])})"
+
+
+_BY_NAME = {"rmsprop": RMSprop, "sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
 def get(identifier):

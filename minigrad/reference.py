@@ -150,6 +150,54 @@ def adam_update(w, g, m, v, lr, beta1, beta2, eps, step):
         w -= alpha * m / (np.sqrt(v) + F32(eps))
 
 
+
+# ---- AdamW / AMSGrad and gradient clipping
+
+def adamw_update(w, g, m, v, v_hat, lr, beta1, beta2, eps, weight_decay, step):
+    alpha = F32(lr * np.sqrt(1 - beta2 ** step) / (1 - beta1 ** step))
+    hats = _as_list(v_hat) if v_hat is not None else [None] * len(_as_list(w))
+    for w, g, m, v, h in zip(_as_list(w), _as_list(g), _as_list(m), _as_list(v), hats):
+        if weight_decay != 0.0:
+            w -= w * F32(weight_decay) * F32(lr)
+        m += (g - m) * F32(1 - beta1)
+        v += (g * g - v) * F32(1 - beta2)
+        if h is not None:
+            h[...] = np.where(h >= v, h, v)  # NaN in v propagates, as in the kernel
+        w -= alpha * m / (np.sqrt(v if h is None else h) + F32(eps))
+
+
+def _sum_of_squares(g):
+    """In double, 8192-element chunks in index order (the kernel's order)."""
+    flat = g.ravel().astype(np.float64)
+    total = 0.0
+    for start in range(0, flat.size, 8192):
+        chunk = flat[start:start + 8192]
+        total += float(np.cumsum(chunk * chunk)[-1])  # cumsum adds in index order
+    return total
+
+
+def _norm_scale(norm, c):
+    if np.isnan(norm):
+        return np.nan
+    return c / norm if norm > c else 1.0
+
+
+def clip_gradients(g, out, mode, clip):
+    gs, outs = _as_list(g), _as_list(out)
+    if mode == "clipvalue":
+        for g, o in zip(gs, outs):
+            o[...] = np.where(g < -clip, F32(-clip), np.where(g > clip, F32(clip), g))
+        return
+    if mode == "clipnorm":
+        scales = [_norm_scale(np.sqrt(_sum_of_squares(g)), clip) for g in gs]
+    else:
+        norm = np.sqrt(sum(_sum_of_squares(g) for g in gs))
+        scale = _norm_scale(norm, clip) if np.isfinite(norm) else np.nan
+        scales = [scale] * len(gs)
+    for g, o, s in zip(gs, outs, scales):
+        o[...] = g * F32(s)
+
+
 # ---- convolution and pooling
 
 def _pair(value):

@@ -1105,11 +1105,11 @@ def test_elementwise_ops_dropout_and_weighted_losses_under_jit():
         opt = optimizers.Adam(0.01)
 
         def step(x, y, weights):
-            h = nn.dropout(nn.tanh(mg.Tensor(x) @ w1), 0.25, 7, counter)
+            h = nn.dropout(mg.tanh(mg.Tensor(x) @ w1), 0.25, 7, counter)
             z = h @ w2
             labels = mg.Tensor(utils.to_categorical(np.zeros(1, np.int64), CLASSES))  # constant
             loss = nn.sigmoid_binary_cross_entropy(z, y) + \
-                nn.softmax_cross_entropy_weighted(nn.sigmoid(z), labels.data.repeat(len(y), 0), weights)
+                nn.softmax_cross_entropy_weighted(mg.sigmoid(z), labels.data.repeat(len(y), 0), weights)
             loss.backward()
             opt.step([w1, w2])
             opt.zero_grad([w1, w2])

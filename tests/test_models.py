@@ -371,7 +371,7 @@ X, Y = toy_data(100)
     (lambda m: m.fit(X.astype(str), Y, verbose=0), TypeError, r"numeric"),
     (lambda m: m.evaluate(X[:, :3], Y, verbose=0), ValueError, r"expected axis -1"),
     (lambda m: m.compile(optimizer="adagrad", loss="sparse_categorical_crossentropy"), ValueError,
-     r"Unknown optimizer 'adagrad'; expected one of \['adam', 'rmsprop', 'sgd'\]"),
+     r"Unknown optimizer 'adagrad'; expected one of \['adam', 'adamw', 'rmsprop', 'sgd'\]"),
     (lambda m: m.compile(loss="hinge"), ValueError,
      r"Unknown loss.*sparse_categorical_crossentropy"),
     (lambda m: m.compile(loss="categorical_crossentropy", metrics=["precision"]), ValueError,

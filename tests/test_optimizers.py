@@ -175,7 +175,8 @@ def test_get_by_name_and_instance():
     assert isinstance(optimizers.get("rmsprop"), optimizers.RMSprop)
     assert isinstance(optimizers.get("SGD"), optimizers.SGD)
     assert isinstance(optimizers.get("adam"), optimizers.Adam)
+    assert isinstance(optimizers.get("AdamW"), optimizers.AdamW)
     opt = optimizers.Adam(learning_rate=0.1)
     assert optimizers.get(opt) is opt
-    with pytest.raises(ValueError, match=r"Unknown optimizer 'adamw'.*'adam', 'rmsprop', 'sgd'"):
-        optimizers.get("adamw")
+    with pytest.raises(ValueError, match=r"Unknown optimizer 'adagrad'.*'adam', 'adamw', 'rmsprop', 'sgd'"):
+        optimizers.get("adagrad")

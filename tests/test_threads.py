@@ -208,6 +208,12 @@ PARALLEL_CALLS = {
                              "kernels.softmax_xent_forward(a(4001, 10), np.zeros(4001, np.int64))"),
     "rmsprop_update": ("kernels.rmsprop_update(a(10), a(10), a(10) ** 2, 0.1, 0.9, 1e-7)",
                        "kernels.rmsprop_update(a(100_000), a(100_000), a(100_000) ** 2, 0.1, 0.9, 1e-7)"),
+    "adamw_update": ("kernels.adamw_update(a(10), a(10), a(10), a(10), a(10), 0.1, 0.9, 0.999, 1e-7, 0.004, 1)",
+                     "kernels.adamw_update(a(100_000), a(100_000), a(100_000), a(100_000), a(100_000), "
+                     "0.1, 0.9, 0.999, 1e-7, 0.004, 1)"),
+    # the norm's partial sums: the first parallel region of a clipnorm call
+    "clip_gradients": ("kernels.clip_gradients(a(10), a(10), 'clipnorm', 0.5)",
+                       "kernels.clip_gradients(a(100_000), a(100_000), 'clipnorm', 0.5)"),
 }
 
 

@@ -645,6 +645,8 @@ def _validate_params(op, ws, gs, slot_lists):
             table[i].slot1 = ptrs[2]
         if len(slots) > 1:
             table[i].slot2 = ptrs[3]
+        if len(slots) > 2:
+            table[i].slot3 = ptrs[4]
     for grad_name, g in grads:  # a gradient must not be rewritten while it is read
         for other_name, other in written:
             if np.may_share_memory(g, other):
@@ -678,6 +680,48 @@ def adam_update(w, g, m, v, lr, beta1, beta2, eps, step):
     table, count, keep = _param_table(op, w, g, [m, v])
     _run(op, lib.mg_adam_update, (table, count, _scalar(op, "lr", lr), _scalar(op, "beta1", beta1),
                                   _scalar(op, "beta2", beta2), _scalar(op, "eps", eps), int(step)), keep)
+
+
+
+def _step(op, step):
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 1 <= step < 2**62:
+        raise ValueError(f"{op}: expected step to be an integer >= 1, received {step!r}")
+    return int(step)
+
+
+def adamw_update(w, g, m, v, v_hat, lr, beta1, beta2, eps, weight_decay, step):
+    """In place, Keras 3 order: w -= (w*weight_decay)*lr (skipped when weight_decay
+    is 0), then the Adam step; v_hat (a list like m, or None) turns on AMSGrad:
+    v_hat = max(v_hat, v) is the denominator's second moment."""
+    op = "adamw_update"
+    step = _step(op, step)
+    slots = [m, v] if v_hat is None else [m, v, v_hat]
+    table, count, keep = _param_table(op, w, g, slots)
+    _run(op, lib.mg_adamw_update, (table, count, _scalar(op, "lr", lr), _scalar(op, "beta1", beta1),
+                                   _scalar(op, "beta2", beta2), _scalar(op, "eps", eps),
+                                   _scalar(op, "weight_decay", weight_decay), v_hat is not None, step),
+         keep)
+
+
+_CLIP_MODES = {"clipnorm": 1, "global_clipnorm": 2, "clipvalue": 3}
+
+
+def clip_gradients(g, out, mode, clip):
+    """Clipped copies of the gradients g written into out (arrays or equal-length
+    lists of arrays), Keras 3 formulas; mode is 'clipnorm' (each gradient scaled
+    to an L2 norm of at most clip), 'global_clipnorm' (all scaled together by
+    their joint norm; NaN when that norm is not finite) or 'clipvalue'
+    (each element into [-clip, clip]). Norms are summed in double in a fixed
+    order, so the result does not depend on the thread count."""
+    op = "clip_gradients"
+    if mode not in _CLIP_MODES:
+        raise ValueError(f"{op}: expected mode to be one of {sorted(_CLIP_MODES)}, received {mode!r}")
+    clip = _scalar(op, "clip", clip)
+    if not clip > 0.0:
+        raise ValueError(f"{op}: expected clip > 0, received {clip!r}")
+    # out plays the parameter's part in the table: the array the kernel writes
+    table, count, keep = _param_table(op, out, g, [])
+    _run(op, lib.mg_clip_gradients, (table, count, _CLIP_MODES[mode], clip), keep)
 
 
 # ---------------------------------------------------------------- convolution and pooling
