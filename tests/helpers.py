@@ -18,11 +18,23 @@ EPS32 = float(np.finfo(np.float32).eps)
 
 
 def mnist_dir():
-    """MINIGRAD_DATA, else shared/mnist next to the repository. Never skipped: absent data fails."""
-    env = os.environ.get("MINIGRAD_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "mnist"
-    assert path.exists(), f"MNIST not found at {path}; set MINIGRAD_DATA to the directory holding it"
-    return path
+    """A folder holding the four MNIST .gz files, found as the loader looks (MINIGRAD_DATA,
+    then the cache), plus shared/mnist beside the repository. When none has them the test
+    skips with a one-line reason, except under CI (CI set), where it fails."""
+    from minigrad.datasets import _fetch
+    candidates = [os.environ.get("MINIGRAD_DATA"),
+                  Path(__file__).resolve().parents[2] / "shared" / "mnist", _fetch.cache_dir()]
+    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    for candidate in candidates:
+        if candidate and all((Path(candidate) / n).is_file() for n in names):
+            return Path(candidate)
+    reason = ("MNIST not found: set MINIGRAD_DATA to a folder with the four MNIST .gz files, or "
+              "run `python -c 'from minigrad.datasets import mnist; mnist.load_data()'` once online")
+    if os.environ.get("CI"):
+        raise AssertionError(reason + " (CI never skips these tests)")
+    import pytest
+    pytest.skip(reason)
 
 
 def rand(rng, *shape, scale=1.0, low=None):

@@ -71,10 +71,11 @@ def cache(monkeypatch, tmp_path):
 
 def require_shared():
     if not all((SHARED / n).is_file() for n in GZ_NAMES):
-        pytest.fail(
-            f"MNIST IDX files not found in {SHARED}; set MINIGRAD_DATA to a directory "
-            f"holding {', '.join(GZ_NAMES)} (CI always provides them)."
-        )
+        reason = (f"MNIST not found in {SHARED}: set MINIGRAD_DATA to a folder holding "
+                  f"{', '.join(GZ_NAMES)}")
+        if os.environ.get("CI"):
+            pytest.fail(reason + " (CI never skips these tests)")
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
