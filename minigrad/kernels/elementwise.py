@@ -193,8 +193,9 @@ def sigmoid_bce_forward(logits, target, probs_out=None, loss_out=None):
     loss (a 0-d float32 array, ``loss_out`` when given) is the mean over all
     elements of max(z, 0) - z*t + log1p(exp(-|z|)), finite for every finite
     logit; for an (N, K) output that is Keras' binary_crossentropy (mean over
-    the last axis, then over the batch). It is summed in double in a fixed
-    order, so it is the same for any thread count; 0 for empty input.
+    the last axis, then over the batch). It is summed in double in an order
+    that depends on the size alone, so it is the same for any thread count;
+    0 for empty input.
     probs = sigmoid(logits), bitwise ``sigmoid_forward``'s, for metrics and
     ``sigmoid_bce_backward``. target holds float32 values (usually 0 or 1).
     """
