@@ -145,7 +145,7 @@ int mg_dropout_forward(const float *x, float *y, float *mask, int64_t n, double 
 /* dX = dY * mask where mask != 0, else 0 (the forward's mask first, as the
  * activations take their forward output first). dY and dX may be the same buffer. */
 int mg_dropout_backward(const float *mask, const float *dy, float *dx, int64_t n);
-/* One Philox-4x32-10 block (what dropout draws from; exposed for known-answer tests). */
+/* One Philox-4x32-10 block from dropout's generator (for known-answer tests). */
 int mg_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);
 
 /* ---- fused sigmoid + binary cross-entropy on logits (losses.c), over n elements

@@ -148,7 +148,7 @@ def test_philox_known_answers(backend, counter, key, expected):
     assert backend.philox4x32_10(counter, key).tolist() == expected
 
 
-@pytest.mark.parametrize("rate", [0.5, 0.3, 0.9, 1e-9])
+@pytest.mark.parametrize("rate", [0.5, 0.3, 0.9, 1e-9, 1 - 1e-10])  # the last keeps no word
 def test_dropout_uses_philox_words_as_documented(backend, rate):
     # element i of (seed, step) is kept iff u = (word i % 4 of block (i // 4, step)) / 2**32 >= rate,
     # compared here as exact fractions
