@@ -154,8 +154,8 @@ int mg_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t 
  * mean over the last axis, then over the batch), summed in double in an order
  * fixed by n alone: within each chunk of 8192 elements, element i goes to
  * accumulator i % 8 in index order, the 8 are added pairwise; then the chunks
- * in order. 0 when n == 0. Backward: dZ = scale * (probs - t),
- * scale = upstream_grad / n. */
+ * in order. 0 when n == 0; MG_ENOMEM if the per-chunk sums (n > 8192) cannot be
+ * allocated. Backward: dZ = scale * (probs - t), scale = upstream_grad / n. */
 int mg_sigmoid_bce_forward(const float *logits, const float *targets, float *probs, float *loss,
                            int64_t n);
 int mg_sigmoid_bce_backward(const float *probs, const float *targets, float scale,
