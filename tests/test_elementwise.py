@@ -368,6 +368,18 @@ def test_replay_of_recorded_calls_equals_eager(rng):
             assert_bitwise_equal(got, want, f"replay at step {step}: {name}")
 
 
+def test_replay_reads_the_counter_as_it_is_now():
+    x = np.ones(1000, F32)
+    counter = kernels.DropoutCounter()
+    with tape.Tape() as recording:
+        _, mask = kernels.dropout_forward(x, 0.5, 9, counter)
+    counter.value = 500  # e.g. a restored checkpoint: the recording follows it
+    recording.replay()
+    assert counter.value == 501
+    _, want = kernels.dropout_forward(x, 0.5, 9, kernels.DropoutCounter(500))
+    assert_bitwise_equal(mask, want, "mask after the counter was set")
+
+
 # ============================================================== bad input
 
 def test_wrong_dtype_is_refused():
