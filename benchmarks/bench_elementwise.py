@@ -7,9 +7,9 @@ NumPy expressions they replace.
 
 For every shape, thread count and op, each repeat times the C kernel and then
 its NumPy equivalent, side by side, so that load from other processes on a
-shared machine hits both alike; a sample is the mean of as many calls as fill
---min-time seconds, and the table shows the median over repeats (and the ratio
-of the medians). The C kernels write into preallocated outputs (``out=``), as a
+shared machine hits both alike; a sample is the median time of the calls that
+fill --min-time seconds, and the table shows the median over repeats (and the
+ratio of the medians). The C kernels write into preallocated outputs (``out=``), as a
 captured training step does; the NumPy expressions allocate, as written in
 NumPy code. NumPy runs these on one thread whatever --threads says.
 """
@@ -64,15 +64,21 @@ def _cases(rows, cols, seed=0):
 
 
 def _sample(fn, min_time):
-    """Seconds per call: the mean over as many calls as take min_time (at least 3)."""
+    """Seconds per call: the median over as many calls as take min_time (at least 3).
+
+    A median, not total time / calls: on a shared machine the scheduler takes
+    the core away for whole milliseconds now and then, and a mean would charge
+    those to whichever call they hit."""
     fn()  # warm caches and any lazy setup
-    calls, start = 0, time.perf_counter()
+    clock, times = time.perf_counter, []
+    start = clock()
     while True:
+        t = clock()
         fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_time and calls >= 3:
-            return elapsed / calls
+        end = clock()
+        times.append(end - t)
+        if end - start >= min_time and len(times) >= 3:
+            return statistics.median(times)
 
 
 def _shape(text):
