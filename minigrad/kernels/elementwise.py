@@ -23,6 +23,8 @@ __all__ = ["sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward
 
 
 def _unary(op, cfunc, x, out):
+    """out = f(x) through cfunc(x, out, n); out may be x itself (C reads each element
+    before it writes it)."""
     given = (("x", x),)
     x = _any_input(op, "x", x)
     if out is not x:
@@ -34,6 +36,7 @@ def _unary(op, cfunc, x, out):
 
 
 def _backward(op, cfunc, y, dy, out, y_name="y"):
+    """out from cfunc(y, dy, out, n), y being what the forward pass kept; out may be dy itself."""
     given = ((y_name, y), ("dy", dy))
     y = _any_input(op, y_name, y)
     dy = _any_input(op, "dy", dy)
