@@ -94,32 +94,6 @@ int mg_tanh_backward(const float *y, const float *dy, float *dx, int64_t n)
 
 /* ------------------------------------------------------------------ dropout */
 
-/* Philox-4x32-10 (Salmon et al., SC'11; the generator of Random123, JAX and
- * cuRAND): ten rounds of two 32x32->64 multiplications mixing a 128-bit counter
- * under a 64-bit key. Same constants and round as Random123's philox4x32. */
-static inline void philox4x32_10(uint32_t c[4], uint32_t k0, uint32_t k1)
-{
-    for (int r = 0; r < 10; r++) {
-        const uint64_t p0 = (uint64_t)0xD2511F53u * c[0];
-        const uint64_t p1 = (uint64_t)0xCD9E8D57u * c[2];
-        const uint32_t c0 = (uint32_t)(p1 >> 32) ^ c[1] ^ k0;
-        const uint32_t c2 = (uint32_t)(p0 >> 32) ^ c[3] ^ k1;
-        c[0] = c0;
-        c[1] = (uint32_t)p1;
-        c[2] = c2;
-        c[3] = (uint32_t)p0;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
-    }
-}
-
-int mg_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4])
-{
-    memcpy(out, counter, 4 * sizeof(uint32_t));
-    philox4x32_10(out, key[0], key[1]);
-    return MG_OK;
-}
-
 /* Words are drawn for this many elements at a time (a multiple of
  * 4 * PHILOX_LANES that divides MG_CHUNK), into a stack buffer the select loop
  * then reads. */
@@ -128,9 +102,12 @@ int mg_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t 
  * multiplications become vector 32x32->64 products (vpmuludq) across blocks. */
 #define PHILOX_LANES 8
 
-/* The 4 words of blocks first .. first + nblocks - 1 of the step, in order,
- * into words (room for nblocks rounded up to PHILOX_LANES blocks). The same
- * rounds as philox4x32_10, one block per lane. */
+/* Philox-4x32-10 (Salmon et al., SC'11; the generator of Random123, JAX and
+ * cuRAND): ten rounds of two 32x32->64 multiplications mixing a 128-bit counter
+ * under a 64-bit key, with Random123's constants and round. Here the counters
+ * are (block low, high, step low, high) for blocks first .. first + nblocks - 1,
+ * the key (seed low, high); their 4 words each go to words, in block order
+ * (room for nblocks rounded up to PHILOX_LANES blocks). */
 MG_CLONES static void philox_blocks(uint64_t first, int64_t nblocks, uint64_t seed, uint64_t step,
                                     uint32_t *words)
 {
@@ -164,6 +141,15 @@ MG_CLONES static void philox_blocks(uint64_t first, int64_t nblocks, uint64_t se
             w[3] = c3[j];
         }
     }
+}
+
+int mg_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4])
+{
+    uint32_t words[4 * PHILOX_LANES];
+    philox_blocks((uint64_t)counter[1] << 32 | counter[0], 1,
+                  (uint64_t)key[1] << 32 | key[0], (uint64_t)counter[3] << 32 | counter[2], words);
+    memcpy(out, words, 4 * sizeof(uint32_t));
+    return MG_OK;
 }
 
 /* Elements [first, first + n) of the step, first a multiple of 4: element i

@@ -203,8 +203,9 @@ int mg_max_pool2d_backward(const float *dy, const int64_t *argmax, float *dx,
  * sigmoid: 1/(1+exp(-x)) for x >= 0, exp(x)/(1+exp(x)) below (no overflow,
  * no NaN for finite x, NaN propagates); dX = dY * Y * (1 - Y).
  * tanh: odd; exactly +-1 for large |x|; dX = dY * (1 - Y*Y).
- * Both use a float-only exp (about 1 ulp), so results are bitwise identical
- * on every thread count and CPU. */
+ * Within 2 ulp (sigmoid) and 1 ulp (tanh) of the exact values, 0 where those
+ * are below FLT_MIN. Both use a float-only exp, so the bits are the same for
+ * every thread count and on every x86 CPU (AVX2 or not). */
 int mg_sigmoid_forward(const float *x, float *y, int64_t n);
 int mg_sigmoid_backward(const float *y, const float *dy, float *dx, int64_t n);
 int mg_tanh_forward(const float *x, float *y, int64_t n);
@@ -223,15 +224,17 @@ int mg_dropout_forward(const float *x, float *y, float *mask, int64_t n, double 
 /* dX = dY * mask where mask != 0, else 0 (the forward's mask first, as the
  * activations take their forward output first). dY and dX may be the same buffer. */
 int mg_dropout_backward(const float *mask, const float *dy, float *dx, int64_t n);
-/* One Philox-4x32-10 block (what dropout draws from; exposed for known-answer tests). */
+/* One Philox-4x32-10 block from dropout's generator (for known-answer tests). */
 int mg_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);
 
 /* ---- fused sigmoid + binary cross-entropy on logits (losses.c), over n elements
  * of any shape. Forward: probs = sigmoid(Z) (bitwise mg_sigmoid_forward) and
  * *loss = mean of max(z,0) - z*t + log1p(exp(-|z|)) over all n elements (Keras'
- * mean over the last axis, then over the batch), summed in double in a fixed
- * order (index order within chunks of 8192, then the chunks in order); 0 when
- * n == 0. Backward: dZ = scale * (probs - t), scale = upstream_grad / n. */
+ * mean over the last axis, then over the batch), summed in double in an order
+ * fixed by n alone: within each chunk of 8192 elements, element i goes to
+ * accumulator i % 8 in index order, the 8 are added pairwise; then the chunks
+ * in order. 0 when n == 0; MG_ENOMEM if the per-chunk sums (n > 8192) cannot be
+ * allocated. Backward: dZ = scale * (probs - t), scale = upstream_grad / n. */
 int mg_sigmoid_bce_forward(const float *logits, const float *targets, float *probs, float *loss,
                            int64_t n);
 int mg_sigmoid_bce_backward(const float *probs, const float *targets, float scale,

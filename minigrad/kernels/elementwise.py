@@ -23,6 +23,8 @@ __all__ = ["sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward
 
 
 def _unary(op, cfunc, x, out):
+    """out = f(x) through cfunc(x, out, n); out may be x itself (C reads each element
+    before it writes it)."""
     given = (("x", x),)
     x = _any_input(op, "x", x)
     if out is not x:
@@ -34,6 +36,7 @@ def _unary(op, cfunc, x, out):
 
 
 def _backward(op, cfunc, y, dy, out, y_name="y"):
+    """out from cfunc(y, dy, out, n), y being what the forward pass kept; out may be dy itself."""
     given = ((y_name, y), ("dy", dy))
     y = _any_input(op, y_name, y)
     dy = _any_input(op, "dy", dy)
@@ -193,8 +196,9 @@ def sigmoid_bce_forward(logits, target, probs_out=None, loss_out=None):
     loss (a 0-d float32 array, ``loss_out`` when given) is the mean over all
     elements of max(z, 0) - z*t + log1p(exp(-|z|)), finite for every finite
     logit; for an (N, K) output that is Keras' binary_crossentropy (mean over
-    the last axis, then over the batch). It is summed in double in a fixed
-    order, so it is the same for any thread count; 0 for empty input.
+    the last axis, then over the batch). It is summed in double in an order
+    that depends on the size alone, so it is the same for any thread count;
+    0 for empty input.
     probs = sigmoid(logits), bitwise ``sigmoid_forward``'s, for metrics and
     ``sigmoid_bce_backward``. target holds float32 values (usually 0 or 1).
     """
