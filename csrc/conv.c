@@ -139,31 +139,76 @@ static inline void zero_run(float *dst, int64_t n)
     for (int64_t i = 0; i < n; i++) dst[i] = 0.0f;
 }
 
+/* The unfolded rows of one kernel row (ky) for outputs [ox0, ox1) whose
+ * window lies wholly inside x's columns: RUN = kw*c floats each, copied with
+ * a compile-time length (a first layer's runs are 3 floats: a loop or memcpy
+ * per run costs more than the copy). */
+#define MG_INTERIOR(RUN)                                                             \
+    for (int64_t ox = ox0; ox < ox1; ox++) {                                          \
+        const float *s = xrow + (ox * g->sw - g->pl) * c;                             \
+        float *d = dst0 + ox * taps;                                                  \
+        for (int64_t i = 0; i < (RUN); i++) d[i] = s[i];                              \
+    }
+
+static void interior_runs(const struct geom *g, const float *xrow, float *dst0, int64_t taps,
+                          int64_t ox0, int64_t ox1)
+{
+    const int64_t c = g->c;
+    switch (g->kw * c) {
+    case 1: MG_INTERIOR(1) break;
+    case 2: MG_INTERIOR(2) break;
+    case 3: MG_INTERIOR(3) break;
+    case 4: MG_INTERIOR(4) break;
+    case 5: MG_INTERIOR(5) break;
+    case 6: MG_INTERIOR(6) break;
+    case 7: MG_INTERIOR(7) break;
+    case 8: MG_INTERIOR(8) break;
+    case 9: MG_INTERIOR(9) break;
+    default: {
+        const int64_t run = g->kw * c;
+        MG_INTERIOR(run)
+    }
+    }
+}
+#undef MG_INTERIOR
+
+/* One kernel row's taps (kw*c floats at d) of output column ox, reading row
+ * xrow of x; the columns outside x are zeros. */
+static inline void edge_run(const struct geom *g, const float *xrow, float *d, int64_t ox)
+{
+    const int64_t c = g->c, kw = g->kw, ix0 = ox * g->sw - g->pl;
+    /* the taps of one kernel row that fall inside x are contiguous */
+    const int64_t kx0 = clamp64(-ix0, 0, kw);
+    const int64_t kx1 = clamp64(g->w - ix0, kx0, kw);
+    zero_run(d, kx0 * c);
+    copy_run(d + kx0 * c, xrow + (ix0 + kx0) * c, (kx1 - kx0) * c);
+    zero_run(d + kx1 * c, (kw - kx1) * c);
+}
+
 /* Output rows (b, oy) in [r0, r1), unfolded into cols, which points at row r0. */
 static void im2col_rows(const struct geom *g, const float *x, float *cols, int64_t r0, int64_t r1)
 {
-    const int64_t c = g->c, kw = g->kw, ow = g->ow;
-    const int64_t taps = g->kh * kw * c;
+    const int64_t c = g->c, kw = g->kw, ow = g->ow, run = kw * c;
+    const int64_t taps = g->kh * run;
+    /* outputs [in0, in1) have their whole window inside x's columns */
+    int64_t in1 = g->w + g->pl >= kw ? (g->w + g->pl - kw) / g->sw + 1 : 0;
+    if (in1 > ow) in1 = ow;
+    const int64_t in0 = mg_min64(mg_ceil_div(g->pl, g->sw), in1);
     for (int64_t r = r0; r < r1; r++) {
         const int64_t b = r / g->oh, oy = r % g->oh;
         const float *xb = x + b * g->h * g->w * c;
         float *dst = cols + (r - r0) * ow * taps;
-        for (int64_t ox = 0; ox < ow; ox++) {
-            const int64_t ix0 = ox * g->sw - g->pl;
-            /* the taps of one kernel row that fall inside x are contiguous */
-            const int64_t kx0 = clamp64(-ix0, 0, kw);
-            const int64_t kx1 = clamp64(g->w - ix0, kx0, kw);
-            for (int64_t ky = 0; ky < g->kh; ky++, dst += kw * c) {
-                const int64_t iy = oy * g->sh - g->pt + ky;
-                if (iy < 0 || iy >= g->h) {
-                    zero_run(dst, kw * c);
-                    continue;
-                }
-                const float *xrow = xb + iy * g->w * c;
-                zero_run(dst, kx0 * c);
-                copy_run(dst + kx0 * c, xrow + (ix0 + kx0) * c, (kx1 - kx0) * c);
-                zero_run(dst + kx1 * c, (kw - kx1) * c);
+        for (int64_t ky = 0; ky < g->kh; ky++) {
+            const int64_t iy = oy * g->sh - g->pt + ky;
+            float *d0 = dst + ky * run;
+            if (iy < 0 || iy >= g->h) {
+                for (int64_t ox = 0; ox < ow; ox++) zero_run(d0 + ox * taps, run);
+                continue;
             }
+            const float *xrow = xb + iy * g->w * c;
+            for (int64_t ox = 0; ox < in0; ox++) edge_run(g, xrow, d0 + ox * taps, ox);
+            interior_runs(g, xrow, d0, taps, in0, in1);
+            for (int64_t ox = in1; ox < ow; ox++) edge_run(g, xrow, d0 + ox * taps, ox);
         }
     }
 }
