@@ -114,12 +114,12 @@ def _kernel(op, w):
 
 # ---------------------------------------------------------------- convolution
 
-def _conv_input(op, x, w, name="x"):
+def _conv_input(op, x, w):
     """x and w validated: x (N, H, W, cin) for a kernel w (kh, kw, cin, cout)."""
-    x = _input(op, name, x, 4)
+    x = _input(op, "x", x, 4)
     w = _kernel(op, w)
     if x.shape[3] != w.shape[2]:
-        raise ValueError(f"{op}: expected {name} of shape (N, H, W, {w.shape[2]}) for a kernel of shape "
+        raise ValueError(f"{op}: expected x of shape (N, H, W, {w.shape[2]}) for a kernel of shape "
                          f"{w.shape}, received {x.shape}")
     return x, w
 
@@ -252,7 +252,8 @@ def max_pool2d_forward(x, pool_size=(2, 2), strides=None, padding="valid", out=N
 
 def max_pool2d_backward(dy, argmax, x_shape, pool_size=(2, 2), strides=None, padding="valid", out=None):
     """dx (x_shape): each element of x gets the sum of dy over the windows whose argmax
-    it is (the pool geometry must be the forward's)."""
+    it is, windows in row-major order (the pool geometry must be the forward's). An
+    argmax entry that names no element of its own window adds nothing."""
     op = "max_pool2d_backward"
     (ph, pw), strides, padding = _pool_args(op, pool_size, strides, padding)
     n, h, wd, c = _shape4(op, "x_shape", x_shape)
