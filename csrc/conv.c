@@ -12,9 +12,10 @@
  * need atomics or a reduction whose order follows the thread split; the gather
  * gives every dx element one fixed sum whatever the number of threads.
  *
- * Both run on blocks of a few whole images (see BLOCK_ROWS), so that what one
- * step writes the next reads from L2. Weight gradient: cols^T @ dY, one GEMM,
- * or for small k = kh*kw*cin a direct kernel over fixed chunks of rows.
+ * Weight gradient: cols^T @ dY, with cols unfolded again from x (see
+ * wgrad_block). All three run on blocks of a few whole images (BLOCK_ROWS),
+ * so that the unfolded rows and dcols are made and used while in L2 and are
+ * never written out: the only arrays are x, W, the outputs and the gradients.
  *
  * Padding is implicit: taps outside [0, h) x [0, w) read zeros in im2col and
  * are skipped in col2im. Any pad/output size is memory-safe (every read of x
@@ -74,12 +75,12 @@ static inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi)
 
 /* ------------------------------------------------------------------ scratch
  * Work buffers that only grow, one set per thread (like the GEMM's packing
- * workspace), so steady-state calls allocate nothing. Slot SCRATCH_BLOCK is a
- * thread's own: a block's dcols, its unfolded rows when cols are not kept, a
- * chunk's masked gradient. Slot SCRATCH_SHARED is what the calling thread
- * prepares for (or collects from) its whole team: W^T, dW^T, chunk partials.
+ * workspace), so steady-state calls allocate nothing. Slots SCRATCH_BLOCK and
+ * SCRATCH_MASK are a thread's own: a block's unfolded rows or dcols, and its
+ * relu-masked gradient. Slot SCRATCH_SHARED is what the calling thread
+ * prepares for (or collects from) its whole team: W^T, the blocks' partials.
  * Freed by a key destructor when their thread exits. */
-enum { SCRATCH_BLOCK, SCRATCH_SHARED, SCRATCH_SLOTS };
+enum { SCRATCH_BLOCK, SCRATCH_MASK, SCRATCH_SHARED, SCRATCH_SLOTS };
 struct scratch { void *raw[SCRATCH_SLOTS]; float *p[SCRATCH_SLOTS]; size_t cap[SCRATCH_SLOTS]; };
 static _Thread_local struct scratch tls_scratch;
 
@@ -138,31 +139,76 @@ static inline void zero_run(float *dst, int64_t n)
     for (int64_t i = 0; i < n; i++) dst[i] = 0.0f;
 }
 
+/* The unfolded rows of one kernel row (ky) for outputs [ox0, ox1) whose
+ * window lies wholly inside x's columns: RUN = kw*c floats each, copied with
+ * a compile-time length (a first layer's runs are 3 floats: a loop or memcpy
+ * per run costs more than the copy). */
+#define MG_INTERIOR(RUN)                                                             \
+    for (int64_t ox = ox0; ox < ox1; ox++) {                                          \
+        const float *s = xrow + (ox * g->sw - g->pl) * c;                             \
+        float *d = dst0 + ox * taps;                                                  \
+        for (int64_t i = 0; i < (RUN); i++) d[i] = s[i];                              \
+    }
+
+static void interior_runs(const struct geom *g, const float *xrow, float *dst0, int64_t taps,
+                          int64_t ox0, int64_t ox1)
+{
+    const int64_t c = g->c;
+    switch (g->kw * c) {
+    case 1: MG_INTERIOR(1) break;
+    case 2: MG_INTERIOR(2) break;
+    case 3: MG_INTERIOR(3) break;
+    case 4: MG_INTERIOR(4) break;
+    case 5: MG_INTERIOR(5) break;
+    case 6: MG_INTERIOR(6) break;
+    case 7: MG_INTERIOR(7) break;
+    case 8: MG_INTERIOR(8) break;
+    case 9: MG_INTERIOR(9) break;
+    default: {
+        const int64_t run = g->kw * c;
+        MG_INTERIOR(run)
+    }
+    }
+}
+#undef MG_INTERIOR
+
+/* One kernel row's taps (kw*c floats at d) of output column ox, reading row
+ * xrow of x; the columns outside x are zeros. */
+static inline void edge_run(const struct geom *g, const float *xrow, float *d, int64_t ox)
+{
+    const int64_t c = g->c, kw = g->kw, ix0 = ox * g->sw - g->pl;
+    /* the taps of one kernel row that fall inside x are contiguous */
+    const int64_t kx0 = clamp64(-ix0, 0, kw);
+    const int64_t kx1 = clamp64(g->w - ix0, kx0, kw);
+    zero_run(d, kx0 * c);
+    copy_run(d + kx0 * c, xrow + (ix0 + kx0) * c, (kx1 - kx0) * c);
+    zero_run(d + kx1 * c, (kw - kx1) * c);
+}
+
 /* Output rows (b, oy) in [r0, r1), unfolded into cols, which points at row r0. */
 static void im2col_rows(const struct geom *g, const float *x, float *cols, int64_t r0, int64_t r1)
 {
-    const int64_t c = g->c, kw = g->kw, ow = g->ow;
-    const int64_t taps = g->kh * kw * c;
+    const int64_t c = g->c, kw = g->kw, ow = g->ow, run = kw * c;
+    const int64_t taps = g->kh * run;
+    /* outputs [in0, in1) have their whole window inside x's columns */
+    int64_t in1 = g->w + g->pl >= kw ? (g->w + g->pl - kw) / g->sw + 1 : 0;
+    if (in1 > ow) in1 = ow;
+    const int64_t in0 = mg_min64(mg_ceil_div(g->pl, g->sw), in1);
     for (int64_t r = r0; r < r1; r++) {
         const int64_t b = r / g->oh, oy = r % g->oh;
         const float *xb = x + b * g->h * g->w * c;
         float *dst = cols + (r - r0) * ow * taps;
-        for (int64_t ox = 0; ox < ow; ox++) {
-            const int64_t ix0 = ox * g->sw - g->pl;
-            /* the taps of one kernel row that fall inside x are contiguous */
-            const int64_t kx0 = clamp64(-ix0, 0, kw);
-            const int64_t kx1 = clamp64(g->w - ix0, kx0, kw);
-            for (int64_t ky = 0; ky < g->kh; ky++, dst += kw * c) {
-                const int64_t iy = oy * g->sh - g->pt + ky;
-                if (iy < 0 || iy >= g->h) {
-                    zero_run(dst, kw * c);
-                    continue;
-                }
-                const float *xrow = xb + iy * g->w * c;
-                zero_run(dst, kx0 * c);
-                copy_run(dst + kx0 * c, xrow + (ix0 + kx0) * c, (kx1 - kx0) * c);
-                zero_run(dst + kx1 * c, (kw - kx1) * c);
+        for (int64_t ky = 0; ky < g->kh; ky++) {
+            const int64_t iy = oy * g->sh - g->pt + ky;
+            float *d0 = dst + ky * run;
+            if (iy < 0 || iy >= g->h) {
+                for (int64_t ox = 0; ox < ow; ox++) zero_run(d0 + ox * taps, run);
+                continue;
             }
+            const float *xrow = xb + iy * g->w * c;
+            for (int64_t ox = 0; ox < in0; ox++) edge_run(g, xrow, d0 + ox * taps, ox);
+            interior_runs(g, xrow, d0, taps, in0, in1);
+            for (int64_t ox = in1; ox < ow; ox++) edge_run(g, xrow, d0 + ox * taps, ox);
         }
     }
 }
@@ -349,13 +395,13 @@ static struct blocks plan_blocks(const struct geom *g, int64_t cout)
     return B;
 }
 
-/* Forward of images [b0, b0 + nb): unfold them (into cols, or into this
- * thread's scratch when cols is NULL), then y = cols @ W + bias [relu]. */
+/* Forward of images [b0, b0 + nb): unfold them into this thread's scratch,
+ * then y = cols @ W + bias [relu]. */
 static int forward_block(const struct geom *g, const float *x, const float *wt, const float *bias,
-                         float *cols, float *y, int64_t cout, int relu, int64_t b0, int64_t nb)
+                         float *y, int64_t cout, int relu, int64_t b0, int64_t nb)
 {
     const int64_t pix = g->oh * g->ow, k = g->kh * g->kw * g->c;
-    float *a = cols ? cols + b0 * pix * k : scratch_get(SCRATCH_BLOCK, (size_t)(nb * pix) * (size_t)k);
+    float *a = scratch_get(SCRATCH_BLOCK, (size_t)(nb * pix) * (size_t)k);
     if (!a) return MG_ENOMEM;
     im2col_rows(g, x, a, b0 * g->oh, (b0 + nb) * g->oh);
 #ifdef MG_X86_AVX2
@@ -390,56 +436,6 @@ static int backward_block(const struct geom *g, const float *dy, const float *w_
     return MG_OK;
 }
 
-/* Weight gradient for a small k (see small_k_wgrad): the rows are cut into
- * chunks of WGRAD_CHUNK, a fixed grid, and the chunks' partial products, made
- * in parallel, are added in chunk order. A plain GEMM could not split this
- * product (k x cout is a handful of tiles) and would run on one thread. */
-#define WGRAD_CHUNK 2048
-
-int mg_conv2d_backward_weight(const float *cols, const float *dy, float *dw,
-                              int64_t rows, int64_t k, int64_t cout)
-{
-    if (rows < 0 || k < 1 || cout < 1 || (double)rows * (double)k > 4.6e18
-        || (double)rows * (double)cout > 4.6e18 || (double)k * (double)cout > 4.6e18)
-        return MG_EINVAL;
-#ifdef MG_X86_AVX2
-    if (small_k_applies(k, cout) && rows > 0) {
-        const int64_t chunks = mg_ceil_div(rows, WGRAD_CHUNK);
-        float *parts = scratch_get(SCRATCH_SHARED, (size_t)chunks * (size_t)(k * cout));
-        if (!parts) return MG_ENOMEM;
-        const double flops = 2.0 * (double)rows * (double)k * (double)cout;
-        int threads = flops >= MG_GEMM_PAR_MIN_FLOPS ? mg_get_num_threads() : 1;
-        if (threads > chunks) threads = (int)chunks;
-        MG_OMP(omp parallel num_threads(threads))
-        {
-            MG_FTZ_BEGIN;
-            MG_OMP(omp for schedule(dynamic, 1))
-            for (int64_t ch = 0; ch < chunks; ch++)
-                small_k_wgrad(cols, dy, ch * WGRAD_CHUNK, mg_min64(rows, (ch + 1) * WGRAD_CHUNK),
-                              k, cout, parts + ch * k * cout);
-            /* each dw element: its chunks' partials in chunk order */
-            MG_OMP(omp for schedule(dynamic, 64))
-            for (int64_t e = 0; e < k * cout; e++) {
-                float sum = parts[e];
-                for (int64_t ch = 1; ch < chunks; ch++)
-                    sum += parts[ch * k * cout + e];
-                dw[e] = sum;
-            }
-            MG_FTZ_END;
-        }
-        return MG_OK;
-    }
-#endif
-    /* dW^T (cout x k) = dY^T @ cols, then transposed: with dY as op(A), mg_gemm
-     * may skip its zeros (see backward_block); for a dense dY it measured no
-     * slower than cols^T @ dY. */
-    float *dw_t = scratch_get(SCRATCH_SHARED, (size_t)(k * cout));
-    if (!dw_t) return MG_ENOMEM;
-    int status = mg_gemm(1, 0, cout, k, rows, 1.0f, dy, cout, cols, k, 0.0f, dw_t, k, NULL, 0);
-    if (status == MG_OK) transpose(dw_t, cout, k, dw);
-    return status;
-}
-
 /* dz = dy where y > 0 else 0 for n rows of cout, and colsum[j] = the sum of
  * column j of dz, rows in increasing order. */
 MG_CLONES
@@ -459,57 +455,69 @@ static void relu_mask_rows(const float *restrict y, const float *restrict dy, fl
     }
 }
 
-/* The parameter gradients of a relu convolution whose input needs none (a
- * first layer): dZ = dY where Y > 0 else 0 is made one chunk of rows at a
- * time in this thread's scratch (L2-sized: WGRAD_CHUNK x cout floats) and never
- * written out; each chunk adds its partial column sums (db) and its partial
- * cols^T @ dZ (dW), and the partials are added in chunk order as in
- * mg_conv2d_backward_weight. */
-int mg_conv2d_relu_backward_params(const float *cols, const float *y, const float *dy,
-                                   float *dw, float *db, int64_t rows, int64_t k, int64_t cout)
+/* Weight gradient of images [b0, b0 + nb) into part: their rows of cols are
+ * unfolded again from x (cheaper than keeping them from the forward: cols is
+ * kh*kw times the size of x, and would be written out and read back), and dZ
+ * is dY, or with y given dY masked by y > 0 (a relu layer, also summed into
+ * part's bias columns). For a small k part is dW (k x cout, small_k_wgrad);
+ * otherwise dW^T (cout x k) = dZ^T @ cols, with dZ as op(A) so that mg_gemm
+ * may skip its zeros (a relu's gradient below a max pooling is mostly zeros). */
+static int wgrad_block(const struct geom *g, const float *x, const float *y, const float *dy,
+                       float *part, int64_t cout, int small, int64_t b0, int64_t nb)
 {
-    if (rows < 0 || k < 1 || cout < 1 || (double)rows * (double)k > 4.6e18
-        || (double)rows * (double)cout > 4.6e18 || (double)(k + 1) * (double)cout > 4.6e18)
-        return MG_EINVAL;
-    const int64_t chunks = mg_ceil_div(rows, WGRAD_CHUNK);
-    const int64_t part = (k + 1) * cout; /* dW partial, then db partial */
-    if (chunks == 0) {
-        for (int64_t e = 0; e < k * cout; e++) dw[e] = 0.0f;
-        for (int64_t j = 0; j < cout; j++) db[j] = 0.0f;
+    const int64_t pix = g->oh * g->ow, k = g->kh * g->kw * g->c, rows = nb * pix;
+    float *a = scratch_get(SCRATCH_BLOCK, (size_t)rows * (size_t)k);
+    if (!a) return MG_ENOMEM;
+    im2col_rows(g, x, a, b0 * g->oh, (b0 + nb) * g->oh);
+    const float *dz = dy + b0 * pix * cout;
+    if (y) {
+        float *z = scratch_get(SCRATCH_MASK, (size_t)rows * (size_t)cout);
+        if (!z) return MG_ENOMEM;
+        MG_FTZ_BEGIN;
+        relu_mask_rows(y + b0 * pix * cout, dz, z, part + k * cout, rows, cout);
+        MG_FTZ_END;
+        dz = z;
+    }
+#ifdef MG_X86_AVX2
+    if (small) {
+        MG_FTZ_BEGIN;
+        small_k_wgrad(a, dz, 0, rows, k, cout, part);
+        MG_FTZ_END;
         return MG_OK;
     }
-    float *parts = scratch_get(SCRATCH_SHARED, (size_t)chunks * (size_t)part);
+#else
+    (void)small;
+#endif
+    return mg_gemm(1, 0, cout, k, rows, 1.0f, dz, cout, a, k, 0.0f, part, k, NULL, 0);
+}
+
+/* dW (and db when y is given) of a whole batch: one partial per block of
+ * images (the grid of plan_blocks, fixed by the shape), made in parallel, then
+ * each element's partials added in block order: the same bits at any thread
+ * count. (A single GEMM over all rows could not be split between threads when
+ * k x cout is a handful of tiles, as in a first layer.) */
+static int wgrad(const struct geom *g, const float *x, const float *y, const float *dy,
+                 float *dw, float *db, int64_t cout)
+{
+    const int64_t k = g->kh * g->kw * g->c, kc = k * cout;
+    const int64_t part = kc + (y ? cout : 0);
+    const struct blocks B = plan_blocks(g, cout);
+    if (B.count == 0) {
+        for (int64_t e = 0; e < kc; e++) dw[e] = 0.0f;
+        for (int64_t j = 0; db && j < cout; j++) db[j] = 0.0f;
+        return MG_OK;
+    }
+    float *parts = scratch_get(SCRATCH_SHARED, (size_t)B.count * (size_t)part);
     if (!parts) return MG_ENOMEM;
-    const double flops = 2.0 * (double)rows * (double)k * (double)cout;
-    int threads = flops >= MG_GEMM_PAR_MIN_FLOPS ? mg_get_num_threads() : 1;
-    if (threads > chunks) threads = (int)chunks;
     const int small = small_k_applies(k, cout);
     int status = MG_OK;
-    MG_OMP(omp parallel num_threads(threads))
+    MG_OMP(omp parallel num_threads(B.threads))
     {
         MG_OMP(omp for schedule(dynamic, 1))
-        for (int64_t ch = 0; ch < chunks; ch++) {
-            const int64_t r0 = ch * WGRAD_CHUNK, n = mg_min64(rows, r0 + WGRAD_CHUNK) - r0;
-            float *dz = scratch_get(SCRATCH_BLOCK, (size_t)(WGRAD_CHUNK * cout));
-            if (!dz) {
-                MG_OMP(omp atomic write)
-                status = MG_ENOMEM;
-                continue;
-            }
-            float *pw = parts + ch * part, *pb = pw + k * cout;
-            MG_FTZ_BEGIN;
-            relu_mask_rows(y + r0 * cout, dy + r0 * cout, dz, pb, n, cout);
-#ifdef MG_X86_AVX2
-            if (small) {
-                small_k_wgrad(cols + r0 * k, dz, 0, n, k, cout, pw);
-                MG_FTZ_END;
-                continue;
-            }
-#else
-            (void)small;
-#endif
-            MG_FTZ_END;
-            const int st = mg_gemm(1, 0, k, cout, n, 1.0f, cols + r0 * k, k, dz, cout, 0.0f, pw, cout, NULL, 0);
+        for (int64_t blk = 0; blk < B.count; blk++) {
+            const int64_t b0 = blk * B.per;
+            const int st = wgrad_block(g, x, y, dy, parts + blk * part, cout, small, b0,
+                                       mg_min64(B.per, g->n - b0));
             if (st != MG_OK) {
                 MG_OMP(omp atomic write)
                 status = st;
@@ -519,10 +527,11 @@ int mg_conv2d_relu_backward_params(const float *cols, const float *y, const floa
         MG_OMP(omp for schedule(dynamic, 64))
         for (int64_t e = 0; e < part; e++) {
             float sum = parts[e];
-            for (int64_t ch = 1; ch < chunks; ch++)
-                sum += parts[ch * part + e];
-            if (e < k * cout) dw[e] = sum;
-            else db[e - k * cout] = sum;
+            for (int64_t blk = 1; blk < B.count; blk++)
+                sum += parts[blk * part + e];
+            if (e >= kc) db[e - kc] = sum;
+            else if (small) dw[e] = sum;
+            else dw[(e % k) * cout + e / k] = sum; /* partials hold dW^T */
         }
         MG_FTZ_END;
     }
@@ -541,52 +550,40 @@ static int conv_ok(const struct geom *g, int64_t cout)
            && (double)g->kh * (double)g->kw * (double)g->c * (double)cout <= 4.6e18;
 }
 
-int mg_im2col(const float *x, float *cols, GEOM_ARGS)
-{
-    const struct geom g = GEOM_INIT;
-    if (!geom_ok(&g)) return MG_EINVAL;
-    const int64_t rows = n * oh;
-    MG_OMP(omp parallel for schedule(dynamic, 4) num_threads(MG_THREADS(rows * ow * kh * kw * c)))
-    for (int64_t r = 0; r < rows; r++)
-        im2col_rows(&g, x, cols + r * ow * kh * kw * c, r, r + 1);
-    return MG_OK;
-}
-
-int mg_col2im(const float *dcols, float *dx, GEOM_ARGS)
-{
-    const struct geom g = GEOM_INIT;
-    if (!geom_ok(&g)) return MG_EINVAL;
-    const int64_t rows = n * h;
-    MG_OMP(omp parallel num_threads(MG_THREADS(n * oh * ow * kh * kw * c)))
-    {
-        MG_FTZ_BEGIN;
-        MG_OMP(omp for schedule(dynamic, 4))
-        for (int64_t r = 0; r < rows; r++)
-            col2im_row(&g, dcols, 0, dx + r * w * c, r / h, r % h);
-        MG_FTZ_END;
-    }
-    return MG_OK;
-}
-
-int mg_conv2d_forward(const float *x, const float *wt, const float *bias, float *cols, float *y,
+int mg_conv2d_forward(const float *x, const float *wt, const float *bias, float *y,
                       int64_t cout, int relu, GEOM_ARGS)
 {
     const struct geom g = GEOM_INIT;
     if (!conv_ok(&g, cout)) return MG_EINVAL;
     const struct blocks B = plan_blocks(&g, cout);
     if (B.count <= 1) /* one block: its GEMM may use the whole team */
-        return n > 0 ? forward_block(&g, x, wt, bias, cols, y, cout, relu, 0, n) : MG_OK;
+        return n > 0 ? forward_block(&g, x, wt, bias, y, cout, relu, 0, n) : MG_OK;
     int status = MG_OK;
     MG_OMP(omp parallel for schedule(dynamic, 1) num_threads(B.threads))
     for (int64_t blk = 0; blk < B.count; blk++) {
         const int64_t b0 = blk * B.per;
-        const int st = forward_block(&g, x, wt, bias, cols, y, cout, relu, b0, mg_min64(B.per, n - b0));
+        const int st = forward_block(&g, x, wt, bias, y, cout, relu, b0, mg_min64(B.per, n - b0));
         if (st != MG_OK) {
             MG_OMP(omp atomic write)
             status = st;
         }
     }
     return status;
+}
+
+int mg_conv2d_backward_weight(const float *x, const float *dy, float *dw, int64_t cout, GEOM_ARGS)
+{
+    const struct geom g = GEOM_INIT;
+    if (!conv_ok(&g, cout)) return MG_EINVAL;
+    return wgrad(&g, x, NULL, dy, dw, NULL, cout);
+}
+
+int mg_conv2d_relu_backward_params(const float *x, const float *y, const float *dy, float *dw, float *db,
+                                   int64_t cout, GEOM_ARGS)
+{
+    const struct geom g = GEOM_INIT;
+    if (!conv_ok(&g, cout)) return MG_EINVAL;
+    return wgrad(&g, x, y, dy, dw, db, cout);
 }
 
 int mg_conv2d_backward_input(const float *dy, const float *wt, float *dx, int64_t cout, GEOM_ARGS)

@@ -145,44 +145,38 @@ int mg_clip_gradients(const mg_param_t *params, int64_t count, int mode, double 
  * is oh x ow (padding after x is implied by oh, ow). MG_EINVAL for negative
  * sizes, kernel sizes or strides < 1, or products beyond int64_t.
  *
- * im2col: cols ((n*oh*ow) x (kh*kw*c)), row (b, oy, ox), column (ky, kx, ci),
- * zeros where a tap falls in the padding.
- * col2im: dx (n x h x w x c) = the sum over the taps that read each element,
- * in increasing (ky, kx) order (a gather: bitwise the same at any thread count). */
-int mg_im2col(const float *x, float *cols,
-              int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
-              int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left, int64_t oh, int64_t ow);
-int mg_col2im(const float *dcols, float *dx,
-              int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
-              int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left, int64_t oh, int64_t ow);
-/* y (n x oh x ow x cout) = im2col(x) @ wt + bias, then max(y, 0) when relu
- * (cout >= 1 and kh*kw*c >= 1, else MG_EINVAL);
- * wt is the kernel (kh, kw, c, cout) seen as (kh*kw*c) x cout, bias has cout
- * values or is NULL. cols receives im2col(x), kept for the weight gradient
- * (mg_conv2d_backward_weight); when cols is NULL (inference) a few images at a
- * time are unfolded into a per-thread scratch buffer instead. */
-int mg_conv2d_forward(const float *x, const float *wt, const float *bias, float *cols, float *y,
+ * Convolutions unfold x (im2col: one row per output pixel (b, oy, ox), one
+ * column per tap (ky, kx, ci)) a few images at a time into per-thread scratch
+ * buffers that only grow (MG_ENOMEM if they cannot); the unfolded x is never
+ * kept. wt is the kernel (kh, kw, c, cout) seen as (kh*kw*c) x cout, and
+ * cout >= 1, kh*kw*c >= 1.
+ *
+ * forward: y (n x oh x ow x cout) = unfold(x) @ wt + bias (cout values, or
+ * NULL), then max(y, 0) when relu. */
+int mg_conv2d_forward(const float *x, const float *wt, const float *bias, float *y,
                       int64_t cout, int relu,
                       int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
                       int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left, int64_t oh, int64_t ow);
-/* dw (k x cout) = cols^T @ dY for cols (rows x k) and dY (rows x cout): the weight
- * gradient (k = kh*kw*c). For k <= 16 the rows are summed in fixed chunks whose
- * partial products are added in chunk order; otherwise one mg_gemm. */
-int mg_conv2d_backward_weight(const float *cols, const float *dy, float *dw,
-                              int64_t rows, int64_t k, int64_t cout);
-/* For a relu convolution whose input needs no gradient: dw = cols^T @ dZ and
- * db[j] = sum_i dZ[i, j] with dZ = dY where Y > 0 else 0 (Y the layer's output,
- * rows x cout), without writing dZ: fixed chunks of rows, partials added in
- * chunk order. */
-int mg_conv2d_relu_backward_params(const float *cols, const float *y, const float *dy,
-                                   float *dw, float *db, int64_t rows, int64_t k, int64_t cout);
-/* dx (n x h x w x c) = col2im(dY @ wt^T), dY being n x oh x ow x cout: the
- * input gradient. The dcols of a few images at a time live in a per-thread
- * scratch buffer that only grows (MG_ENOMEM if it cannot). */
+/* dx (n x h x w x c) = fold(dY @ wt^T), dY being n x oh x ow x cout: each dx
+ * element sums the taps that read it in increasing (ky, kx) order (a gather). */
 int mg_conv2d_backward_input(const float *dy, const float *wt, float *dx, int64_t cout,
                              int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
                              int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left,
                              int64_t oh, int64_t ow);
+/* dw (kh*kw*c x cout) = unfold(x)^T @ dY: one partial product per block of
+ * images (a grid fixed by the shape), added in block order. */
+int mg_conv2d_backward_weight(const float *x, const float *dy, float *dw, int64_t cout,
+                              int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
+                              int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left,
+                              int64_t oh, int64_t ow);
+/* The same for a relu layer, with db: dZ = dY where Y > 0 else 0 (Y the layer's
+ * output) is made a block at a time and never written out; dw = unfold(x)^T @ dZ,
+ * db[j] = sum_i dZ[i, j] (block partials added in block order). */
+int mg_conv2d_relu_backward_params(const float *x, const float *y, const float *dy, float *dw, float *db,
+                                   int64_t cout,
+                                   int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
+                                   int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left,
+                                   int64_t oh, int64_t ow);
 /* Max pooling over kh x kw windows: y and argmax are n x oh x ow x c; argmax
  * holds flat indices into x. Padding never wins; ties go to the first maximum
  * in row-major window order; the first NaN of a window wins (NaN propagates).

@@ -229,24 +229,29 @@ def _padded(x, pt, pl, rows, cols, fill=0.0):
     return xp
 
 
-def conv2d_forward(x, w, b=None, strides=(1, 1), padding="valid", relu=False, out=None, cols_out=None,
-                   keep_cols=True):
-    kh, kw, cin, cout = w.shape
-    n, h, wd, _ = x.shape
-    sh, sw, oh, ow, pt, pl = _conv_geometry(h, wd, kh, kw, strides, padding)
+def _unfold(x, kh, kw, sh, sw, oh, ow, pt, pl):
+    """im2col: (N*OH*OW, kh*kw*C), row (b, oy, ox), column (ky, kx, c), zeros in the padding."""
+    n, _, _, c = x.shape
     xp = _padded(x, pt, pl, (oh - 1) * sh + kh, (ow - 1) * sw + kw)
-    cols = np.empty((n, oh, ow, kh, kw, cin), F32)
+    cols = np.empty((n, oh, ow, kh, kw, c), x.dtype)
     for ky in range(kh):
         for kx in range(kw):
             cols[:, :, :, ky, kx] = xp[:, ky:ky + (oh - 1) * sh + 1:sh, kx:kx + (ow - 1) * sw + 1:sw]
-    cols = cols.reshape(n * oh * ow, kh * kw * cin)
+    return cols.reshape(n * oh * ow, kh * kw * c)
+
+
+def conv2d_forward(x, w, b=None, strides=(1, 1), padding="valid", relu=False, out=None):
+    kh, kw, cin, cout = w.shape
+    n, h, wd, _ = x.shape
+    sh, sw, oh, ow, pt, pl = _conv_geometry(h, wd, kh, kw, strides, padding)
+    cols = _unfold(x, kh, kw, sh, sw, oh, ow, pt, pl)
     y = cols.astype(np.float64) @ w.reshape(-1, cout).astype(np.float64)
     if b is not None:
         y = y + b
     y = y.astype(F32)
     if relu:
         y = np.where(y < 0, F32(0), y)
-    return _out(out, y.reshape(n, oh, ow, cout)), (_out(cols_out, cols) if keep_cols else None)
+    return _out(out, y.reshape(n, oh, ow, cout))
 
 
 def conv2d_backward_input(dy, w, x_shape, strides=(1, 1), padding="valid", out=None):
@@ -262,14 +267,17 @@ def conv2d_backward_input(dy, w, x_shape, strides=(1, 1), padding="valid", out=N
     return _out(out, dxp[:, pt:pt + h, pl:pl + wd])
 
 
-def conv2d_backward_weight(cols, dy, w_shape, out=None):
-    dw = cols.astype(np.float64).T @ dy.reshape(cols.shape[0], w_shape[3]).astype(np.float64)
+def conv2d_backward_weight(x, dy, w_shape, strides=(1, 1), padding="valid", out=None):
+    kh, kw, cin, cout = w_shape
+    sh, sw, oh, ow, pt, pl = _conv_geometry(x.shape[1], x.shape[2], kh, kw, strides, padding)
+    cols = _unfold(x, kh, kw, sh, sw, oh, ow, pt, pl).astype(np.float64)
+    dw = cols.T @ dy.reshape(cols.shape[0], cout).astype(np.float64)
     return _out(out, dw.reshape(w_shape))
 
 
-def conv2d_relu_backward_params(cols, y, dy, w_shape, out=None, db_out=None):
+def conv2d_relu_backward_params(x, y, dy, w_shape, strides=(1, 1), padding="valid", out=None, db_out=None):
     dz = np.where(y > 0, dy, F32(0))
-    return (conv2d_backward_weight(cols, dz, w_shape, out),
+    return (conv2d_backward_weight(x, dz, w_shape, strides, padding, out),
             _out(db_out, dz.reshape(-1, w_shape[3]).sum(axis=0, dtype=np.float64)))
 
 

@@ -5,21 +5,21 @@ Images are float32 arrays (N, H, W, C); a convolution kernel is (kh, kw, cin, co
 ceil(n / s) positions along each axis, total padding max((out - 1) * s + k - n, 0),
 of which total // 2 goes before and the rest after).
 
-A convolution is an unfold (im2col) plus one GEMM: ``conv2d_forward`` returns the
-unfolded input ``cols`` ((N*OH*OW, kh*kw*cin), row (b, oy, ox), column (ky, kx, ci))
-with the output, because the weight gradient is ``cols.T @ dY``.
+A convolution is an unfold (im2col: one row per output pixel (b, oy, ox), one
+column per kernel tap (ky, kx, ci)) plus one GEMM, done a few images at a time in
+C scratch buffers: the unfolded input is never kept, and the weight gradient
+unfolds x again (so it takes x, not a saved unfolding).
 
 >>> import numpy as np
 >>> from minigrad import kernels
 >>> x = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
->>> y, cols = kernels.conv2d_forward(x, np.ones((2, 2, 1, 1), np.float32), strides=2)
+>>> y = kernels.conv2d_forward(x, np.ones((2, 2, 1, 1), np.float32), strides=2)
 >>> y[0, :, :, 0].tolist()
 [[10.0, 18.0], [42.0, 50.0]]
 >>> p, argmax = kernels.max_pool2d_forward(x, 2)
 >>> p[0, :, :, 0].tolist(), argmax.ravel().tolist()
 ([[5.0, 7.0], [13.0, 15.0]], [5, 7, 13, 15])
 """
-import math
 
 import numpy as np
 
@@ -114,43 +114,37 @@ def _kernel(op, w):
 
 # ---------------------------------------------------------------- convolution
 
-def conv2d_forward(x, w, b=None, strides=(1, 1), padding="valid", relu=False, out=None, cols_out=None,
-                   keep_cols=True):
-    """(y, cols): y = conv(x, w) + b [relu], shape (N, OH, OW, cout); cols = im2col(x).
-
-    x: (N, H, W, cin); w: (kh, kw, cin, cout); b: (cout,) or None. With
-    keep_cols=False (no weight gradient wanted: inference, frozen kernels) the
-    unfolded input is not kept, nothing of its size is allocated, and cols is None.
-    """
-    op = "conv2d_forward"
-    relu = _flag(op, "relu", relu)
-    keep_cols = _flag(op, "keep_cols", keep_cols)
-    if cols_out is not None and not keep_cols:
-        raise ValueError(f"{op}: expected cols_out=None with keep_cols=False, received an array")
-    strides, padding = _pair(op, "strides", strides), _padding(op, padding)
-    given = (("x", x), ("w", w), ("b", b))
+def _conv_input(op, x, w):
+    """x and w validated: x (N, H, W, cin) for a kernel w (kh, kw, cin, cout)."""
     x = _input(op, "x", x, 4)
     w = _kernel(op, w)
+    if x.shape[3] != w.shape[2]:
+        raise ValueError(f"{op}: expected x of shape (N, H, W, {w.shape[2]}) for a kernel of shape "
+                         f"{w.shape}, received {x.shape}")
+    return x, w
+
+
+def conv2d_forward(x, w, b=None, strides=(1, 1), padding="valid", relu=False, out=None):
+    """y = conv(x, w) + b [relu], shape (N, OH, OW, cout), for x (N, H, W, cin),
+    w (kh, kw, cin, cout) and b (cout,) or None."""
+    op = "conv2d_forward"
+    relu = _flag(op, "relu", relu)
+    strides, padding = _pair(op, "strides", strides), _padding(op, padding)
+    given = (("x", x), ("w", w), ("b", b))
+    x, w = _conv_input(op, x, w)
     kh, kw, cin, cout = w.shape
     n, h, wd, c = x.shape
-    if c != cin:
-        raise ValueError(f"{op}: expected x of shape (N, H, W, {cin}) for a kernel of shape "
-                         f"{w.shape}, received {x.shape}")
     if b is not None:
         b = _input(op, "b", b, 1)
         if b.shape != (cout,):
             raise ValueError(f"{op}: expected b of shape ({cout},), received {b.shape}")
     oh, ow, pt, pl = _geometry(op, h, wd, kh, kw, strides, padding, "kernel")
-    inputs = given + (("x", x), ("w", w), ("b", b))
-    if keep_cols:
-        cols_out = _output(op, "cols_out", cols_out, (n * oh * ow, kh * kw * cin), inputs)
-    out = _output(op, "out", out, (n, oh, ow, cout), inputs + (("cols_out", cols_out),))
+    out = _output(op, "out", out, (n, oh, ow, cout), given + (("x", x), ("w", w), ("b", b)))
     _run(op, lib.mg_conv2d_forward,
-         (_ptr(x), _ptr(w), _ptr(b) if b is not None else _NULL,
-          _ptr(cols_out) if keep_cols else _NULL, _ptr(out), cout, relu,
+         (_ptr(x), _ptr(w), _ptr(b) if b is not None else _NULL, _ptr(out), cout, relu,
           n, h, wd, c, kh, kw, strides[0], strides[1], pt, pl, oh, ow),
-         (cols_out, out))
-    return out, cols_out
+         (out,))
+    return out
 
 
 def conv2d_backward_input(dy, w, x_shape, strides=(1, 1), padding="valid", out=None):
@@ -178,52 +172,49 @@ def conv2d_backward_input(dy, w, x_shape, strides=(1, 1), padding="valid", out=N
     return out
 
 
-def conv2d_backward_weight(cols, dy, w_shape, out=None):
-    """dw = cols.T @ dy as a kernel of shape w_shape (kh, kw, cin, cout); cols is the
-    second result of conv2d_forward and dy (N, OH, OW, cout) the output gradient."""
-    op = "conv2d_backward_weight"
-    given = (("cols", cols), ("dy", dy))
-    shape = _kernel_shape(op, w_shape)
-    kh, kw, cin, cout = shape
-    cols = _input(op, "cols", cols, 2)
+def _weight_grad_args(op, x, dy, w_shape, strides, padding):
+    """Validated (x, dy, kernel shape, geometry args) of a weight gradient."""
+    strides, padding = _pair(op, "strides", strides), _padding(op, padding)
+    kh, kw, cin, cout = _kernel_shape(op, w_shape)
+    x = _input(op, "x", x, 4)
     dy = _input(op, "dy", dy, 4)
-    rows, taps = cols.shape
-    if taps != kh * kw * cin:
-        raise ValueError(f"{op}: expected cols of shape (N*OH*OW, {kh * kw * cin}) for a kernel of "
-                         f"shape {shape}, received {cols.shape}")
-    if dy.shape[3] != cout or math.prod(dy.shape[:3]) != rows:
-        raise ValueError(f"{op}: expected dy of shape (N, OH, OW, {cout}) with N*OH*OW = {rows} "
-                         f"(the rows of cols), received {dy.shape}")
-    out = _output(op, "out", out, shape, given + (("cols", cols), ("dy", dy)))
-    _run(op, lib.mg_conv2d_backward_weight, (_ptr(cols), _ptr(dy), _ptr(out), rows, taps, cout), (out,))
+    n, h, wd, c = x.shape
+    if c != cin:
+        raise ValueError(f"{op}: expected x of shape (N, H, W, {cin}) for a kernel of shape "
+                         f"{(kh, kw, cin, cout)}, received {x.shape}")
+    oh, ow, pt, pl = _geometry(op, h, wd, kh, kw, strides, padding, "kernel")
+    if dy.shape != (n, oh, ow, cout):
+        raise ValueError(f"{op}: expected dy of shape {(n, oh, ow, cout)}, received {dy.shape}")
+    return x, dy, (kh, kw, cin, cout), (n, h, wd, c, kh, kw, strides[0], strides[1], pt, pl, oh, ow)
+
+
+def conv2d_backward_weight(x, dy, w_shape, strides=(1, 1), padding="valid", out=None):
+    """dw (w_shape = (kh, kw, cin, cout)): the gradient of conv2d_forward's output
+    w.r.t. the kernel, given the layer's input x and dy = dL/dy (a relu's mask
+    already applied). Blocks of images give partial products added in a fixed order."""
+    op = "conv2d_backward_weight"
+    given = (("x", x), ("dy", dy))
+    x, dy, shape, geometry = _weight_grad_args(op, x, dy, w_shape, strides, padding)
+    out = _output(op, "out", out, shape, given + (("x", x), ("dy", dy)))
+    _run(op, lib.mg_conv2d_backward_weight, (_ptr(x), _ptr(dy), _ptr(out), shape[3]) + geometry, (out,))
     return out
 
 
-def conv2d_relu_backward_params(cols, y, dy, w_shape, out=None, db_out=None):
+def conv2d_relu_backward_params(x, y, dy, w_shape, strides=(1, 1), padding="valid", out=None, db_out=None):
     """(dw, db) of a relu convolution whose input needs no gradient (a first layer):
-    with dz = dy where y > 0 else 0 (y the forward output), dw = cols.T @ dz as a
-    kernel of shape w_shape and db = the column sums of dz, without making dz
-    (what conv2d_backward_weight after relu_backward_bias_grad computes, in one pass)."""
+    with dz = dy where y > 0 else 0 (y the forward output), dw = conv2d_backward_weight
+    of dz and db = the column sums of dz, in one pass that never writes dz out."""
     op = "conv2d_relu_backward_params"
-    given = (("cols", cols), ("y", y), ("dy", dy))
-    kh, kw, cin, cout = _kernel_shape(op, w_shape)
-    cols = _input(op, "cols", cols, 2)
+    given = (("x", x), ("y", y), ("dy", dy))
+    x, dy, shape, geometry = _weight_grad_args(op, x, dy, w_shape, strides, padding)
     y = _input(op, "y", y, 4)
-    dy = _input(op, "dy", dy, 4)
-    rows, taps = cols.shape
-    if taps != kh * kw * cin:
-        raise ValueError(f"{op}: expected cols of shape (N*OH*OW, {kh * kw * cin}) for a kernel of "
-                         f"shape {(kh, kw, cin, cout)}, received {cols.shape}")
-    if dy.shape[3] != cout or math.prod(dy.shape[:3]) != rows:
-        raise ValueError(f"{op}: expected dy of shape (N, OH, OW, {cout}) with N*OH*OW = {rows} "
-                         f"(the rows of cols), received {dy.shape}")
     if y.shape != dy.shape:
         raise ValueError(f"{op}: expected y of shape {dy.shape} (like dy), received {y.shape}")
-    inputs = given + (("cols", cols), ("y", y), ("dy", dy))
-    out = _output(op, "out", out, (kh, kw, cin, cout), inputs)
-    db_out = _output(op, "db_out", db_out, (cout,), inputs + (("out", out),))
+    inputs = given + (("x", x), ("y", y), ("dy", dy))
+    out = _output(op, "out", out, shape, inputs)
+    db_out = _output(op, "db_out", db_out, (shape[3],), inputs + (("out", out),))
     _run(op, lib.mg_conv2d_relu_backward_params,
-         (_ptr(cols), _ptr(y), _ptr(dy), _ptr(out), _ptr(db_out), rows, taps, cout), (out, db_out))
+         (_ptr(x), _ptr(y), _ptr(dy), _ptr(out), _ptr(db_out), shape[3]) + geometry, (out, db_out))
     return out, db_out
 
 
@@ -261,7 +252,8 @@ def max_pool2d_forward(x, pool_size=(2, 2), strides=None, padding="valid", out=N
 
 def max_pool2d_backward(dy, argmax, x_shape, pool_size=(2, 2), strides=None, padding="valid", out=None):
     """dx (x_shape): each element of x gets the sum of dy over the windows whose argmax
-    it is (the pool geometry must be the forward's)."""
+    it is, windows in row-major order (the pool geometry must be the forward's). An
+    argmax entry that names no element of its own window adds nothing."""
     op = "max_pool2d_backward"
     (ph, pw), strides, padding = _pool_args(op, pool_size, strides, padding)
     n, h, wd, c = _shape4(op, "x_shape", x_shape)

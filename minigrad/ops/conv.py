@@ -15,7 +15,7 @@ view of one, so a captured step replays them.
 [[5.0, 6.0], [9.0, 10.0]]
 """
 from .. import kernels
-from ..function import Function, is_grad_enabled
+from ..function import Function
 from ..kernels import tape
 from . import _tensor
 
@@ -28,33 +28,35 @@ def _rows(array, cols):
 
 
 class Conv2D(Function):
-    """y = activation(conv(x, w) + b): im2col + one GEMM with a bias (+ relu) epilogue.
+    """y = activation(conv(x, w) + b): unfold + one GEMM with a bias (+ relu) epilogue,
+    a few images at a time (the unfolded x is never stored).
 
     Backward masks the gradient by relu' while summing it for the bias (one pass),
-    then dW = cols.T @ dz and, only when x needs a gradient (not for input images),
-    dx = col2im(dz @ W.T). When x needs none (a first layer), the mask, the bias
-    sums and dW are one pass that never writes dz out.
+    then dW = unfold(x).T @ dz (x unfolded again) and, only when x needs a gradient
+    (not for input images), dx = fold(dz @ W.T). When x needs none (a first
+    layer), the mask, the bias sums and dW are one pass that never writes dz out.
+    x is kept for backward as it is: like PyTorch, changing it in place before
+    backward changes the weight gradient.
     """
     name = "conv2d"
 
     @staticmethod
     def forward(ctx, x, w, b, strides=(1, 1), padding="valid", relu=False):
-        # cols (the unfolded x) is what the weight gradient needs; x itself is not kept
-        keep = ctx.needs_input_grad[1] and is_grad_enabled()
-        y, cols = kernels.conv2d_forward(x, w, b, strides, padding, relu, keep_cols=keep)
+        y = kernels.conv2d_forward(x, w, b, strides, padding, relu)
         ctx.x_shape, ctx.strides, ctx.padding, ctx.relu = x.shape, strides, padding, relu
-        ctx.save_for_backward(w, y, cols)
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, w, y)
         return y
 
     @staticmethod
     def backward(ctx, grad):
-        w, y, cols = ctx.saved
+        x, w, y = ctx.saved
         need_x, need_w, need_b = ctx.needs_input_grad
         cout = w.shape[3]
+        geometry = (ctx.strides, ctx.padding)
         if ctx.relu and need_w and not need_x:
             # a first layer: both parameter gradients in one pass, the masked
             # gradient never written out
-            dw, db = kernels.conv2d_relu_backward_params(cols, y, grad, w.shape)
+            dw, db = kernels.conv2d_relu_backward_params(x, y, grad, w.shape, *geometry)
             return None, dw, (db if need_b else None)
         if ctx.relu:
             dz, db = kernels.relu_backward_bias_grad(_rows(y, cout), _rows(grad, cout))
@@ -62,7 +64,7 @@ class Conv2D(Function):
         else:
             dz = grad
             db = kernels.bias_grad(_rows(grad, cout)) if need_b else None
-        dw = kernels.conv2d_backward_weight(cols, dz, w.shape) if need_w else None
+        dw = kernels.conv2d_backward_weight(x, dz, w.shape, *geometry) if need_w else None
         dx = (kernels.conv2d_backward_input(dz, w, ctx.x_shape, ctx.strides, ctx.padding)
               if need_x else None)
         return dx, dw, (db if need_b else None)
