@@ -91,9 +91,20 @@ class Optimizer:
                 self._same_state, variables, [self._slots.get(v) for v in variables]))
 
     def _apply_update(self, ws, gs, slots):
-        """The update of one step: one C call for every parameter, then the step count."""
-        self._update(ws, gs, slots, self.iterations + 1)
+        """The update of one step: one C call for every parameter, then the step count.
+        Both happen or neither: weights and slots updated without their count would
+        give Adam's next step the wrong t. A KeyboardInterrupt can arrive between any
+        two bytecodes, also right after the C call returned, so the count goes first
+        and is taken back only if the C call did not complete (its per-thread count
+        of applied updates says so)."""
+        done = kernels.optimizer_updates_done()
         self.iterations += 1
+        try:
+            self._update(ws, gs, slots, self.iterations)
+        except BaseException:
+            if kernels.optimizer_updates_done() == done:
+                self.iterations -= 1
+            raise
 
     def _same_state(self, variables, slots):
         """None while the optimizer still holds these state arrays (else why not)."""

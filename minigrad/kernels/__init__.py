@@ -127,14 +127,15 @@ def _labels(op, target, rows, cols):
         raise TypeError(f"{op}: expected integer class indices (int32/int64), received {target.dtype}")
     if target.shape != (rows,):
         raise ValueError(f"{op}: expected labels of shape ({rows},), received {target.shape}")
+    # always a private copy, checked after copying: the caller's array may be
+    # rewritten by another thread, and what is checked must be what C reads
+    target = tape.copy(target, I64)
     if rows:
         lo, hi = int(target.min()), int(target.max())
         if lo < 0 or hi >= cols:
             bad = lo if lo < 0 else hi
             raise ValueError(f"{op}: expected class indices in [0, {cols}), received {bad}")
-    if target.dtype == I64 and _usable_in_place(target):
-        return target
-    return tape.copy(target, I64)
+    return target
 
 
 def _ptr(x):
@@ -459,13 +460,11 @@ def gather_rows(src, idx, out=None):
         got = f"{idx.ndim}-d {idx.dtype} array" if isinstance(idx, np.ndarray) else _describe(idx)
         raise TypeError(f"{op}: expected idx to be a 1-d integer array, received {got}")
     rows = src.shape[0]
-    if idx.size:
-        lo, hi = int(idx.min()), int(idx.max())
-        if lo < 0 or hi >= rows:
-            raise ValueError(f"{op}: expected indices in [0, {rows}), received {lo if lo < 0 else hi}")
-    # always a private copy: C checks the indices, then reads them again while
-    # copying, and no other thread may change them in between
+    _check_indices(op, idx, rows)  # before the int64 copy, which would wrap a huge uint64
+    # always a private copy, checked again: C checks the indices, then reads them
+    # again while copying, and another thread may have changed the caller's array
     given_idx, idx = idx, tape.copy(idx, I64)
+    _check_indices(op, idx, rows)
     shape = (idx.size,) + src.shape[1:]
     out = _output(op, "out", out, shape, (("src", src), ("idx", given_idx)), dtype=src.dtype)
     if not _usable_in_place(src):
@@ -481,6 +480,13 @@ def gather_rows(src, idx, out=None):
                                   ffi.from_buffer("int64_t[]", idx), idx.size, ffi.from_buffer(out)),
          (out,))
     return out
+
+
+def _check_indices(op, idx, rows):
+    if idx.size:
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= rows:
+            raise ValueError(f"{op}: expected indices in [0, {rows}), received {lo if lo < 0 else hi}")
 
 
 def _take_rows(src, idx, out):
@@ -527,10 +533,9 @@ class RowGather:
         if not isinstance(order, np.ndarray) or order.ndim != 1 or order.dtype.kind not in "iu":
             raise TypeError(f"{op}: expected the order to be a 1-d integer array, "
                             f"received {_describe(order)}")
-        if order.size and (int(order.min()) < 0 or int(order.max()) >= self._rows):
-            raise ValueError(f"{op}: expected indices in [0, {self._rows}), received "
-                             f"{int(order.min()) if order.min() < 0 else int(order.max())}")
+        _check_indices(op, order, self._rows)
         order = np.array(order, dtype=I64)  # private: C checks it, then reads it again
+        _check_indices(op, order, self._rows)  # the caller's array may have changed meanwhile
         self._order, self._order_ptr = order, ffi.cast("int64_t *", ffi.from_buffer(order))
 
     def take(self, start, stop):
@@ -668,6 +673,12 @@ def sgd_update(w, g, velocity, lr, momentum=0.0, nesterov=False):
     momentum = _scalar(op, "momentum", momentum)
     table, count, keep = _param_table(op, w, g, [velocity] if momentum != 0.0 else [])
     _run(op, lib.mg_sgd_update, (table, count, _scalar(op, "lr", lr), momentum, bool(nesterov)), keep)
+
+
+def optimizer_updates_done():
+    """How many optimizer updates (rmsprop/sgd/adam_update) this thread's C calls applied:
+    compared before and after a call, it tells whether an interrupted call ran."""
+    return int(lib.mg_optimizer_updates_done())
 
 
 def adam_update(w, g, m, v, lr, beta1, beta2, eps, step):
