@@ -19,6 +19,7 @@ the recorded kernel calls, for any model.
 """
 import copy
 import math
+import numbers
 import os
 import sys
 import tempfile
@@ -34,6 +35,7 @@ from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
 from . import kernels, utils
+from ._files import open_regular
 from .function import no_grad
 from .jit import Jitted, NonFiniteLoss, stop_if_not_finite
 from .kernels import tape
@@ -59,10 +61,17 @@ def _verbose(value, where):
 
 
 def _numeric(x, name, where):
-    x = x.data if isinstance(x, Tensor) else np.asarray(x)
+    x = x.data if isinstance(x, Tensor) else np.asarray(kernels.plain_array(where, name, x))
     if x.dtype.kind not in "biuf":
         raise TypeError(f"{where}: expected {name} to be numeric, received dtype {x.dtype}")
     return x
+
+
+def _aligned(x, dtype):
+    """x as a C-contiguous, aligned array of dtype (a copy only when it is not one):
+    fit's batches are gathered by C, which reads the rows in place."""
+    x = np.ascontiguousarray(x, dtype=dtype)
+    return x if x.flags.aligned else x.copy()
 
 
 class Sequential:
@@ -204,7 +213,7 @@ class Sequential:
         if not self.built or self._input_shape is None:
             self.build(x.shape[1:])
         self._layers[0].check_input_shape(x.shape)
-        return np.ascontiguousarray(x, dtype=_F32)
+        return _aligned(x, _F32)
 
     @property
     def _fused(self):
@@ -220,9 +229,9 @@ class Sequential:
             return self.loss.on_pre_activation(y, out)
         loss = self.loss(y, out)
         if not isinstance(loss, Tensor):
-            raise TypeError(f"the loss {getattr(self.loss, '__name__', self.loss)!r} returned "
-                            f"{type(loss).__name__}; expected a scalar Tensor computed with "
-                            f"minigrad ops (so that it has a gradient)")
+            raise TypeError(f"loss {getattr(self.loss, '__name__', self.loss)!r} (given to compile): "
+                            f"expected it to return a scalar Tensor computed with minigrad ops "
+                            f"(so that it has a gradient), received {type(loss).__name__}")
         return loss
 
     # ------------------------------------------------------------ compile
@@ -265,7 +274,7 @@ class Sequential:
         units = self._output_shapes()[-1][-1]
         if isinstance(self.loss, losses_module.Loss):
             return self.loss.targets(y, units)
-        return np.ascontiguousarray(y, dtype=np.int64 if y.dtype.kind in "iub" else _F32)
+        return _aligned(y, np.int64 if y.dtype.kind in "iub" else _F32)
 
     def _data(self, x, y, where):
         x = self._inputs(x, where)
@@ -361,9 +370,13 @@ class Sequential:
         verbose = _verbose(verbose, where)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise ValueError(f"{where}: expected shuffle to be True or False, received {shuffle!r}")
-        if (isinstance(validation_split, bool) or not isinstance(validation_split, (int, float))
-                or not 0.0 <= validation_split < 1.0):
+        if (isinstance(validation_split, (bool, np.bool_))
+                or not isinstance(validation_split, numbers.Real) or not 0.0 <= validation_split < 1.0):
             raise ValueError(f"{where}: expected 0 <= validation_split < 1, received {validation_split!r}")
+        if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+            # as Keras: a list, even of one (a lone Callback is not iterable)
+            raise TypeError(f"{where}: expected callbacks to be a list of Callback instances, "
+                            f"received {type(callbacks).__name__}")
         callbacks = list(callbacks or [])
         for cb in callbacks:
             if not isinstance(cb, callbacks_module.Callback):
@@ -396,7 +409,11 @@ class Sequential:
         cbs = user_callbacks + [history]
         if verbose:
             cbs.append(callbacks_module.ProgbarLogger(verbose))
-        cbs = callbacks_module.CallbackList(cbs, self, {"epochs": epochs, "steps": steps, "verbose": verbose})
+        # "metrics": the keys of the epoch logs (Keras' name), for callbacks to check up front
+        keys = ["loss"] + [m.name for m in metrics]
+        keys += ["val_" + k for k in keys] if val is not None else []
+        cbs = callbacks_module.CallbackList(cbs, self, {"epochs": epochs, "steps": steps, "verbose": verbose,
+                                                        "metrics": keys})
         batches = _Batches(x, y, batch_size, shuffle)
         step_function = None if self._overrides_train_step() else self._step_function("fit")
         if step_function is not None:
@@ -789,13 +806,13 @@ class _NpzReader:
 
     def __init__(self, path, where):
         self.path, self.where = path, where
+        self._file = open_regular(path, where)  # /dev/zero or a FIFO would be read forever
         try:
-            self.zip = zipfile.ZipFile(path)
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            raise
+            self.zip = zipfile.ZipFile(self._file)
         except self._ERRORS as exc:
-            with open(path, "rb") as f:
-                magic = f.read(6)
+            self._file.seek(0)
+            magic = self._file.read(6)
+            self._file.close()
             if magic == b"\x93NUMPY":
                 raise ValueError(f"{where}: expected an .npz archive written by save_weights, "
                                  f"received a single .npy array") from None
@@ -815,6 +832,7 @@ class _NpzReader:
                 self.keys.append(key)
         except BaseException:
             self.zip.close()
+            self._file.close()
             raise
         self._headers = {}
 
@@ -823,6 +841,7 @@ class _NpzReader:
 
     def __exit__(self, *exc_info):
         self.zip.close()
+        self._file.close()
         return False
 
     def _fail(self, key, exc):

@@ -48,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import open_regular
+
 __all__ = [
     "load_data",
     "DatasetUnavailableError",
@@ -243,7 +245,7 @@ def _load_file(found, verify):
 
 def _sha256_file(path):
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path, str(path), DatasetFormatError) as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -301,9 +303,9 @@ def _read_idx(path, ndim, max_count, verify):
     if verify:
         _verify(path)
     fix = "Delete or replace it with a good copy of the MNIST file."
-    opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:
+        raw = open_regular(path, str(path), DatasetFormatError)  # never a device or a FIFO
+        with raw, (gzip.open(raw, "rb") if path.name.endswith(".gz") else raw) as f:
             magic = f.read(4)
             if len(magic) < 4:
                 raise DatasetFormatError(f"{path}: truncated IDX header. {fix}")
@@ -370,7 +372,8 @@ def _load_npz(path, verify):
         _verify(path)
     fix = f"Delete or replace it; expected keys {', '.join(_NPZ_KEYS)} holding uint8 MNIST arrays."
     try:
-        with zipfile.ZipFile(path) as zf:
+        raw = open_regular(path, str(path), DatasetFormatError)  # never a device or a FIFO
+        with raw, zipfile.ZipFile(raw) as zf:
             members = set(zf.namelist())
             missing = [k for k in _NPZ_KEYS if k + ".npy" not in members]
             if missing:
@@ -387,7 +390,8 @@ def _load_npz(path, verify):
                 raise DatasetFormatError(
                     f"{path}: x_{split} has shape {x_shape} and y_{split} {y_shape}; expected "
                     f"(n, {_ROWS}, {_COLS}) and (n,) with n <= {max_count}. {fix}")
-        with np.load(path, allow_pickle=False) as data:
+        with open_regular(path, str(path), DatasetFormatError) as raw, \
+                np.load(raw, allow_pickle=False) as data:
             arrays = {k: np.ascontiguousarray(data[k]) for k in _NPZ_KEYS}
     except DatasetFormatError:
         raise
