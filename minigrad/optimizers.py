@@ -97,13 +97,13 @@ class Optimizer:
         two bytecodes, also right after the C call returned, so the count goes first
         and is taken back only if the C call did not complete (its per-thread count
         of applied updates says so)."""
-        done = kernels.optimizer_updates_done()
-        self.iterations += 1
+        before, done = self.iterations, kernels.optimizer_updates_done()
         try:
-            self._update(ws, gs, slots, self.iterations)
+            self.iterations = before + 1
+            self._update(ws, gs, slots, before + 1)
         except BaseException:
             if kernels.optimizer_updates_done() == done:
-                self.iterations -= 1
+                self.iterations = before
             raise
 
     def _same_state(self, variables, slots):

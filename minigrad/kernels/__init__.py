@@ -157,7 +157,16 @@ def _labels(op, target, rows, cols):
     # by another thread, and what is checked must be what C reads
     target = tape.copy(target, I64)
     _check_labels(op, target, cols)
+    _record_check(_check_labels, (op, target, cols))
     return target
+
+
+def _record_check(check, args):
+    """Replays recompute a private copy from the caller's array, which may hold other
+    values by then: the check is recorded too, so a replay raises the op's error."""
+    recording = getattr(_tape_local, "tape", None)
+    if recording is not None:
+        recording.add(check, args)
 
 
 def _check_labels(op, target, cols):
@@ -498,6 +507,7 @@ def gather_rows(src, idx, out=None):
     # again while copying, and another thread may have changed the caller's array
     given_idx, idx = idx, tape.copy(idx, I64)
     _check_indices(op, idx, rows)
+    _record_check(_check_indices, (op, idx, rows))
     shape = (idx.size,) + src.shape[1:]
     out = _output(op, "out", out, shape, (("src", src), ("idx", given_idx)), dtype=src.dtype)
     if not _usable_in_place(src):
