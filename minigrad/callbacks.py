@@ -131,6 +131,9 @@ def _display_order(logs):
 
 
 def _monitor_mode(mode, monitor, who):
+    if not isinstance(monitor, str):
+        raise TypeError(f"{who}: expected monitor to be the name of a log key such as 'val_loss', "
+                        f"received {type(monitor).__name__}")
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"{who}: expected mode 'auto', 'min' or 'max', received {mode!r}")
     if mode == "auto":
@@ -219,6 +222,9 @@ class ModelCheckpoint(Callback):
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, mode="auto",
                  include_optimizer=False):
         super().__init__()
+        if not isinstance(filepath, (str, os.PathLike)):
+            raise TypeError(f"ModelCheckpoint: expected filepath to be a str or os.PathLike, "
+                            f"received {type(filepath).__name__}")
         self.filepath = os.fspath(filepath)
         self.include_optimizer = bool(include_optimizer)
         self.monitor, self.verbose = monitor, verbose

@@ -35,6 +35,8 @@ def gradcheck(fn, inputs, eps=1e-3, atol=1e-3, rtol=1e-2, seed=0):
             raise ValueError(f"gradcheck: expected a finite {name} {low}, received {value!r}")
     if not callable(fn):
         raise TypeError(f"gradcheck: expected fn to be callable, received {type(fn).__name__}")
+    if not isinstance(inputs, (list, tuple)):
+        raise TypeError(f"gradcheck: expected inputs to be a list of Tensors, received {type(inputs).__name__}")
     inputs = list(inputs)
     checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not checked:

@@ -60,8 +60,20 @@ def _verbose(value, where):
     return int(value)
 
 
+def _path(filepath, where):
+    try:
+        return os.fspath(filepath)
+    except TypeError:
+        raise TypeError(f"{where}: expected a file path (str or os.PathLike), "
+                        f"received {type(filepath).__name__}") from None
+
+
 def _numeric(x, name, where):
-    x = x.data if isinstance(x, Tensor) else np.asarray(kernels.plain_array(where, name, x))
+    try:
+        x = x.data if isinstance(x, Tensor) else np.asarray(kernels.plain_array(where, name, x))
+    except ValueError as exc:  # ragged nested lists
+        raise ValueError(f"{where}: expected {name} to be a rectangular numeric array, "
+                         f"received {type(x).__name__} ({exc})") from None
     if x.dtype.kind not in "biuf":
         raise TypeError(f"{where}: expected {name} to be numeric, received dtype {x.dtype}")
     return x
@@ -102,6 +114,9 @@ class Sequential:
         self.compiled = False
         self.stop_training = False
         self.history = None
+        if layers is not None and not isinstance(layers, (list, tuple)):
+            raise TypeError(f"Sequential: expected layers to be a list of Layer instances, "
+                            f"received {type(layers).__name__}")
         for layer in layers or []:
             self.add(layer)
 
@@ -513,6 +528,8 @@ class Sequential:
         where = "evaluate"
         self._require_compiled(where)
         batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size", where)
+        if not isinstance(return_dict, (bool, np.bool_)):
+            raise TypeError(f"{where}: expected return_dict to be True or False, received {return_dict!r}")
         verbose = _verbose(verbose, where)
         x, y = self._data(x, y, where)
         if len(x) == 0:
@@ -549,6 +566,8 @@ class Sequential:
 
     def set_weights(self, weights):
         """Set all weights from a list like ``get_weights()``'s; checked fully before any is set."""
+        if not isinstance(weights, (list, tuple)):
+            raise TypeError(f"set_weights: expected a list of arrays, received {type(weights).__name__}")
         weights, current = list(weights), self.weights
         if len(weights) != len(current):
             raise ValueError(f"set_weights: expected a list of {len(current)} arrays, "
@@ -579,7 +598,10 @@ class Sequential:
         if not self.built:
             raise ValueError("save_weights: the model is not built yet (no weights); call it on "
                              "data or give the first layer an input_shape")
-        filepath = os.fspath(filepath)
+        filepath = _path(filepath, "save_weights")
+        if os.path.isdir(filepath):  # the temporary file would go to its parent, the rename fail
+            raise IsADirectoryError(f"save_weights: expected a file path, received the directory "
+                                    f"{filepath!r}")
         keys = self._weight_keys()
         arrays = {key: t.data for key, _, t in keys}
         if include_optimizer:
@@ -618,7 +640,7 @@ class Sequential:
         ``include_optimizer=True`` is restored when the model is compiled with the
         same kind of optimizer (with a warning and skipped when it is not compiled).
         """
-        filepath = os.fspath(filepath)
+        filepath = _path(filepath, "load_weights")
         where = f"load_weights({filepath!r})"
         if not self._layers:
             raise ValueError(f"{where}: the model has no layers")
@@ -719,6 +741,8 @@ class Sequential:
     # ------------------------------------------------------------ summary
     def summary(self, print_fn=None):
         """Print the layer table (Keras 3 style): output shapes and parameter counts."""
+        if print_fn is not None and not callable(print_fn):
+            raise TypeError(f"summary: expected print_fn to be callable, received {type(print_fn).__name__}")
         print_fn = print_fn or (lambda line: print(line, file=sys.stdout))
         widths = (33, 24, 15)
         shapes = self._output_shapes()

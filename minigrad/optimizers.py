@@ -63,7 +63,11 @@ class Optimizer:
     # ------------------------------------------------------------ public API
     def apply(self, grads, variables):
         """Update each variable (Tensor) with its gradient (array or Tensor; None = skip)."""
-        grads, variables = list(grads), list(variables)
+        try:
+            grads, variables = list(grads), list(variables)
+        except TypeError:
+            raise TypeError(f"{type(self).__name__}: expected gradients and variables as iterables, "
+                            f"received {type(grads).__name__} and {type(variables).__name__}") from None
         if len(grads) != len(variables):
             raise ValueError(f"{type(self).__name__}: expected one gradient per variable "
                              f"({len(variables)}), received {len(grads)}")
@@ -116,7 +120,14 @@ class Optimizer:
 
     def apply_gradients(self, grads_and_vars):
         """Keras form: ``opt.apply_gradients(zip(grads, variables))``."""
-        pairs = list(grads_and_vars)
+        try:
+            pairs = [tuple(p) for p in grads_and_vars]
+        except TypeError:
+            raise TypeError(f"{type(self).__name__}.apply_gradients: expected (gradient, variable) "
+                            f"pairs, received {type(grads_and_vars).__name__}") from None
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError(f"{type(self).__name__}.apply_gradients: expected (gradient, variable) "
+                             f"pairs, received an item of length {[len(p) for p in pairs if len(p) != 2][0]}")
         self.apply([g for g, _ in pairs], [v for _, v in pairs])
 
     def step(self, params):

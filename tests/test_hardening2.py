@@ -746,3 +746,48 @@ def test_numpy_scalars_wherever_python_numbers_are():
     callbacks.EarlyStopping(patience=np.int64(2), min_delta=np.float32(0.01))
     utils.to_categorical([0, 1], num_classes=np.int64(3))
     kernels.gemm(np.ones((2, 2), F32), np.ones((2, 2), F32), alpha=np.float32(2), beta=np.float64(0))
+
+
+# ================================================================ every public entry point names itself
+
+def _compiled():
+    return toy_model()
+
+
+@pytest.mark.parametrize("call, error, text", [
+    (lambda: _compiled().fit([[1.0, 2.0], [3.0]], [0, 1], verbose=0), ValueError,
+     r"^fit: expected x to be a rectangular numeric array, received list"),
+    (lambda: _compiled().evaluate(*toy_data(8), verbose=0, return_dict="yes"), TypeError,
+     r"^evaluate: expected return_dict to be True or False, received 'yes'"),
+    (lambda: callbacks.EarlyStopping(monitor=3), TypeError,
+     r"^EarlyStopping: expected monitor to be the name of a log key"),
+    (lambda: callbacks.ModelCheckpoint(3), TypeError,
+     r"^ModelCheckpoint: expected filepath to be a str or os.PathLike, received int"),
+    (lambda: _compiled().save_weights(3), TypeError,
+     r"^save_weights: expected a file path \(str or os.PathLike\), received int"),
+    (lambda: _compiled().load_weights(None), TypeError,
+     r"^load_weights: expected a file path \(str or os.PathLike\), received NoneType"),
+    (lambda: _compiled().set_weights(3), TypeError, r"^set_weights: expected a list of arrays, received int"),
+    (lambda: optimizers.Adam().apply_gradients(3), TypeError,
+     r"^Adam.apply_gradients: expected \(gradient, variable\) pairs, received int"),
+    (lambda: optimizers.SGD().apply_gradients([(np.ones(1, F32),)]), ValueError,
+     r"^SGD.apply_gradients: expected \(gradient, variable\) pairs, received an item of length 1"),
+    (lambda: optimizers.RMSprop().apply(3, []), TypeError,
+     r"^RMSprop: expected gradients and variables as iterables, received int and list"),
+    (lambda: models.Sequential(3), TypeError, r"^Sequential: expected layers to be a list of Layer instances"),
+    (lambda: _compiled().summary(print_fn=3), TypeError, r"^summary: expected print_fn to be callable"),
+    (lambda: mg.gradcheck(lambda t: t, 3), TypeError, r"^gradcheck: expected inputs to be a list of Tensors"),
+    (lambda: mg.gradcheck(3, [mg.Tensor([1.0], requires_grad=True)]), TypeError,
+     r"^gradcheck: expected fn to be callable, received int"),
+])
+def test_public_entry_points_name_themselves(call, error, text):
+    with pytest.raises(error, match=text):
+        call()
+
+
+def test_save_weights_to_a_directory_names_the_function(tmp_path):
+    model = _compiled()
+    with pytest.raises(IsADirectoryError, match=r"^save_weights: expected a file path, received the directory"):
+        model.save_weights(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind (nor in its parent)
+    assert not list(tmp_path.parent.glob(".tmp_weights_*"))
