@@ -239,7 +239,11 @@ def _allocate(op, name, shape, dtype=F32):
 # ---------------------------------------------------------------- threads
 
 def set_num_threads(n):
-    """Use `n` threads in every kernel (default: OMP_NUM_THREADS or the usable CPUs)."""
+    """Use `n` threads in every kernel (default: OMP_NUM_THREADS or the usable CPUs).
+
+    A process forked after kernels ran on several threads runs them on one thread
+    (OpenMP's team does not survive a fork); it computes the same numbers.
+    """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"set_num_threads: expected a positive integer, received {n!r}")
     lib.mg_set_num_threads(int(min(n, 4096)))
