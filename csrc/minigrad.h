@@ -23,6 +23,8 @@
 void mg_set_num_threads(int n);
 int mg_get_num_threads(void);
 int mg_default_num_threads(void);
+/* 1 in a process forked after kernels ran on several threads: it runs them serially. */
+int mg_is_serial_child(void);
 int mg_has_openmp(void);
 /* Which GEMM micro-kernel runs on this CPU: "avx2-fma" or "portable". */
 const char *mg_gemm_kernel_name(void);
@@ -138,6 +140,8 @@ int mg_adamw_update(const mg_param_t *params, int64_t count,
                     double lr, double beta1, double beta2, double eps, double weight_decay,
                     int amsgrad, int64_t step);
 int mg_clip_gradients(const mg_param_t *params, int64_t count, int mode, double clip);
+/* How many of the three updates above returned MG_OK on the calling thread. */
+uint64_t mg_optimizer_updates_done(void);
 /* 2-D convolution and max pooling, NHWC (see conv.c and pool.c).
  * Geometry, shared by all of them: x is n x h x w x c; the kernel (or pool
  * window) is kh x kw with strides sh, sw; pad_top/pad_left rows/columns of

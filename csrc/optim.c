@@ -8,6 +8,23 @@
 #include "minigrad.h"
 #include "internal.h"
 
+/* Updates completed by the calling thread: Python reads it before and after an
+ * optimizer call to know whether the update was applied when an exception
+ * (a Ctrl-C) interrupts the call's Python side. Per thread, so that another
+ * thread's training cannot be mistaken for this one's. */
+static _Thread_local uint64_t tls_updates_done = 0;
+
+uint64_t mg_optimizer_updates_done(void)
+{
+    return tls_updates_done;
+}
+
+static int update_done(void)
+{
+    tls_updates_done++;
+    return MG_OK;
+}
+
 static int check_params(const mg_param_t *params, int64_t count, int slots)
 {
     if (count < 0 || (count > 0 && !params))
@@ -111,7 +128,7 @@ int mg_rmsprop_update(const mg_param_t *params, int64_t count,
         MG_FOR_CHUNKS(q->n, rmsprop_chunk(q->w + off, q->g + off, q->slot1 + off, len,
                                           lr, rho, one_minus_rho, eps, eps_inside));
     }
-    return MG_OK;
+    return update_done();
 }
 
 int mg_sgd_update(const mg_param_t *params, int64_t count,
@@ -126,7 +143,7 @@ int mg_sgd_update(const mg_param_t *params, int64_t count,
         MG_FOR_CHUNKS(q->n, sgd_chunk(q->w + off, q->g + off, vel ? vel + off : 0, len,
                                       lr, momentum, nesterov));
     }
-    return MG_OK;
+    return update_done();
 }
 
 int mg_adam_update(const mg_param_t *params, int64_t count,
@@ -143,7 +160,7 @@ int mg_adam_update(const mg_param_t *params, int64_t count,
         MG_FOR_CHUNKS(q->n, adam_chunk(q->w + off, q->g + off, q->slot1 + off, q->slot2 + off, len,
                                        alpha, c1, c2, eps));
     }
-    return MG_OK;
+    return update_done();
 }
 
 int mg_adamw_update(const mg_param_t *params, int64_t count,
@@ -162,7 +179,7 @@ int mg_adamw_update(const mg_param_t *params, int64_t count,
         MG_FOR_CHUNKS(q->n, adamw_chunk(q->w + off, q->g + off, q->slot1 + off, q->slot2 + off,
                                      vhat ? vhat + off : 0, len, lr, wd, alpha, c1, c2, eps));
     }
-    return MG_OK;
+    return update_done();
 }
 
 /* Sum of squares of one chunk, in double and in index order. */

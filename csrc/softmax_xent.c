@@ -23,11 +23,20 @@ static float softmax_row(const float *z, float *p, int64_t cols, float *zmax)
     return logf(sum);
 }
 
+/* labels[i], read exactly once. The labels may live in memory another thread
+ * can write while the kernel runs, so the value that is range-checked must be
+ * the value that is used: a second read could return an index the check never
+ * saw. The relaxed atomic load keeps the compiler from re-reading it. */
+static inline int64_t label_at(const int64_t *labels, int64_t i)
+{
+    return __atomic_load_n(labels + i, __ATOMIC_RELAXED);
+}
+
 /* Checked before anything is written, so a bad label leaves every output untouched. */
 static int labels_in_range(const int64_t *labels, int64_t rows, int64_t cols)
 {
     for (int64_t i = 0; i < rows; i++)
-        if (labels[i] < 0 || labels[i] >= cols)
+        if (label_at(labels, i) < 0 || label_at(labels, i) >= cols)
             return 0;
     return 1;
 }
@@ -48,7 +57,8 @@ int mg_softmax_xent_forward_index(const float *logits, const int64_t *labels,
         return MG_EINVAL;
     if (!labels_in_range(labels, rows, cols))
         return MG_ELABEL;
-    MG_OMP(omp parallel num_threads(MG_THREADS(rows * cols * 8)))
+    int changed = 0; /* a label left the range after the check (a concurrent writer) */
+    MG_OMP(omp parallel num_threads(MG_THREADS(rows * cols * 8)) reduction(|:changed))
     {
         MG_FTZ_BEGIN;
         MG_OMP(omp for schedule(static))
@@ -56,11 +66,19 @@ int mg_softmax_xent_forward_index(const float *logits, const int64_t *labels,
             float mx;
             const float *z = logits + i * cols;
             float log_sum = softmax_row(z, probs + i * cols, cols, &mx);
+            const int64_t y = label_at(labels, i);
+            if (y < 0 || y >= cols) {
+                changed = 1;
+                row_loss[i] = NAN;
+                continue;
+            }
             /* -log softmax(z)_y = log_sum - (z_y - max) */
-            row_loss[i] = log_sum - (z[labels[i]] - mx);
+            row_loss[i] = log_sum - (z[y] - mx);
         }
         MG_FTZ_END;
     }
+    if (changed)
+        return MG_ELABEL;
     *loss = mean_in_row_order(row_loss, rows);
     return MG_OK;
 }
@@ -99,19 +117,22 @@ int mg_softmax_xent_backward_index(const float *probs, const int64_t *labels, fl
         return MG_EINVAL;
     if (!labels_in_range(labels, rows, cols))
         return MG_ELABEL;
-    MG_OMP(omp parallel num_threads(MG_THREADS(rows * cols)))
+    int changed = 0; /* as in the forward: the label used is the label checked */
+    MG_OMP(omp parallel num_threads(MG_THREADS(rows * cols)) reduction(|:changed))
     {
         MG_FTZ_BEGIN;
         MG_OMP(omp for schedule(static))
         for (int64_t i = 0; i < rows; i++) {
             const float *p = probs + i * cols;
             float *d = dlogits + i * cols;
+            const int64_t y = label_at(labels, i);
+            changed |= y < 0 || y >= cols;
             for (int64_t j = 0; j < cols; j++)
-                d[j] = scale * (j == labels[i] ? p[j] - 1.0f : p[j]);
+                d[j] = scale * (j == y ? p[j] - 1.0f : p[j]);
         }
         MG_FTZ_END;
     }
-    return MG_OK;
+    return changed ? MG_ELABEL : MG_OK;
 }
 
 int mg_softmax_xent_backward_dense(const float *probs, const float *targets, float scale,

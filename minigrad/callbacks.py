@@ -9,6 +9,7 @@ import csv
 import inspect
 import math
 import os
+import string
 import sys
 import warnings
 
@@ -133,6 +134,9 @@ def _display_order(logs):
 
 
 def _monitor_mode(mode, monitor, who):
+    if not isinstance(monitor, str):
+        raise TypeError(f"{who}: expected monitor to be the name of a log key such as 'val_loss', "
+                        f"received {type(monitor).__name__}")
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"{who}: expected mode 'auto', 'min' or 'max', received {mode!r}")
     if mode == "auto":
@@ -221,12 +225,39 @@ class ModelCheckpoint(Callback):
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, mode="auto",
                  include_optimizer=False):
         super().__init__()
+        if not isinstance(filepath, (str, os.PathLike)):
+            raise TypeError(f"ModelCheckpoint: expected filepath to be a str or os.PathLike, "
+                            f"received {type(filepath).__name__}")
         self.filepath = os.fspath(filepath)
         self.include_optimizer = bool(include_optimizer)
         self.monitor, self.verbose = monitor, verbose
         self.save_best_only = bool(save_best_only)
         self.mode = _monitor_mode(mode, monitor, "ModelCheckpoint")
         self.best = math.inf if self.mode == "min" else -math.inf
+        try:
+            self._fields = {f.split(".")[0].split("[")[0]
+                            for _, f, _, _ in string.Formatter().parse(self.filepath) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"ModelCheckpoint: expected filepath to be a format pattern such as "
+                             f"'weights_{{epoch:02d}}.npz', received {self.filepath!r} ({exc})") from None
+
+    def on_train_begin(self, logs=None):
+        # A pattern naming a key the logs will not have would fail only after the first
+        # epoch's work; fit says which keys there will be (params["metrics"]).
+        keys = self.params.get("metrics") if isinstance(self.params, dict) else None
+        if keys is None:
+            return
+        available = {"epoch": 1, **{k: 0.5 for k in keys}}
+        missing = sorted(f for f in self._fields if f not in available)
+        if missing:
+            raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} names "
+                             f"{', '.join(map(repr, missing))}, which the logs will not have; "
+                             f"expected keys among {sorted(available)}")
+        try:
+            self.filepath.format(**available)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            raise ValueError(f"ModelCheckpoint: cannot format filepath {self.filepath!r} with "
+                             f"the logs' values ({type(exc).__name__}: {exc})") from None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

@@ -5,6 +5,9 @@
 >>> mg.gradcheck(lambda t: (t * t).exp().sum(), [x])
 True
 """
+import math
+import numbers
+
 import numpy as np
 
 from .function import no_grad
@@ -24,6 +27,16 @@ def gradcheck(fn, inputs, eps=1e-3, atol=1e-3, rtol=1e-2, seed=0):
     not be too small. Raises GradcheckError naming the input and the element
     that disagree; returns True otherwise.
     """
+    for name, value, low in (("eps", eps, "> 0"), ("atol", atol, ">= 0"), ("rtol", rtol, ">= 0")):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"gradcheck: expected {name} to be a real number, "
+                            f"received {type(value).__name__}")
+        if not (math.isfinite(value) and (value > 0 if name == "eps" else value >= 0)):
+            raise ValueError(f"gradcheck: expected a finite {name} {low}, received {value!r}")
+    if not callable(fn):
+        raise TypeError(f"gradcheck: expected fn to be callable, received {type(fn).__name__}")
+    if not isinstance(inputs, (list, tuple)):
+        raise TypeError(f"gradcheck: expected inputs to be a list of Tensors, received {type(inputs).__name__}")
     inputs = list(inputs)
     checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not checked:
@@ -54,6 +67,10 @@ def gradcheck(fn, inputs, eps=1e-3, atol=1e-3, rtol=1e-2, seed=0):
             flat[j] = original
             # the step actually taken in float32, not the nominal eps
             step = float(np.float32(original + np.float32(eps))) - float(np.float32(original - np.float32(eps)))
+            if not step > 0:  # eps below float32 resolution at this value (or a NaN/inf input)
+                index = tuple(int(k) for k in np.unravel_index(j, x.shape))
+                raise ValueError(f"gradcheck: eps={eps} does not change input {i} at element "
+                                 f"{index} (value {float(original)!r}) in float32; use a larger eps")
             numeric = (plus - minus) / step
             got = float(analytic.reshape(-1)[j])
             if not abs(got - numeric) <= atol + rtol * abs(numeric):

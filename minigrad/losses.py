@@ -26,6 +26,7 @@ import numpy as np
 
 from .function import Function
 from .kernels import tape
+from .kernels import plain_array
 from .kernels.tape import call, copy, ufunc
 from .ops import nn, softmax_cross_entropy
 from .tensor import Tensor
@@ -55,13 +56,13 @@ def _inside(x, lo, hi):
 
 # ---------------------------------------------------------------- targets
 
-def _array(y):
-    return y.data if isinstance(y, Tensor) else np.asarray(y)
+def _array(y, op="loss"):
+    return y.data if isinstance(y, Tensor) else np.asarray(plain_array(op, "y_true", y))
 
 
 def sparse_targets(y_true, num_classes, op="sparse_categorical_crossentropy"):
     """Integer labels as int64 (N,), checked to lie in [0, num_classes). (N, 1) is accepted."""
-    y = _array(y_true)
+    y = _array(y_true, op)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y.reshape(-1)
     if y.ndim != 1:
@@ -78,14 +79,14 @@ def sparse_targets(y_true, num_classes, op="sparse_categorical_crossentropy"):
         bad = y.min() if y.min() < 0 else y.max()
         raise ValueError(f"{op}: expected labels in [0, {num_classes}) for a model with "
                          f"{num_classes} outputs, received {int(bad)}")
-    if y.dtype == np.int64 and y.flags.c_contiguous:
+    if y.dtype == np.int64 and y.flags.c_contiguous and y.flags.aligned:
         return y
     return copy(y, np.int64)
 
 
 def categorical_targets(y_true, num_classes, op="categorical_crossentropy"):
     """Target rows (one-hot or probabilities) as float32 (N, num_classes)."""
-    y = _array(y_true)
+    y = _array(y_true, op)
     if y.ndim != 2 or y.shape[1] != num_classes:
         hint = (" (integer labels? use sparse_categorical_crossentropy or to_categorical)"
                 if y.ndim == 1 else "")
@@ -93,7 +94,7 @@ def categorical_targets(y_true, num_classes, op="categorical_crossentropy"):
                          f"with {num_classes} outputs, received shape {y.shape}{hint}")
     if y.dtype.kind not in "biuf":
         raise TypeError(f"{op}: expected numeric targets, received dtype {y.dtype}")
-    if y.dtype == _F32 and y.flags.c_contiguous:
+    if y.dtype == _F32 and y.flags.c_contiguous and y.flags.aligned:
         return y
     return copy(y, _F32)
 

@@ -18,11 +18,12 @@ exact whatever the number of batches.
 """
 import numpy as np
 
+from .kernels import plain_array
 from .tensor import Tensor
 
 
 def _array(x):
-    return x.data if isinstance(x, Tensor) else np.asarray(x)
+    return x.data if isinstance(x, Tensor) else np.asarray(plain_array("metric", "its input", x))
 
 
 class Metric:

@@ -21,6 +21,7 @@ import copy
 import inspect
 import json
 import math
+import numbers
 import os
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
 from . import kernels, utils
+from ._files import open_regular
 from .function import no_grad
 from .jit import Jitted, NonFiniteLoss, stop_if_not_finite
 from .kernels import tape
@@ -63,11 +65,30 @@ def _verbose(value, where):
     return int(value)
 
 
+def _path(filepath, where):
+    try:
+        return os.fspath(filepath)
+    except TypeError:
+        raise TypeError(f"{where}: expected a file path (str or os.PathLike), "
+                        f"received {type(filepath).__name__}") from None
+
+
 def _numeric(x, name, where):
-    x = x.data if isinstance(x, Tensor) else np.asarray(x)
+    try:
+        x = x.data if isinstance(x, Tensor) else np.asarray(kernels.plain_array(where, name, x))
+    except ValueError as exc:  # ragged nested lists
+        raise ValueError(f"{where}: expected {name} to be a rectangular numeric array, "
+                         f"received {type(x).__name__} ({exc})") from None
     if x.dtype.kind not in "biuf":
         raise TypeError(f"{where}: expected {name} to be numeric, received dtype {x.dtype}")
     return x
+
+
+def _aligned(x, dtype):
+    """x as a C-contiguous, aligned array of dtype (a copy only when it is not one):
+    fit's batches are gathered by C, which reads the rows in place."""
+    x = np.ascontiguousarray(x, dtype=dtype)
+    return x if x.flags.aligned else x.copy()
 
 
 class Sequential:
@@ -100,6 +121,9 @@ class Sequential:
         self.compiled = False
         self.stop_training = False
         self.history = None
+        if layers is not None and not isinstance(layers, (list, tuple)):
+            raise TypeError(f"Sequential: expected layers to be a list of Layer instances, "
+                            f"received {type(layers).__name__}")
         for layer in layers or []:
             self.add(layer)
 
@@ -211,7 +235,7 @@ class Sequential:
         if not self.built or self._input_shape is None:
             self.build(x.shape[1:])
         self._layers[0].check_input_shape(x.shape)
-        return np.ascontiguousarray(x, dtype=_F32)
+        return _aligned(x, _F32)
 
     @property
     def _fused(self):
@@ -243,8 +267,9 @@ class Sequential:
         name = getattr(self.loss, "__name__", repr(self.loss))
         loss = self.loss(y, out)
         if not isinstance(loss, Tensor):
-            raise TypeError(f"the loss {name!r} returned {type(loss).__name__}; expected a "
-                            f"Tensor computed with minigrad ops (so that it has a gradient)")
+            raise TypeError(f"loss {name!r} (given to compile): expected it to return a scalar "
+                            f"Tensor (or one value per sample) computed with minigrad ops (so "
+                            f"that it has a gradient), received {type(loss).__name__}")
         if loss.ndim == 0:
             if sample_weight is not None:
                 raise ValueError(f"the loss {name!r} returned a scalar, so it cannot be "
@@ -300,7 +325,7 @@ class Sequential:
         y = _numeric(y, "y", where)
         if isinstance(self.loss, losses_module.Loss):
             return self.loss.targets(y, self._output_shapes()[-1])
-        return np.ascontiguousarray(y, dtype=np.int64 if y.dtype.kind in "iub" else _F32)
+        return _aligned(y, np.int64 if y.dtype.kind in "iub" else _F32)
 
     def _data(self, x, y, where):
         x = self._inputs(x, where)
@@ -442,9 +467,13 @@ class Sequential:
         verbose = _verbose(verbose, where)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise ValueError(f"{where}: expected shuffle to be True or False, received {shuffle!r}")
-        if (isinstance(validation_split, bool) or not isinstance(validation_split, (int, float))
-                or not 0.0 <= validation_split < 1.0):
+        if (isinstance(validation_split, (bool, np.bool_))
+                or not isinstance(validation_split, numbers.Real) or not 0.0 <= validation_split < 1.0):
             raise ValueError(f"{where}: expected 0 <= validation_split < 1, received {validation_split!r}")
+        if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+            # as Keras: a list, even of one (a lone Callback is not iterable)
+            raise TypeError(f"{where}: expected callbacks to be a list of Callback instances, "
+                            f"received {type(callbacks).__name__}")
         callbacks = list(callbacks or [])
         for cb in callbacks:
             if not isinstance(cb, callbacks_module.Callback):
@@ -517,7 +546,11 @@ class Sequential:
         cbs = user_callbacks + [history]
         if verbose:
             cbs.append(callbacks_module.ProgbarLogger(verbose))
-        cbs = callbacks_module.CallbackList(cbs, self, {"epochs": epochs, "steps": steps, "verbose": verbose})
+        # "metrics": the keys of the epoch logs (Keras' name), for callbacks to check up front
+        keys = ["loss"] + [m.name for m in metrics]
+        keys += ["val_" + k for k in keys] if val is not None else []
+        cbs = callbacks_module.CallbackList(cbs, self, {"epochs": epochs, "steps": steps, "verbose": verbose,
+                                                        "metrics": keys})
         batches = _Batches(x, y, batch_size, shuffle, weights)
         step_function = None if self._overrides_train_step() else self._step_function("fit")
         if weights is not None and step_function is None:
@@ -620,6 +653,8 @@ class Sequential:
         where = "evaluate"
         self._require_compiled(where)
         batch_size = 32 if batch_size is None else _positive_int(batch_size, "batch_size", where)
+        if not isinstance(return_dict, (bool, np.bool_)):
+            raise TypeError(f"{where}: expected return_dict to be True or False, received {return_dict!r}")
         verbose = _verbose(verbose, where)
         x, y = self._data(x, y, where)
         if len(x) == 0:
@@ -656,6 +691,8 @@ class Sequential:
 
     def set_weights(self, weights):
         """Set all weights from a list like ``get_weights()``'s; checked fully before any is set."""
+        if not isinstance(weights, (list, tuple)):
+            raise TypeError(f"set_weights: expected a list of arrays, received {type(weights).__name__}")
         weights, current = list(weights), self.weights
         if len(weights) != len(current):
             raise ValueError(f"set_weights: expected a list of {len(current)} arrays, "
@@ -730,7 +767,10 @@ class Sequential:
         if not self.built:
             raise ValueError("save_weights: the model is not built yet (no weights); call it on "
                              "data or give the first layer an input_shape")
-        filepath = os.fspath(filepath)
+        filepath = _path(filepath, "save_weights")
+        if os.path.isdir(filepath):  # the temporary file would go to its parent, the rename fail
+            raise IsADirectoryError(f"save_weights: expected a file path, received the directory "
+                                    f"{filepath!r}")
         keys = self._weight_keys()
         arrays = {key: t.data for key, _, t in keys}
         if include_optimizer:
@@ -758,7 +798,7 @@ class Sequential:
         ``include_optimizer=True`` is restored when the model is compiled with the
         same kind of optimizer (with a warning and skipped when it is not compiled).
         """
-        filepath = os.fspath(filepath)
+        filepath = _path(filepath, "load_weights")
         where = f"load_weights({filepath!r})"
         if not self._layers:
             raise ValueError(f"{where}: the model has no layers")
@@ -859,6 +899,8 @@ class Sequential:
     # ------------------------------------------------------------ summary
     def summary(self, print_fn=None):
         """Print the layer table (Keras 3 style): output shapes and parameter counts."""
+        if print_fn is not None and not callable(print_fn):
+            raise TypeError(f"summary: expected print_fn to be callable, received {type(print_fn).__name__}")
         print_fn = print_fn or (lambda line: print(line, file=sys.stdout))
         widths = (33, 24, 15)
         shapes = self._output_shapes()

@@ -102,6 +102,8 @@ class Optimizer:
     @property
     def learning_rate(self):
         """The learning rate of the next update (a float, also with a schedule)."""
+        if getattr(self, "_pinned_rate", None) is not None:
+            return self._pinned_rate  # inside an update: the rate of the step being applied
         rate = self._learning_rate
         if self._lr_callable is None:
             return rate
@@ -143,7 +145,11 @@ class Optimizer:
     # ------------------------------------------------------------ public API
     def apply(self, grads, variables):
         """Update each variable (Tensor) with its gradient (array or Tensor; None = skip)."""
-        grads, variables = list(grads), list(variables)
+        try:
+            grads, variables = list(grads), list(variables)
+        except TypeError:
+            raise TypeError(f"{type(self).__name__}: expected gradients and variables as iterables, "
+                            f"received {type(grads).__name__} and {type(variables).__name__}") from None
         if len(grads) != len(variables):
             raise ValueError(f"{type(self).__name__}: expected one gradient per variable "
                              f"({len(variables)}), received {len(grads)}")
@@ -175,10 +181,25 @@ class Optimizer:
     def _apply_update(self, ws, gs, slots):
         """The update of one step: clipping (one C call), the update (one C call for
         every parameter), then the step count. A replay calls this again, so the
-        learning rate, the clipping and the step are all read here, live."""
+        learning rate, the clipping and the step are all read here, live.
+
+        The update and the count happen together or not at all: weights and slots
+        updated without their count would give Adam's next step the wrong t. A
+        KeyboardInterrupt can arrive between any two bytecodes, also right after the
+        C call returned, so the count goes first and is taken back only if the C call
+        did not complete (the C side's per-thread count of applied updates says so)."""
         gs = self._clipped(ws, gs)
-        self._update(ws, gs, slots, self.iterations + 1)
-        self.iterations += 1
+        before, done = self.iterations, kernels.optimizer_updates_done()
+        self._pinned_rate = self.learning_rate  # the rate of step `before` (schedules read iterations)
+        try:
+            self.iterations = before + 1
+            self._update(ws, gs, slots, before + 1)
+        except BaseException:
+            if kernels.optimizer_updates_done() == done:
+                self.iterations = before
+            raise
+        finally:
+            self._pinned_rate = None
 
     def _clipped(self, ws, gs):
         """The gradients after clipnorm / global_clipnorm / clipvalue (gs itself when none is set)."""
@@ -210,7 +231,14 @@ class Optimizer:
 
     def apply_gradients(self, grads_and_vars):
         """Keras form: ``opt.apply_gradients(zip(grads, variables))``."""
-        pairs = list(grads_and_vars)
+        try:
+            pairs = [tuple(p) for p in grads_and_vars]
+        except TypeError:
+            raise TypeError(f"{type(self).__name__}.apply_gradients: expected (gradient, variable) "
+                            f"pairs, received {type(grads_and_vars).__name__}") from None
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError(f"{type(self).__name__}.apply_gradients: expected (gradient, variable) "
+                             f"pairs, received an item of length {[len(p) for p in pairs if len(p) != 2][0]}")
         self.apply([g for g, _ in pairs], [v for _, v in pairs])
 
     def step(self, params):

@@ -21,13 +21,14 @@ import io
 import math
 import os
 import pickle
-import stat
 import tempfile
 import warnings
 import zipfile
 import zlib
 
 import numpy as np
+
+from ._files import open_regular
 
 _F32 = np.dtype(np.float32)
 CONFIG_KEY = "model_config.json"  # model.save: the architecture, as JSON bytes
@@ -73,14 +74,13 @@ class NpzReader:
 
     def __init__(self, path, where):
         self.path, self.where = path, where
-        check_regular_file(path, where)
+        self._file = open_regular(path, where)  # /dev/zero or a FIFO would be read forever
         try:
-            self.zip = zipfile.ZipFile(path)
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            raise
+            self.zip = zipfile.ZipFile(self._file)
         except self._ERRORS as exc:
-            with open(path, "rb") as f:
-                magic = f.read(6)
+            self._file.seek(0)
+            magic = self._file.read(6)
+            self._file.close()
             if magic == b"\x93NUMPY":
                 raise ValueError(f"{where}: expected an .npz archive written by save_weights, "
                                  f"received a single .npy array") from None
@@ -100,6 +100,7 @@ class NpzReader:
                 self.keys.append(key)
         except BaseException:
             self.zip.close()
+            self._file.close()
             raise
         self._headers = {}
 
@@ -108,6 +109,7 @@ class NpzReader:
 
     def __exit__(self, *exc_info):
         self.zip.close()
+        self._file.close()
         return False
 
     def _fail(self, key, exc):
@@ -219,21 +221,6 @@ def write_npz(filepath, arrays):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def check_regular_file(path, where):
-    """Refuse what is not a regular file (a device such as /dev/zero, a FIFO, a
-    directory) before opening it: reading one could block or never end."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise ValueError(f"{where}: cannot read {path}: {exc}") from None
-    if not stat.S_ISREG(mode):
-        raise ValueError(f"{where}: expected a regular file, received "
-                         f"{'a directory' if stat.S_ISDIR(mode) else 'a device, FIFO or socket'} "
-                         f"({path})")
 
 
 def read_npy_header(fp):

@@ -28,6 +28,7 @@ Graph semantics (PyTorch conventions):
 import numpy as np
 
 from . import grad_mode as _grad_mode
+from .kernels import plain_array as _plain_array
 from .kernels import tape as _tape
 from .kernels.tape import _local as _tape_local
 
@@ -37,6 +38,7 @@ _F32 = np.dtype(np.float32)
 def _as_float32(data):
     if isinstance(data, Tensor):
         return data.data
+    data = _plain_array("Tensor", "data", data)  # np.matrix, user subclasses: a base-class view
     if isinstance(data, np.ndarray):
         if data.dtype == _F32:
             return data if data.flags.c_contiguous else _tape.copy(data)
@@ -65,6 +67,11 @@ class Tensor:
     __array_priority__ = 1000  # so ndarray + Tensor calls Tensor.__radd__
 
     def __init__(self, data, requires_grad=False):
+        if not (isinstance(requires_grad, (bool, np.bool_))
+                or (isinstance(requires_grad, (int, np.integer)) and requires_grad in (0, 1))):
+            # bool() of an array is ambiguous, or silently true for a one-element one
+            raise TypeError(f"Tensor: expected requires_grad to be True or False, "
+                            f"received {type(requires_grad).__name__}")
         self._vc = data._vc if isinstance(data, Tensor) else [0]
         self.data = _as_float32(data)
         self.grad = None

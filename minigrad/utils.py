@@ -9,6 +9,8 @@ import random
 
 import numpy as np
 
+from .kernels import plain_array
+
 # The one random stream of the Keras-style layer: weight initialisation and the
 # per-epoch shuffles both draw from it, so set_random_seed(s) makes a whole
 # training run reproducible bit for bit. Read it through rng(): set_random_seed
@@ -51,7 +53,7 @@ def to_categorical(y, num_classes=None):
     array([[0., 1.],
            [1., 0.]], dtype=float32)
     """
-    y = np.asarray(y)
+    y = np.asarray(plain_array("to_categorical", "y", y))
     if y.dtype.kind == "f":
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
             raise ValueError("to_categorical: expected integer class labels, received "

@@ -153,7 +153,8 @@ def test_callback_hooks_order_and_params():
     cb = Log()
     model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[cb])
     assert cb.model is model
-    assert events == [("train_begin", {"epochs": 1, "steps": 2, "verbose": 0}), ("epoch_begin", 0),
+    assert events == [("train_begin", {"epochs": 1, "steps": 2, "verbose": 0,
+                                     "metrics": ["loss", "accuracy"]}), ("epoch_begin", 0),
                       ("batch_begin", 0), ("batch_end", 0, ["accuracy", "loss"]),
                       ("batch_begin", 1), ("batch_end", 1, ["accuracy", "loss"]),
                       ("epoch_end", 0), ("train_end",)]

@@ -828,3 +828,48 @@ def test_evaluate_and_predict_do_not_advance_the_dropout_masks():
             m.predict_on_batch(x)
         m.fit(x, y, epochs=1, batch_size=32, verbose=0)
     assert_same_state(a, b, "evaluate/predict between fits")
+
+
+@pytest.mark.parametrize("metric", [metrics.binary_accuracy, metrics.BinaryAccuracy(),
+                                    metrics.MeanAbsoluteError(name="l1")],
+                         ids=["function", "instance", "named_instance"])
+def test_save_load_model_compiled_with_metric_functions_and_objects(tmp_path, metric):
+    """The book's listing 3.6 compiles with metrics=[metrics.binary_accuracy]: such a model
+    must load again, with the same metric names and values."""
+    x, y = f32([[1.0], [-1.0], [2.0], [-2.0]]), f32([1, 1, 1, 0])
+    model = one_unit_model(metrics_=[metric])
+    before = model.evaluate(x, y, verbose=0, return_dict=True)
+    path = tmp_path / "metric.npz"
+    model.save(path)
+    again = models.load_model(path)
+    assert again.evaluate(x, y, verbose=0, return_dict=True) == before
+
+
+def test_two_metrics_with_the_same_name_are_not_silently_merged():
+    """Either compile refuses the duplicate name, or both metrics are reported:
+    evaluate's list has one value per compiled metric after the loss."""
+    x, y = f32(np.eye(3)), np.eye(3)[[0, 1, 2]]
+    model = models.Sequential([layers.Dense(3, activation="softmax", input_shape=(3,))])
+    try:
+        model.compile(loss="categorical_crossentropy",
+                      metrics=[metrics.TopKCategoricalAccuracy(k=1), metrics.TopKCategoricalAccuracy(k=3)])
+    except ValueError as exc:
+        assert "top_k_categorical_accuracy" in str(exc)
+        return
+    values = model.evaluate(x, y, verbose=0)
+    assert len(values) == 3, f"evaluate returned {values} for a loss and two metrics"
+
+
+def test_flatten_model_fit_is_recorded_without_warnings():
+    """Flatten (Tensor.reshape) inside fit's recorded step (mg.jit): no 'this step runs
+    eagerly on every call' RuntimeWarning (the book's chapter 5 convnet has a Flatten)."""
+    import warnings
+    x = f32(np.random.default_rng(0).standard_normal((32, 3, 4)))
+    y = f32(x.reshape(32, 12).sum(axis=1, keepdims=True))
+    utils.set_random_seed(0)
+    model = models.Sequential([layers.Input(shape=(3, 4)), layers.Flatten(), layers.Dense(1)])
+    model.compile(optimizer=optimizers.SGD(learning_rate=0.01), loss="mse")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        history = model.fit(x, y, epochs=3, batch_size=8, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]

@@ -34,6 +34,7 @@ unpickled.
 """
 
 import gzip
+import hashlib
 import http.client
 import os
 import struct
@@ -47,6 +48,7 @@ import numpy as np
 from . import _fetch
 from ..saving import NpzReader
 from ._fetch import ChecksumMismatchError, DatasetFormatError, DatasetUnavailableError
+from .._files import open_regular
 
 __all__ = [
     "load_data",
@@ -216,6 +218,14 @@ def _load_file(found, verify):
 # Verification
 
 
+def _sha256_file(path):
+    digest = hashlib.sha256()
+    with open_regular(path, str(path), DatasetFormatError) as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _verify(path):
     """Check a canonical file name against its published size and SHA-256."""
     known = _KNOWN.get(path.name)
@@ -254,9 +264,9 @@ def _read_idx(path, ndim, max_count, verify):
     if verify:
         _verify(path)
     fix = "Delete or replace it with a good copy of the MNIST file."
-    opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:
+        raw = open_regular(path, str(path), DatasetFormatError)  # never a device or a FIFO
+        with raw, (gzip.open(raw, "rb") if path.name.endswith(".gz") else raw) as f:
             magic = f.read(4)
             if len(magic) < 4:
                 raise DatasetFormatError(f"{path}: truncated IDX header. {fix}")

@@ -58,6 +58,29 @@ def _run(op, cfunc, args, outputs=()):
         recording.add_c(cfunc, args, outputs)
 
 
+def plain_array(op, name, x):
+    """x as a base-class ndarray when it is an ndarray subclass (a view of the same
+    memory); anything else unchanged. A masked array is refused: NumPy reductions
+    honour its mask but C (and np.asarray) would read the masked values too.
+
+    Everything after this sees the array's real shape, strides and dtype: a
+    subclass cannot answer for them with its own attributes, and np.matrix's
+    operators (``*`` as a matrix product) never apply.
+
+    >>> import numpy as np
+    >>> class Sub(np.ndarray): pass
+    >>> type(plain_array("f", "x", np.zeros(2).view(Sub))).__name__
+    'ndarray'
+    """
+    if type(x) is np.ndarray or not isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{op}: expected {name} to be a plain array, received a masked array "
+                        f"(its mask would be ignored); pass {name}.filled(value) or drop the "
+                        f"masked entries")
+    return np.ndarray.view(x, np.ndarray)
+
+
 def _describe(x):
     if isinstance(x, np.ndarray):
         return f"array of shape {x.shape} and dtype {x.dtype}"
@@ -72,6 +95,7 @@ def _usable_in_place(x):
 
 def _input(op, name, x, ndim):
     """A float32 C-contiguous, aligned view of `x` (copied only if it is not one)."""
+    x = plain_array(op, name, x)
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{op}: expected {name} to be a numpy float32 array, received {_describe(x)}")
     if x.dtype != F32:
@@ -93,6 +117,7 @@ def _output(op, name, out, shape, inputs=(), dtype=None):
     element type), or `out` checked to be a safe destination."""
     if out is None:
         return _allocate(op, name, shape, F32 if dtype is None else dtype)
+    out = plain_array(op, name, out)
     if not isinstance(out, np.ndarray) or out.dtype != (F32 if dtype is None else dtype):
         wanted = "a float32 array" if dtype is None else f"an array of dtype {dtype}"
         raise TypeError(f"{op}: expected {name} to be {wanted}, received {_describe(out)}")
@@ -127,14 +152,29 @@ def _labels(op, target, rows, cols):
         raise TypeError(f"{op}: expected integer class indices (int32/int64), received {target.dtype}")
     if target.shape != (rows,):
         raise ValueError(f"{op}: expected labels of shape ({rows},), received {target.shape}")
-    if rows:
+    _check_labels(op, target, cols)  # before the int64 copy, which would wrap a huge uint64
+    # always a private copy, checked again: the caller's array may be rewritten
+    # by another thread, and what is checked must be what C reads
+    target = tape.copy(target, I64)
+    _check_labels(op, target, cols)
+    _record_check(_check_labels, (op, target, cols))
+    return target
+
+
+def _record_check(check, args):
+    """Replays recompute a private copy from the caller's array, which may hold other
+    values by then: the check is recorded too, so a replay raises the op's error."""
+    recording = getattr(_tape_local, "tape", None)
+    if recording is not None:
+        recording.add(check, args)
+
+
+def _check_labels(op, target, cols):
+    if target.size:
         lo, hi = int(target.min()), int(target.max())
         if lo < 0 or hi >= cols:
             bad = lo if lo < 0 else hi
             raise ValueError(f"{op}: expected class indices in [0, {cols}), received {bad}")
-    if target.dtype == I64 and _usable_in_place(target):
-        return target
-    return tape.copy(target, I64)
 
 
 def _ptr(x):
@@ -199,7 +239,11 @@ def _allocate(op, name, shape, dtype=F32):
 # ---------------------------------------------------------------- threads
 
 def set_num_threads(n):
-    """Use `n` threads in every kernel (default: OMP_NUM_THREADS or the usable CPUs)."""
+    """Use `n` threads in every kernel (default: OMP_NUM_THREADS or the usable CPUs).
+
+    A process forked after kernels ran on several threads runs them on one thread
+    (OpenMP's team does not survive a fork); it computes the same numbers.
+    """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"set_num_threads: expected a positive integer, received {n!r}")
     lib.mg_set_num_threads(int(min(n, 4096)))
@@ -381,6 +425,7 @@ def _logits_and_target(op, logits, target):
     rows, cols = logits.shape
     if cols == 0:
         raise ValueError(f"{op}: expected at least one class, received logits of shape {logits.shape}")
+    target = plain_array(op, "target", target)
     if not isinstance(target, np.ndarray):
         raise TypeError(f"{op}: expected target to be a numpy array, received {_describe(target)}")
     if target.ndim == 1:
@@ -448,6 +493,7 @@ def gather_rows(src, idx, out=None):
     [[4.0, 5.0], [0.0, 1.0]]
     """
     op = "gather_rows"
+    src = plain_array(op, "src", src)
     if not isinstance(src, np.ndarray) or src.ndim < 1:
         raise TypeError(f"{op}: expected src to be a numpy array with at least 1 dimension, "
                         f"received {_describe(src)}")
@@ -455,17 +501,17 @@ def gather_rows(src, idx, out=None):
         raise TypeError(f"{op}: expected src of a numeric dtype, received {src.dtype}")
     if isinstance(idx, np.ma.MaskedArray):  # min/max would skip masked entries the copy reads
         raise TypeError(f"{op}: expected idx to be a plain 1-d integer array, received a masked array")
+    idx = plain_array(op, "idx", idx)
     if not isinstance(idx, np.ndarray) or idx.dtype.kind not in "iu" or idx.ndim != 1:
         got = f"{idx.ndim}-d {idx.dtype} array" if isinstance(idx, np.ndarray) else _describe(idx)
         raise TypeError(f"{op}: expected idx to be a 1-d integer array, received {got}")
     rows = src.shape[0]
-    if idx.size:
-        lo, hi = int(idx.min()), int(idx.max())
-        if lo < 0 or hi >= rows:
-            raise ValueError(f"{op}: expected indices in [0, {rows}), received {lo if lo < 0 else hi}")
-    # always a private copy: C checks the indices, then reads them again while
-    # copying, and no other thread may change them in between
+    _check_indices(op, idx, rows)  # before the int64 copy, which would wrap a huge uint64
+    # always a private copy, checked again: C checks the indices, then reads them
+    # again while copying, and another thread may have changed the caller's array
     given_idx, idx = idx, tape.copy(idx, I64)
+    _check_indices(op, idx, rows)
+    _record_check(_check_indices, (op, idx, rows))
     shape = (idx.size,) + src.shape[1:]
     out = _output(op, "out", out, shape, (("src", src), ("idx", given_idx)), dtype=src.dtype)
     if not _usable_in_place(src):
@@ -481,6 +527,13 @@ def gather_rows(src, idx, out=None):
                                   ffi.from_buffer("int64_t[]", idx), idx.size, ffi.from_buffer(out)),
          (out,))
     return out
+
+
+def _check_indices(op, idx, rows):
+    if idx.size:
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= rows:
+            raise ValueError(f"{op}: expected indices in [0, {rows}), received {lo if lo < 0 else hi}")
 
 
 def _take_rows(src, idx, out):
@@ -503,6 +556,7 @@ class RowGather:
 
     def __init__(self, src, max_rows):
         op = "gather_rows"
+        src = plain_array(op, "src", src)
         if not isinstance(src, np.ndarray) or src.ndim < 1 or src.dtype.hasobject:
             raise TypeError(f"{op}: expected src to be a numeric array with at least 1 dimension, "
                             f"received {_describe(src)}")
@@ -524,13 +578,13 @@ class RowGather:
         if isinstance(order, np.ma.MaskedArray):  # min/max would skip masked entries
             raise TypeError(f"{op}: expected the order to be a plain 1-d integer array, "
                             f"received a masked array")
+        order = plain_array(op, "the order", order)
         if not isinstance(order, np.ndarray) or order.ndim != 1 or order.dtype.kind not in "iu":
             raise TypeError(f"{op}: expected the order to be a 1-d integer array, "
                             f"received {_describe(order)}")
-        if order.size and (int(order.min()) < 0 or int(order.max()) >= self._rows):
-            raise ValueError(f"{op}: expected indices in [0, {self._rows}), received "
-                             f"{int(order.min()) if order.min() < 0 else int(order.max())}")
+        _check_indices(op, order, self._rows)
         order = np.array(order, dtype=I64)  # private: C checks it, then reads it again
+        _check_indices(op, order, self._rows)  # the caller's array may have changed meanwhile
         self._order, self._order_ptr = order, ffi.cast("int64_t *", ffi.from_buffer(order))
 
     def take(self, start, stop):
@@ -617,6 +671,7 @@ def _validate_params(op, ws, gs, slot_lists):
     written = []  # every array the kernel writes: none may overlap another or an input
     grads = []
     for i, (w, g) in enumerate(zip(ws, gs)):
+        w = plain_array(op, f"parameter {i}", w)
         if not isinstance(w, np.ndarray) or w.dtype != F32:
             raise TypeError(f"{op}: expected parameter {i} to be a float32 array, received {_describe(w)}")
         _output(op, f"parameter {i}", w, w.shape)
@@ -670,6 +725,12 @@ def sgd_update(w, g, velocity, lr, momentum=0.0, nesterov=False):
     momentum = _scalar(op, "momentum", momentum)
     table, count, keep = _param_table(op, w, g, [velocity] if momentum != 0.0 else [])
     _run(op, lib.mg_sgd_update, (table, count, _scalar(op, "lr", lr), momentum, bool(nesterov)), keep)
+
+
+def optimizer_updates_done():
+    """How many optimizer updates (rmsprop/sgd/adam_update) this thread's C calls applied:
+    compared before and after a call, it tells whether an interrupted call ran."""
+    return int(lib.mg_optimizer_updates_done())
 
 
 def adam_update(w, g, m, v, lr, beta1, beta2, eps, step):

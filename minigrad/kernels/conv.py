@@ -23,7 +23,7 @@ unfolds x again (so it takes x, not a saved unfolding).
 
 import numpy as np
 
-from . import I64, _describe, _flag, _input, _output, _ptr, _run, ffi, lib, tape
+from . import I64, _describe, _flag, _input, _output, _ptr, _run, ffi, lib, plain_array, tape
 
 __all__ = ["conv_output_size", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
            "conv2d_relu_backward_params", "max_pool2d_forward", "max_pool2d_backward"]
@@ -262,6 +262,7 @@ def max_pool2d_backward(dy, argmax, x_shape, pool_size=(2, 2), strides=None, pad
     oh, ow, pt, pl = _geometry(op, h, wd, ph, pw, strides, padding, "pool window")
     if dy.shape != (n, oh, ow, c):
         raise ValueError(f"{op}: expected dy of shape {(n, oh, ow, c)}, received {dy.shape}")
+    argmax = plain_array(op, "argmax", argmax)
     if not isinstance(argmax, np.ndarray) or argmax.dtype != I64:
         raise TypeError(f"{op}: expected argmax to be an int64 array (from max_pool2d_forward), "
                         f"received {_describe(argmax)}")

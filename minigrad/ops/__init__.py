@@ -22,7 +22,9 @@ def _const(x, op):
     if isinstance(x, Tensor):
         return x
     try:
-        array = np.asarray(x)
+        array = np.asarray(kernels.plain_array(op, "the operand", x))
+    except TypeError:
+        raise
     except Exception:
         array = None
     if array is None or array.dtype.kind not in "biuf":
@@ -166,7 +168,13 @@ class Log(Function):
 def _normalize_axis(axis, ndim, op):
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if isinstance(axis, (int, np.integer)):
+        axes = (axis,)
+    elif isinstance(axis, (tuple, list)):
+        axes = tuple(axis)
+    else:  # a float, a string or an array: tuple() would fail without naming the op
+        raise TypeError(f"{op}: expected axis to be None, an integer or a tuple of integers, "
+                        f"received {type(axis).__name__}")
     normalized = []
     for a in axes:
         if not isinstance(a, (int, np.integer)) or not -ndim <= a < ndim:
@@ -467,7 +475,8 @@ def softmax_cross_entropy(logits, target, probs_out=None):
     array([[ 0.5, -0.5]], dtype=float32)
     """
     logits = _tensor(logits, "softmax_cross_entropy")
-    target = target.data if isinstance(target, Tensor) else np.asarray(target)
+    target = target.data if isinstance(target, Tensor) else np.asarray(
+        kernels.plain_array("softmax_cross_entropy", "target", target))
     if target.ndim == 2 and target.dtype != _F32:
         if target.dtype.kind not in "biuf":
             raise TypeError(f"softmax_cross_entropy: expected float target rows, received {target.dtype}")
