@@ -563,6 +563,14 @@ def test_user_subclass_data_enters_as_its_base_array():
         assert_bitwise_equal(got, want, "fit on a subclass vs the plain array")
 
 
+def test_softmax_cross_entropy_names_itself_for_out_of_range_labels():
+    logits = mg.Tensor(np.zeros((3, 4), F32), requires_grad=True)
+    for bad in (-1, 4, 2**40):
+        with pytest.raises(ValueError, match=rf"^softmax_cross_entropy: expected class indices in \[0, 4\), "
+                                             rf"received {bad}$"):
+            mg.softmax_cross_entropy(logits, np.array([0, bad, 1]))
+
+
 # ================================================================ 5, 6. backward shapes, complex powers
 
 def test_custom_function_backward_of_the_wrong_shape_is_refused():

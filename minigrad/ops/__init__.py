@@ -477,6 +477,9 @@ def softmax_cross_entropy(logits, target, probs_out=None):
     logits = _tensor(logits, "softmax_cross_entropy")
     target = target.data if isinstance(target, Tensor) else np.asarray(
         kernels.plain_array("softmax_cross_entropy", "target", target))
+    if target.ndim == 1 and target.dtype.kind in "iu" and logits.ndim == 2:
+        # named after this op here; the kernel checks its private copy again
+        kernels._check_labels("softmax_cross_entropy", target, logits.shape[1])
     if target.ndim == 2 and target.dtype != _F32:
         if target.dtype.kind not in "biuf":
             raise TypeError(f"softmax_cross_entropy: expected float target rows, received {target.dtype}")
