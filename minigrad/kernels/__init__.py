@@ -683,5 +683,5 @@ def adam_update(w, g, m, v, lr, beta1, beta2, eps, step):
 # ---------------------------------------------------------------- convolution and pooling
 # (after everything above: conv.py builds on the helpers of this module)
 from .conv import (conv2d_backward_input, conv2d_backward_weight, conv2d_forward,  # noqa: E402
-                   conv2d_relu_backward_params, conv_output_size, max_pool2d_backward,
-                   max_pool2d_forward)
+                   conv2d_relu_backward, conv2d_relu_backward_params, conv_output_size,
+                   max_pool2d_backward, max_pool2d_forward)
