@@ -328,6 +328,33 @@ def test_outputs_written_in_place():
     assert not np.isnan(g_out).any()
 
 
+def test_portable_gemm_kernel_paths():
+    # with the portable GEMM kernel (what CPUs without AVX2 run) the small-k
+    # kernels step aside and every product goes through mg_gemm: same answers
+    from helpers import assert_snippet_ok
+    assert_snippet_ok("""
+        import numpy as np
+        from minigrad import kernels, reference
+        assert kernels.gemm_kernel_name() == "portable"
+        rng = np.random.default_rng(0)
+        worst = 0.0
+        for shape, wshape in [((3, 12, 12, 1), (3, 3, 1, 16)), ((2, 9, 9, 8), (3, 3, 8, 24))]:
+            x = rng.standard_normal(shape).astype(np.float32)
+            w = rng.standard_normal(wshape).astype(np.float32)
+            b = rng.standard_normal(wshape[3]).astype(np.float32)
+            y = kernels.conv2d_forward(x, w, b, relu=True, padding="same")
+            dy = rng.standard_normal(y.shape).astype(np.float32)
+            got = (y,) + kernels.conv2d_relu_backward(x, y, dy, w, padding="same")
+            got += kernels.conv2d_relu_backward_params(x, y, dy, w.shape, padding="same")
+            want = (reference.conv2d_forward(x, w, b, relu=True, padding="same"),)
+            want += reference.conv2d_relu_backward(x, y, dy, w, padding="same")
+            want += reference.conv2d_relu_backward_params(x, y, dy, w.shape, padding="same")
+            for g, r in zip(got, want):
+                worst = max(worst, float(np.abs(g - r).max() / max(np.abs(r).max(), 1.0)))
+        print("worst", worst, "ok" if worst < 1e-5 else "BAD")
+    """, "ok", env={"MINIGRAD_GEMM_KERNEL": "portable"})
+
+
 # ============================================================== gradients of the ops
 
 def _away_from_kinks(rng, shape_x, shape_w, margin, **conv):
