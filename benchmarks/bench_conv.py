@@ -26,8 +26,9 @@ Runs are interleaved: for each repeat, for each thread count, every engine times
 --steps steps (engine order rotating between repeats). Reported: the median ms per
 step over the repeats, GFLOP/s (the convolutions' GEMM FLOPs only), the ratio to
 PyTorch at the same thread count, the same from the minima (the least disturbed
-runs on a shared machine), and the time of one 60000-sample epoch of these layers
-(938 steps). --layers adds the time of each kernel call of the replayed step.
+runs on a shared machine), the time of one 60000-sample epoch of these layers
+(938 steps), and the least CPU time per step (robust to other processes' load at
+1 thread). --layers adds the time of each kernel call of the replayed step.
 """
 import argparse
 import math
@@ -244,13 +245,14 @@ def worker(conn, name, mnist_dir):
             _, threads, steps = msg
             engine.set_threads(threads)
             engine.step()  # the first step at a new thread count wakes the team
-            times = []
+            times, cpu = [], []
             with bl.CpuMonitor() as mon:
                 for _ in range(steps):
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.process_time()
                     engine.step()
                     times.append(time.perf_counter() - t)
-            conn.send(("result", (float(np.median(times)), mon.other_cores)))
+                    cpu.append(time.process_time() - c)
+            conn.send(("result", (float(np.median(times)), mon.other_cores, float(np.median(cpu)))))
     except Exception:
         conn.send(("error", traceback.format_exc()))
     finally:
@@ -314,15 +316,17 @@ def main(argv=None):
     workers = {name: start(name, args.mnist_dir) for name in engines}
     results = {(name, n): [] for name in engines for n in args.threads}
     loads = {(name, n): [] for name in engines for n in args.threads}
+    cpus = {(name, n): [] for name in engines for n in args.threads}
     try:
         for rep in range(args.repeats):
             order = engines[rep % len(engines):] + engines[:rep % len(engines)]
             for n in args.threads:
                 for name in order:
                     bl.wait_for_quiet(args.wait_quiet)
-                    seconds, load = ask(workers[name][1], "time", n, args.steps)
+                    seconds, load, cpu = ask(workers[name][1], "time", n, args.steps)
                     results[name, n].append(seconds)
                     loads[name, n].append(load)
+                    cpus[name, n].append(cpu)
         layer_rows = {}
         if args.layers and "minigrad-tape" in workers:
             for n in args.threads:
@@ -335,17 +339,20 @@ def main(argv=None):
     flops = conv_flops()
     print()
     print(f"{'engine':<14} {'threads':>7} {'ms/step':>9} {'best':>8} {'spread':>7} {'GFLOP/s':>8} "
-          f"{'vs torch':>9} {'best vs':>8} {'epoch s':>8} {'load':>5}")
+          f"{'vs torch':>9} {'best vs':>8} {'epoch s':>8} {'cpu ms':>7} {'cpu vs':>7} {'load':>5}")
     for n in args.threads:
         have_torch = "torch" in engines
         base = bl.median(results["torch", n]) if have_torch else None
         base_min = min(results["torch", n]) if have_torch else None
+        base_cpu = min(cpus["torch", n]) if have_torch else None
         for name in engines:
             t, best = bl.median(results[name, n]), min(results[name, n])
             ratio = f"{t / base:.2f}x" if base else "-"
             ratio_min = f"{best / base_min:.2f}x" if base_min else "-"
             print(f"{name:<14} {n:>7} {t * 1e3:>9.2f} {best * 1e3:>8.2f} {bl.spread(results[name, n]):>6.0%} "
                   f"{flops / t / 1e9:>8.1f} {ratio:>9} {ratio_min:>8} {t * STEPS_PER_EPOCH:>8.2f} "
+                  f"{min(cpus[name, n]) * 1e3:>7.2f} "
+                  f"{(f'{min(cpus[name, n]) / base_cpu:.2f}x' if base_cpu else '-'):>7} "
                   f"{bl.median(loads[name, n]):>5.2f}")
     if layer_rows:
         print()
@@ -359,8 +366,10 @@ def main(argv=None):
           "minimum (the machine may be shared: the minimum is the least disturbed); 'spread': "
           "(max - min) / median; 'vs torch' / 'best vs': ratios of medians / minima to PyTorch at the "
           "same thread count; 'epoch s': these layers' forward + backward over 60000 samples "
-          "(938 steps of 64), from the median; 'load': cores other processes used during the "
-          "timings (median), to be read first on a shared machine.")
+          "(938 steps of 64), from the median; 'cpu ms': the least CPU time (all of the process's "
+          "threads) of a step, which other processes' load barely changes (at 1 thread the best "
+          "guide on a busy machine), 'cpu vs' its ratio to PyTorch's; 'load': cores other processes "
+          "used during the timings (median), to be read first on a shared machine.")
 
 
 if __name__ == "__main__":

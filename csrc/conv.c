@@ -77,10 +77,11 @@ static inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi)
  * Work buffers that only grow, one set per thread (like the GEMM's packing
  * workspace), so steady-state calls allocate nothing. Slots SCRATCH_BLOCK and
  * SCRATCH_MASK are a thread's own: a block's unfolded rows or dcols, and its
- * relu-masked gradient. Slot SCRATCH_SHARED is what the calling thread
- * prepares for (or collects from) its whole team: W^T, the blocks' partials.
+ * relu-masked gradient. Slots SCRATCH_SHARED and SCRATCH_WT are what the
+ * calling thread prepares for (or collects from) its whole team: the blocks'
+ * partials, and W^T.
  * Freed by a key destructor when their thread exits. */
-enum { SCRATCH_BLOCK, SCRATCH_MASK, SCRATCH_SHARED, SCRATCH_SLOTS };
+enum { SCRATCH_BLOCK, SCRATCH_MASK, SCRATCH_SHARED, SCRATCH_WT, SCRATCH_SLOTS };
 struct scratch { void *raw[SCRATCH_SLOTS]; float *p[SCRATCH_SLOTS]; size_t cap[SCRATCH_SLOTS]; };
 static _Thread_local struct scratch tls_scratch;
 
@@ -455,15 +456,19 @@ static void relu_mask_rows(const float *restrict y, const float *restrict dy, fl
     }
 }
 
-/* Weight gradient of images [b0, b0 + nb) into part: their rows of cols are
- * unfolded again from x (cheaper than keeping them from the forward: cols is
- * kh*kw times the size of x, and would be written out and read back), and dZ
- * is dY, or with y given dY masked by y > 0 (a relu layer, also summed into
- * part's bias columns). For a small k part is dW (k x cout, small_k_wgrad);
- * otherwise dW^T (cout x k) = dZ^T @ cols, with dZ as op(A) so that mg_gemm
- * may skip its zeros (a relu's gradient below a max pooling is mostly zeros). */
-static int wgrad_block(const struct geom *g, const float *x, const float *y, const float *dy,
-                       float *part, int64_t cout, int small, int64_t b0, int64_t nb)
+/* Backward of images [b0, b0 + nb). Their rows of cols are unfolded again from
+ * x (cheaper than keeping them from the forward: cols is kh*kw times the size
+ * of x, and would be written out and read back). dZ is dY, or with y given dY
+ * masked by y > 0 (a relu layer; its column sums go to part's bias entries),
+ * made here and never written out. part receives the block's dW: for a small
+ * k as dW (k x cout, small_k_wgrad), otherwise as dW^T (cout x k) = dZ^T @
+ * cols, with dZ as op(A) so that mg_gemm may skip its zeros (a relu's
+ * gradient below a max pooling is mostly zeros). With w_t (W^T) given, the
+ * block's input gradient too: dcols = dZ @ W^T into the unfolding's buffer,
+ * then folded onto dx, while dZ is still in L2. */
+static int backward_params_block(const struct geom *g, const float *x, const float *y,
+                                 const float *dy, const float *w_t, float *dx, float *part,
+                                 int64_t cout, int small, int64_t b0, int64_t nb)
 {
     const int64_t pix = g->oh * g->ow, k = g->kh * g->kw * g->c, rows = nb * pix;
     float *a = scratch_get(SCRATCH_BLOCK, (size_t)rows * (size_t)k);
@@ -478,26 +483,35 @@ static int wgrad_block(const struct geom *g, const float *x, const float *y, con
         MG_FTZ_END;
         dz = z;
     }
+    int status = MG_OK;
 #ifdef MG_X86_AVX2
     if (small) {
         MG_FTZ_BEGIN;
         small_k_wgrad(a, dz, 0, rows, k, cout, part);
         MG_FTZ_END;
-        return MG_OK;
-    }
+    } else
 #else
     (void)small;
 #endif
-    return mg_gemm(1, 0, cout, k, rows, 1.0f, dz, cout, a, k, 0.0f, part, k, NULL, 0);
+    status = mg_gemm(1, 0, cout, k, rows, 1.0f, dz, cout, a, k, 0.0f, part, k, NULL, 0);
+    if (status != MG_OK || !w_t) return status;
+    status = mg_gemm(0, 0, rows, k, cout, 1.0f, dz, cout, w_t, k, 0.0f, a, k, NULL, 0);
+    if (status != MG_OK) return status;
+    MG_FTZ_BEGIN;
+    for (int64_t r = b0 * g->h; r < (b0 + nb) * g->h; r++)
+        col2im_row(g, a, b0, dx + r * g->w * g->c, r / g->h, r % g->h);
+    MG_FTZ_END;
+    return MG_OK;
 }
 
-/* dW (and db when y is given) of a whole batch: one partial per block of
- * images (the grid of plan_blocks, fixed by the shape), made in parallel, then
- * each element's partials added in block order: the same bits at any thread
- * count. (A single GEMM over all rows could not be split between threads when
- * k x cout is a handful of tiles, as in a first layer.) */
-static int wgrad(const struct geom *g, const float *x, const float *y, const float *dy,
-                 float *dw, float *db, int64_t cout)
+/* dW (and db when y is given, dx when wt is given) of a whole batch: one
+ * partial per block of images (the grid of plan_blocks, fixed by the shape),
+ * made in parallel, then each element's partials added in block order: the
+ * same bits at any thread count. (A single GEMM over all rows could not be
+ * split between threads when k x cout is a handful of tiles, as in a first
+ * layer.) Each dx element comes from one block alone. */
+static int backward_params(const struct geom *g, const float *x, const float *y, const float *dy,
+                           const float *wt, float *dx, float *dw, float *db, int64_t cout)
 {
     const int64_t k = g->kh * g->kw * g->c, kc = k * cout;
     const int64_t part = kc + (y ? cout : 0);
@@ -509,6 +523,12 @@ static int wgrad(const struct geom *g, const float *x, const float *y, const flo
     }
     float *parts = scratch_get(SCRATCH_SHARED, (size_t)B.count * (size_t)part);
     if (!parts) return MG_ENOMEM;
+    float *w_t = NULL;
+    if (wt) {
+        w_t = scratch_get(SCRATCH_WT, (size_t)kc);
+        if (!w_t) return MG_ENOMEM;
+        transpose(wt, k, cout, w_t);
+    }
     const int small = small_k_applies(k, cout);
     int status = MG_OK;
     MG_OMP(omp parallel num_threads(B.threads))
@@ -516,8 +536,8 @@ static int wgrad(const struct geom *g, const float *x, const float *y, const flo
         MG_OMP(omp for schedule(dynamic, 1))
         for (int64_t blk = 0; blk < B.count; blk++) {
             const int64_t b0 = blk * B.per;
-            const int st = wgrad_block(g, x, y, dy, parts + blk * part, cout, small, b0,
-                                       mg_min64(B.per, g->n - b0));
+            const int st = backward_params_block(g, x, y, dy, w_t, dx, parts + blk * part, cout, small,
+                                                 b0, mg_min64(B.per, g->n - b0));
             if (st != MG_OK) {
                 MG_OMP(omp atomic write)
                 status = st;
@@ -575,7 +595,7 @@ int mg_conv2d_backward_weight(const float *x, const float *dy, float *dw, int64_
 {
     const struct geom g = GEOM_INIT;
     if (!conv_ok(&g, cout)) return MG_EINVAL;
-    return wgrad(&g, x, NULL, dy, dw, NULL, cout);
+    return backward_params(&g, x, NULL, dy, NULL, NULL, dw, NULL, cout);
 }
 
 int mg_conv2d_relu_backward_params(const float *x, const float *y, const float *dy, float *dw, float *db,
@@ -583,7 +603,15 @@ int mg_conv2d_relu_backward_params(const float *x, const float *y, const float *
 {
     const struct geom g = GEOM_INIT;
     if (!conv_ok(&g, cout)) return MG_EINVAL;
-    return wgrad(&g, x, y, dy, dw, db, cout);
+    return backward_params(&g, x, y, dy, NULL, NULL, dw, db, cout);
+}
+
+int mg_conv2d_relu_backward(const float *x, const float *y, const float *dy, const float *wt,
+                            float *dx, float *dw, float *db, int64_t cout, GEOM_ARGS)
+{
+    const struct geom g = GEOM_INIT;
+    if (!conv_ok(&g, cout)) return MG_EINVAL;
+    return backward_params(&g, x, y, dy, wt, dx, dw, db, cout);
 }
 
 int mg_conv2d_backward_input(const float *dy, const float *wt, float *dx, int64_t cout, GEOM_ARGS)
@@ -593,7 +621,7 @@ int mg_conv2d_backward_input(const float *dy, const float *wt, float *dx, int64_
     const struct blocks B = plan_blocks(&g, cout);
     if (n == 0) return MG_OK;
     const int64_t k = kh * kw * c;
-    float *w_t = scratch_get(SCRATCH_SHARED, (size_t)(k * cout));
+    float *w_t = scratch_get(SCRATCH_WT, (size_t)(k * cout));
     if (!w_t) return MG_ENOMEM;
     transpose(wt, k, cout, w_t);
     if (B.count <= 1)

@@ -181,6 +181,13 @@ int mg_conv2d_relu_backward_params(const float *x, const float *y, const float *
                                    int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
                                    int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left,
                                    int64_t oh, int64_t ow);
+/* The whole backward of a relu layer: dx as mg_conv2d_backward_input and dw, db
+ * as mg_conv2d_relu_backward_params, block by block, dZ never written out. */
+int mg_conv2d_relu_backward(const float *x, const float *y, const float *dy, const float *wt,
+                            float *dx, float *dw, float *db, int64_t cout,
+                            int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
+                            int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left,
+                            int64_t oh, int64_t ow);
 /* Max pooling over kh x kw windows: y and argmax are n x oh x ow x c; argmax
  * holds flat indices into x. Padding never wins; ties go to the first maximum
  * in row-major window order; the first NaN of a window wins (NaN propagates).

@@ -281,6 +281,12 @@ def conv2d_relu_backward_params(x, y, dy, w_shape, strides=(1, 1), padding="vali
             _out(db_out, dz.reshape(-1, w_shape[3]).sum(axis=0, dtype=np.float64)))
 
 
+def conv2d_relu_backward(x, y, dy, w, strides=(1, 1), padding="valid", out=None, dw_out=None, db_out=None):
+    dz = np.where(y > 0, dy, F32(0))
+    dw, db = conv2d_relu_backward_params(x, y, dy, w.shape, strides, padding, dw_out, db_out)
+    return conv2d_backward_input(dz, w, x.shape, strides, padding, out), dw, db
+
+
 def _pool_geometry(x_shape, pool_size, strides, padding):
     ph, pw = _pair(pool_size)
     strides = (ph, pw) if strides is None else strides

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import minigrad as mg
-from helpers import EPS32, F32, assert_bitwise_equal, check_kernel, rand
+from helpers import EPS32, F32, assert_bitwise_equal, check_kernel, rand, run_both
 from minigrad import kernels, reference
 from minigrad.kernels import tape
 from minigrad.ops import Conv2D, MaxPool2D, conv2d, max_pool2d
@@ -160,7 +160,7 @@ def test_max_pool_nan_propagates_first_nan_wins(backend):
 # ============================================================== C against the NumPy twins
 
 @pytest.mark.parametrize("name", ["conv_output_size", "conv2d_forward", "conv2d_backward_input",
-                                  "conv2d_backward_weight", "conv2d_relu_backward_params",
+                                  "conv2d_backward_weight", "conv2d_relu_backward_params", "conv2d_relu_backward",
                                   "max_pool2d_forward", "max_pool2d_backward"])
 def test_twin_has_the_same_signature(name):
     import inspect
@@ -206,9 +206,13 @@ def test_conv2d_matches_twin(rng, case, relu):
     check_kernel("conv2d_backward_input", dy, w, x.shape, strides, padding, rtol=rtol, atol=atol)
     rtol, atol = weight_grad_tol(x, dy)
     check_kernel("conv2d_backward_weight", x, dy, w.shape, strides, padding, rtol=rtol, atol=atol)
-    if relu:  # the fused parameter gradients of a first layer: y masks dy
-        check_kernel("conv2d_relu_backward_params", x, y, dy, w.shape, strides, padding,
-                     rtol=rtol, atol=atol + 16 * EPS32 * np.sqrt(dy.size) * float(np.abs(dy).max()))
+    if relu:  # the fused relu backward (y masks dy): parameters only, and everything
+        atol_b = atol + 16 * EPS32 * np.sqrt(dy.size) * float(np.abs(dy).max())
+        check_kernel("conv2d_relu_backward_params", x, y, dy, w.shape, strides, padding, rtol=rtol, atol=atol_b)
+        got, want = run_both("conv2d_relu_backward", x, y, dy, w, strides, padding)
+        np.testing.assert_allclose(got[0], want[0], *backward_input_tol(dy, w), err_msg="dx")
+        np.testing.assert_allclose(got[1], want[1], rtol, atol_b, err_msg="dw")
+        np.testing.assert_allclose(got[2], want[2], rtol, atol_b, err_msg="db")
 
 
 POOLS = [
@@ -322,6 +326,33 @@ def test_outputs_written_in_place():
     g_out = np.full(x.shape, np.nan, F32)
     assert kernels.max_pool2d_backward(p, a, x.shape, out=g_out) is g_out
     assert not np.isnan(g_out).any()
+
+
+def test_portable_gemm_kernel_paths():
+    # with the portable GEMM kernel (what CPUs without AVX2 run) the small-k
+    # kernels step aside and every product goes through mg_gemm: same answers
+    from helpers import assert_snippet_ok
+    assert_snippet_ok("""
+        import numpy as np
+        from minigrad import kernels, reference
+        assert kernels.gemm_kernel_name() == "portable"
+        rng = np.random.default_rng(0)
+        worst = 0.0
+        for shape, wshape in [((3, 12, 12, 1), (3, 3, 1, 16)), ((2, 9, 9, 8), (3, 3, 8, 24))]:
+            x = rng.standard_normal(shape).astype(np.float32)
+            w = rng.standard_normal(wshape).astype(np.float32)
+            b = rng.standard_normal(wshape[3]).astype(np.float32)
+            y = kernels.conv2d_forward(x, w, b, relu=True, padding="same")
+            dy = rng.standard_normal(y.shape).astype(np.float32)
+            got = (y,) + kernels.conv2d_relu_backward(x, y, dy, w, padding="same")
+            got += kernels.conv2d_relu_backward_params(x, y, dy, w.shape, padding="same")
+            want = (reference.conv2d_forward(x, w, b, relu=True, padding="same"),)
+            want += reference.conv2d_relu_backward(x, y, dy, w, padding="same")
+            want += reference.conv2d_relu_backward_params(x, y, dy, w.shape, padding="same")
+            for g, r in zip(got, want):
+                worst = max(worst, float(np.abs(g - r).max() / max(np.abs(r).max(), 1.0)))
+        print("worst", worst, "ok" if worst < 1e-5 else "BAD")
+    """, "ok", env={"MINIGRAD_GEMM_KERNEL": "portable"})
 
 
 # ============================================================== gradients of the ops
@@ -453,7 +484,8 @@ def test_conv_thread_invariant(rng, restore_threads, case):
         y = kernels.conv2d_forward(x, w, b, strides, padding, True)
         dx = kernels.conv2d_backward_input(dy, w, x.shape, strides, padding)
         dw = kernels.conv2d_backward_weight(x, dy, w.shape, strides, padding)
-        return (y, dx, dw) + kernels.conv2d_relu_backward_params(x, y, dy, w.shape, strides, padding)
+        return ((y, dx, dw) + kernels.conv2d_relu_backward_params(x, y, dy, w.shape, strides, padding)
+                + kernels.conv2d_relu_backward(x, y, dy, w, strides, padding))
     _at_thread_counts(compute, f"conv {case}")
 
 
@@ -469,12 +501,15 @@ def test_conv_backward_sparse_gradient(rng, restore_threads, zero_skipping):
         kernels.set_zero_skipping(zero_skipping)
         calls = kernels.zero_skipping_calls()
 
+        y = kernels.conv2d_forward(x, w, b, relu=True)
+
         def compute():
             return (kernels.conv2d_backward_input(dy, w, x.shape),
-                    kernels.conv2d_backward_weight(x, dy, w.shape))
+                    kernels.conv2d_backward_weight(x, dy, w.shape)) + kernels.conv2d_relu_backward(x, y, dy, w)
         _at_thread_counts(compute, f"sparse conv backward, zero skipping {zero_skipping}")
         assert (kernels.zero_skipping_calls() > calls) == (zero_skipping and kernels.gemm_kernel_name() == "avx2-fma")
-        dx, dw = compute()
+        compute_result = compute()
+        dx, dw = compute_result[:2]
     finally:
         kernels.set_zero_skipping(True)
     np.testing.assert_allclose(dx, reference.conv2d_backward_input(dy, w, x.shape), *backward_input_tol(dy, w))
@@ -485,8 +520,8 @@ def test_conv_backward_sparse_gradient(rng, restore_threads, zero_skipping):
             dense = compute()
         finally:
             kernels.set_zero_skipping(True)
-        np.testing.assert_array_equal(dx, dense[0])
-        np.testing.assert_array_equal(dw, dense[1])
+        for i, (a, b) in enumerate(zip(compute_result, dense)):
+            np.testing.assert_array_equal(a, b, f"output {i}")
 
 
 @pytest.mark.parametrize("pool,strides,padding", [(2, None, "valid"), (3, 1, "same")])
@@ -556,6 +591,12 @@ def test_bad_shapes():
     raises(ValueError, "conv2d_relu_backward_params: expected y of shape (8, 26, 26, 32) (like dy), "
            "received (8, 26, 26, 31)", kernels.conv2d_relu_backward_params, x,
            np.zeros((8, 26, 26, 31), F32), np.zeros((8, 26, 26, 32), F32), w.shape)
+    raises(ValueError, "conv2d_relu_backward: expected x of shape (N, H, W, 3) for a kernel of shape "
+           "(3, 3, 3, 32), received (8, 28, 28, 1)", kernels.conv2d_relu_backward, x,
+           np.zeros((8, 26, 26, 32), F32), np.zeros((8, 26, 26, 32), F32), np.zeros((3, 3, 3, 32), F32))
+    raises(ValueError, "conv2d_relu_backward: expected y of shape (8, 26, 26, 32) (like dy), received "
+           "(8, 26, 26, 31)", kernels.conv2d_relu_backward, x, np.zeros((8, 26, 26, 31), F32),
+           np.zeros((8, 26, 26, 32), F32), w)
     raises(ValueError, "conv2d_relu_backward_params: expected w_shape to be (kh, kw, cin, cout) of positive "
            "integers, received (3, 3, 1)", kernels.conv2d_relu_backward_params, x,
            np.zeros((8, 26, 26, 32), F32), np.zeros((8, 26, 26, 32), F32), (3, 3, 1))
@@ -585,7 +626,11 @@ def test_aliasing_outputs_refused():
            kernels.conv2d_backward_weight, x, dy, w.shape, out=x.reshape(-1)[:16].reshape(w.shape))
     raises(ValueError, "conv2d_backward_weight: out must not share memory with dy",
            kernels.conv2d_backward_weight, x, dy, w.shape, out=dy.reshape(-1)[:16].reshape(w.shape))
+    raises(ValueError, "conv2d_relu_backward: out must not share memory with dy",
+           kernels.conv2d_relu_backward, x, np.zeros_like(x), dy, w, out=dy)
     dw = np.zeros(w.shape, F32)
+    raises(ValueError, "conv2d_relu_backward: db_out must not share memory with dw_out",
+           kernels.conv2d_relu_backward, x, dy, dy, w, dw_out=dw, db_out=dw[0, 0, 0])
     raises(ValueError, "conv2d_relu_backward_params: db_out must not share memory with out",
            kernels.conv2d_relu_backward_params, x, dy, dy, w.shape, out=dw, db_out=dw[0, 0, 0])
     buf = np.zeros(2 * 3 * 3 * 4 * 3, np.int64)

@@ -788,8 +788,8 @@ def clip_gradients(g, out, mode, clip):
 # ---------------------------------------------------------------- convolution and pooling
 # (after everything above: conv.py builds on the helpers of this module)
 from .conv import (conv2d_backward_input, conv2d_backward_weight, conv2d_forward,  # noqa: E402
-                   conv2d_relu_backward_params, conv_output_size, max_pool2d_backward,
-                   max_pool2d_forward)
+                   conv2d_relu_backward, conv2d_relu_backward_params, conv_output_size,
+                   max_pool2d_backward, max_pool2d_forward)
 
 # ---------------------------------------------------------------- element-wise (elementwise.py)
 # Imported last: that module builds on the helpers above.

@@ -26,7 +26,8 @@ import numpy as np
 from . import I64, _describe, _flag, _input, _output, _ptr, _run, ffi, lib, plain_array, tape
 
 __all__ = ["conv_output_size", "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
-           "conv2d_relu_backward_params", "max_pool2d_forward", "max_pool2d_backward"]
+           "conv2d_relu_backward_params", "conv2d_relu_backward", "max_pool2d_forward",
+           "max_pool2d_backward"]
 
 _NULL = ffi.NULL
 
@@ -216,6 +217,27 @@ def conv2d_relu_backward_params(x, y, dy, w_shape, strides=(1, 1), padding="vali
     _run(op, lib.mg_conv2d_relu_backward_params,
          (_ptr(x), _ptr(y), _ptr(dy), _ptr(out), _ptr(db_out), shape[3]) + geometry, (out, db_out))
     return out, db_out
+
+
+def conv2d_relu_backward(x, y, dy, w, strides=(1, 1), padding="valid", out=None, dw_out=None, db_out=None):
+    """(dx, dw, db): the whole backward of a relu convolution y = relu(conv(x, w) + b)
+    given dy = dL/dy: conv2d_backward_input and conv2d_relu_backward_params in one
+    pass over blocks of images, the masked gradient never written out."""
+    op = "conv2d_relu_backward"
+    given = (("x", x), ("y", y), ("dy", dy), ("w", w))
+    w = _kernel(op, w)
+    x, dy, shape, geometry = _weight_grad_args(op, x, dy, w.shape, strides, padding)
+    y = _input(op, "y", y, 4)
+    if y.shape != dy.shape:
+        raise ValueError(f"{op}: expected y of shape {dy.shape} (like dy), received {y.shape}")
+    inputs = given + (("x", x), ("y", y), ("dy", dy), ("w", w))
+    out = _output(op, "out", out, x.shape, inputs)
+    dw_out = _output(op, "dw_out", dw_out, shape, inputs + (("out", out),))
+    db_out = _output(op, "db_out", db_out, (shape[3],), inputs + (("out", out), ("dw_out", dw_out)))
+    _run(op, lib.mg_conv2d_relu_backward,
+         (_ptr(x), _ptr(y), _ptr(dy), _ptr(w), _ptr(out), _ptr(dw_out), _ptr(db_out), shape[3]) + geometry,
+         (out, dw_out, db_out))
+    return out, dw_out, db_out
 
 
 # ---------------------------------------------------------------- max pooling

@@ -31,10 +31,10 @@ class Conv2D(Function):
     """y = activation(conv(x, w) + b): unfold + one GEMM with a bias (+ relu) epilogue,
     a few images at a time (the unfolded x is never stored).
 
-    Backward masks the gradient by relu' while summing it for the bias (one pass),
-    then dW = unfold(x).T @ dz (x unfolded again) and, only when x needs a gradient
-    (not for input images), dx = fold(dz @ W.T). When x needs none (a first
-    layer), the mask, the bias sums and dW are one pass that never writes dz out.
+    Backward masks the gradient by relu' and sums it for the bias, then
+    dW = unfold(x).T @ dz (x unfolded again) and, only when x needs a gradient
+    (not for input images), dx = fold(dz @ W.T); with relu and a kernel to train,
+    all of it is one pass over blocks of images that never writes dz out.
     x is kept for backward as it is: like PyTorch, changing it in place before
     backward changes the weight gradient.
     """
@@ -53,10 +53,12 @@ class Conv2D(Function):
         need_x, need_w, need_b = ctx.needs_input_grad
         cout = w.shape[3]
         geometry = (ctx.strides, ctx.padding)
-        if ctx.relu and need_w and not need_x:
-            # a first layer: both parameter gradients in one pass, the masked
-            # gradient never written out
-            dw, db = kernels.conv2d_relu_backward_params(x, y, grad, w.shape, *geometry)
+        if ctx.relu and need_w:
+            # one pass over blocks of images, the masked gradient never written out
+            if need_x:
+                dx, dw, db = kernels.conv2d_relu_backward(x, y, grad, w, *geometry)
+                return dx, dw, (db if need_b else None)
+            dw, db = kernels.conv2d_relu_backward_params(x, y, grad, w.shape, *geometry)  # a first layer
             return None, dw, (db if need_b else None)
         if ctx.relu:
             dz, db = kernels.relu_backward_bias_grad(_rows(y, cout), _rows(grad, cout))
