@@ -251,3 +251,31 @@ def check(identifier):
     if isinstance(identifier, str) and identifier.lower() in _ACCURACY:
         return
     get(identifier)
+
+
+def serialize(identifier):
+    """A metric identifier as JSON-ready data (for model.save)."""
+    if isinstance(identifier, str):
+        return identifier
+    if callable(identifier) and identifier in _BY_FUNCTION:
+        return identifier.__name__
+    if isinstance(identifier, Metric):
+        config = {"name": identifier.name}
+        for attr in ("threshold", "k"):
+            if hasattr(identifier, attr):
+                config[attr] = getattr(identifier, attr)
+        return {"class_name": type(identifier).__name__, "config": config}
+    if isinstance(identifier, type) and issubclass(identifier, Metric):
+        return {"class_name": identifier.__name__, "config": {}}
+    raise ValueError(f"save: the metric {identifier!r} cannot be saved as configuration "
+                     f"(use a name, a minigrad metric function or a Metric)")
+
+
+def deserialize(config):
+    if isinstance(config, str):
+        return config
+    classes = {cls.__name__: cls for cls in set(_BY_NAME.values())}
+    cls = classes.get(config.get("class_name")) if isinstance(config, dict) else None
+    if cls is None:
+        raise ValueError(f"load_model: unknown metric {config!r}")
+    return cls(**config.get("config", {}))

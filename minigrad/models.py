@@ -294,8 +294,16 @@ class Sequential:
             metrics = [metrics]
         elif not isinstance(metrics, (list, tuple)):
             raise TypeError(f"compile: expected metrics to be a list, received {type(metrics).__name__}")
+        names = []
         for m in metrics:
             metrics_module.check(m)
+            name = metrics_module.get(m, sparse_targets=False).name if not (
+                isinstance(m, str) and m.lower() in ("accuracy", "acc")) else m
+            if name in names or name == "loss":
+                raise ValueError(f"compile: expected metrics with distinct names (they are the "
+                                 f"keys of the logs and of History), received {name!r} twice"
+                                 if name != "loss" else "compile: a metric may not be named 'loss'")
+            names.append(name)
         self.optimizer, self.loss, self._metric_ids = optimizer, loss, list(metrics)
         self.compiled = True
 
@@ -749,7 +757,7 @@ class Sequential:
             if loss is None:
                 raise ValueError("save: the model's loss is a user callable, which cannot be "
                                  "saved as configuration (compile with a loss name or class)")
-            metric_ids = [m if isinstance(m, str) else type(m).__name__ for m in self._metric_ids]
+            metric_ids = [metrics_module.serialize(m) for m in self._metric_ids]
             config["compile"] = {"optimizer": _optimizer_config(self.optimizer), "loss": loss,
                                  "metrics": metric_ids}
         return config
@@ -1007,7 +1015,8 @@ def load_model(filepath, custom_objects=None, compile=True):
         if opt_cls is None:
             raise ValueError(f"{where}: unknown optimizer {spec['optimizer']['class_name']!r}")
         model.compile(optimizer=opt_cls(**spec["optimizer"]["config"]),
-                      loss=losses_module.deserialize(spec["loss"]), metrics=spec["metrics"])
+                      loss=losses_module.deserialize(spec["loss"]),
+                      metrics=[metrics_module.deserialize(m) for m in spec["metrics"]])
     model.load_weights(filepath)
     return model
 

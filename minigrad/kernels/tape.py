@@ -69,10 +69,13 @@ class Tape:
         self.mark(*outputs)
 
     def mark(self, *arrays):
-        """Record arrays as produced (written by the tape, or its inputs)."""
+        """Record arrays as produced (written by the tape, or its inputs). A view's
+        bases are recorded too: a later view of the same memory (NumPy gives it the
+        owner as its base, not this view) is then known as well."""
         for a in arrays:
-            if a is not None:
+            while a is not None:
                 self.produced[id(a)] = a
+                a = getattr(a, "base", None)
 
     def refuse(self, reason):
         """Mark the step as not replayable (the first reason is kept); the eager run goes on."""
