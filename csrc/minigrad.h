@@ -24,6 +24,14 @@ void mg_set_num_threads(int n);
 int mg_get_num_threads(void);
 int mg_default_num_threads(void);
 int mg_has_openmp(void);
+/* Adaptation (on by default): while other processes keep CPUs busy, parallel
+ * regions use fewer threads than configured (never more); results are the same
+ * at any team size. Effective: the team size now in use. others_milli: the last
+ * estimate of CPUs other processes used, in thousandths (-1: none yet). */
+void mg_set_adaptive_threads(int on);
+int mg_get_adaptive_threads(void);
+int mg_effective_num_threads(void);
+int mg_adaptive_others_milli(void);
 /* Which GEMM micro-kernel runs on this CPU: "avx2-fma" or "portable". */
 const char *mg_gemm_kernel_name(void);
 /* How many times a GEMM packing workspace was (re)allocated, over all threads:

@@ -13,7 +13,8 @@ C kernels, with a Keras-style layer on top.
 from . import kernels
 from .function import Function, get_check_finite, is_grad_enabled, no_grad, set_check_finite
 from .gradcheck import GradcheckError, gradcheck
-from .kernels import get_num_threads, set_num_threads
+from .kernels import (effective_num_threads, get_adaptive_threads, get_num_threads,
+                      set_adaptive_threads, set_num_threads)
 from .ops import dense, matmul, relu, softmax, softmax_cross_entropy
 from .tensor import Tensor
 from .jit import jit
@@ -26,7 +27,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Tensor", "Function", "jit", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "matmul", "relu", "dense", "softmax", "softmax_cross_entropy",
-    "set_num_threads", "get_num_threads", "set_check_finite", "get_check_finite",
+    "set_num_threads", "get_num_threads", "set_adaptive_threads", "get_adaptive_threads",
+    "effective_num_threads", "set_check_finite", "get_check_finite",
     "kernels",
     "Sequential", "models", "layers", "activations", "optimizers", "losses", "metrics", "callbacks", "utils",
     "datasets",
