@@ -93,6 +93,7 @@ void mg_set_adaptive_threads(int on)
     /* Start again from the configured count with a fresh window when turned on. */
     atomic_store(&g_team, 0);
     atomic_store(&g_next_ns, 0);
+    atomic_store(&g_others_milli, -1);
 }
 
 int mg_get_adaptive_threads(void)
@@ -103,6 +104,20 @@ int mg_get_adaptive_threads(void)
 int mg_adaptive_others_milli(void)
 {
     return atomic_load(&g_others_milli);
+}
+
+/* The team size for `free_milli` free CPUs (thousandths), from the current one. */
+int mg_adaptive_next_team(int team, int configured, long long free_milli)
+{
+    if (free_milli < (long long)team * 1000 - 1000 + MG_SHRINK_SLACK) {
+        /* the largest t that would not shrink again: free >= t - 0.4 */
+        long long t = (free_milli + 1000 - MG_SHRINK_SLACK) / 1000;
+        team = t < 1 ? 1 : (int)t;
+    } else {
+        long long t = (free_milli + MG_GROW_SLACK) / 1000; /* free >= t - 0.2 */
+        if (t > team) team = (int)t;
+    }
+    return team < 1 ? 1 : team > configured ? configured : team;
 }
 
 /* ------------------------------------------------------------ sampling (Linux) */
@@ -185,20 +200,6 @@ static int take_sample(struct sample *s, long long now)
     return 0;
 }
 
-/* The team size for `free_milli` free CPUs, from the current one. */
-static int next_team(int team, int configured, long long free_milli)
-{
-    if (free_milli < (long long)team * 1000 - 1000 + MG_SHRINK_SLACK) {
-        /* the largest t that would not shrink again: free >= t - 0.4 */
-        long long t = (free_milli + 1000 - MG_SHRINK_SLACK) / 1000;
-        team = t < 1 ? 1 : (int)t;
-    } else {
-        long long t = (free_milli + MG_GROW_SLACK) / 1000; /* free >= t - 0.2 */
-        if (t > team) team = (int)t;
-    }
-    return team < 1 ? 1 : team > configured ? configured : team;
-}
-
 static void resample(long long now, int configured)
 {
     struct sample s;
@@ -221,7 +222,7 @@ static void resample(long long now, int configured)
     atomic_store(&g_others_milli, (int)others_milli);
     int team = atomic_load(&g_team);
     if (team <= 0 || team > configured) team = configured;
-    atomic_store(&g_team, next_team(team, configured, free_milli));
+    atomic_store(&g_team, mg_adaptive_next_team(team, configured, free_milli));
 }
 #endif
 
