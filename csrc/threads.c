@@ -37,7 +37,10 @@ static _Atomic int g_num_threads = 0; /* 0: not chosen yet, use the default */
 static _Atomic int g_adaptive = 1;
 static _Atomic int g_team = 0;        /* 0: no decision yet, use the configured count */
 static _Atomic long long g_next_ns = 0;
-static _Atomic int g_sampling = 0;    /* one thread samples at a time; others skip */
+/* The pid of the process whose thread is sampling (0: none): one thread samples
+ * at a time, others skip. A pid, not a flag, so that a child forked while a
+ * parent's thread held it can take it over instead of never sampling again. */
+static _Atomic int g_sampler = 0;
 static _Atomic int g_others_milli = -1; /* last estimate of other processes' CPUs x 1000 */
 
 /* Sampling period: long enough that /proc/stat's 10 ms ticks give a usable
@@ -131,7 +134,7 @@ struct sample {
     pid_t pid;
 };
 
-static struct sample g_prev; /* guarded by g_sampling */
+static struct sample g_prev; /* guarded by g_sampler */
 
 static long long now_coarse_ns(void)
 {
@@ -235,11 +238,14 @@ int mg_team_threads(void)
         return configured;
 #if defined(__linux__)
     const long long now = now_coarse_ns();
-    if (now >= atomic_load_explicit(&g_next_ns, memory_order_relaxed) &&
-        !atomic_exchange_explicit(&g_sampling, 1, memory_order_acquire)) {
-        atomic_store(&g_next_ns, now + MG_ADAPT_PERIOD_NS);
-        resample(now, configured);
-        atomic_store_explicit(&g_sampling, 0, memory_order_release);
+    if (now >= atomic_load_explicit(&g_next_ns, memory_order_relaxed)) {
+        const int me = (int)getpid();
+        int holder = atomic_load(&g_sampler);
+        if (holder != me && atomic_compare_exchange_strong(&g_sampler, &holder, me)) {
+            atomic_store(&g_next_ns, now + MG_ADAPT_PERIOD_NS);
+            resample(now, configured);
+            atomic_store_explicit(&g_sampler, 0, memory_order_release);
+        }
     }
     const int team = atomic_load_explicit(&g_team, memory_order_relaxed);
     return team <= 0 || team > configured ? configured : team;
