@@ -56,7 +56,6 @@ def run_regions_until(condition, seconds):
 # ---------------------------------------------------------------- API
 
 def test_api_defaults_and_off_keeps_configured_count(restore_adaptive):
-    assert mg.get_adaptive_threads() is True  # on by default (conftest does not change it)
     mg.set_num_threads(3)
     mg.set_adaptive_threads(False)
     assert mg.get_adaptive_threads() is False
@@ -99,11 +98,12 @@ def _python_without(snippet, unset, **extra):
 
 def test_wait_policy_is_set_for_libgomp_only_and_respects_the_user():
     """minigrad shortens libgomp's spin unless the user set a wait policy, and
-    leaves the environment of child processes as it found it."""
+    leaves the environment of child processes as it found it. Adaptation is on
+    by default."""
     code = ("import os, minigrad; print('seen', os.environ.get('OMP_WAIT_POLICY'), "
-            "os.environ.get('GOMP_SPINCOUNT'))")
-    unset = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
-    assert "seen None None" in _python_without(code, unset)
+            "os.environ.get('GOMP_SPINCOUNT'), 'adaptive', minigrad.get_adaptive_threads())")
+    unset = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "MINIGRAD_ADAPTIVE_THREADS")
+    assert "seen None None adaptive True" in _python_without(code, unset)  # and adaptation is on by default
     assert "seen PASSIVE None" in _python_without(code, unset, OMP_WAIT_POLICY="PASSIVE")
     assert "seen None 5" in _python_without(code, unset, GOMP_SPINCOUNT="5")
 
