@@ -88,7 +88,8 @@ def default_mnist_dir():
 # ---------------------------------------------------------------- environment
 
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
-            "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+            "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+            "MINIGRAD_ADAPTIVE_THREADS")
 
 
 def try_import_torch():

@@ -89,6 +89,7 @@ class Minigrad:
 
     def set_threads(self, n):
         self.mg.set_num_threads(n)
+        self.mg.set_adaptive_threads(False)  # a row at n threads runs n (bench_load.py measures adaptation)
 
     def step(self):
         for w, b in self.params:

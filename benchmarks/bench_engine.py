@@ -89,6 +89,9 @@ def _loop(mg, model, x, y, batch, epochs, jitted):
 def worker(case, threads, mnist_dir):
     import minigrad as mg
     mg.set_num_threads(threads)
+    # a row at n threads runs n (bench_load.py measures adaptation); a baseline
+    # minigrad older than adaptation has no switch
+    getattr(mg, "set_adaptive_threads", lambda on: None)(False)
     if case.startswith("tiny"):
         rng = np.random.default_rng(0)
         x = rng.standard_normal((TINY_SAMPLES, 13)).astype(np.float32)

@@ -231,6 +231,7 @@ class MinigradLoopEngine:
 
     def set_threads(self, n):
         self.mg.set_num_threads(n)
+        self.mg.set_adaptive_threads(False)  # a row at n threads runs n (bench_load.py measures adaptation)
         _blas_limit(n)
 
     def reset(self):
@@ -301,6 +302,7 @@ class MinigradFitEngine:
 
     def set_threads(self, n):
         self.mg.set_num_threads(n)
+        self.mg.set_adaptive_threads(False)  # a row at n threads runs n (bench_load.py measures adaptation)
         _blas_limit(n)
 
     def reset(self):

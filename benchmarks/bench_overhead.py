@@ -57,6 +57,7 @@ def run(x, y, threads, planned, seed):
     import minigrad as mg
     from minigrad import callbacks, kernels, layers, models, optimizers, utils
     mg.set_num_threads(threads)
+    mg.set_adaptive_threads(False)  # a row at n threads runs n (bench_load.py measures adaptation)
     mg.jit.set_enabled(planned)
     utils.set_random_seed(seed)
     model = models.Sequential([layers.Dense(bl.D_HID, activation="relu", input_shape=(bl.D_IN,)),

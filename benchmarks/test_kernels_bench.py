@@ -393,6 +393,7 @@ def test_kernel(benchmark, op, impl, threads, rep, request):
     if flops:
         benchmark.extra_info["flops"] = flops
     mg.set_num_threads(threads)
+    mg.set_adaptive_threads(False)  # a row at n threads runs n (bench_load.py measures adaptation)
     if torch is not None:
         torch.set_num_threads(threads)
     # The row before may have been another library's: OpenBLAS's worker threads

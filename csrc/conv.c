@@ -391,7 +391,7 @@ static struct blocks plan_blocks(const struct geom *g, int64_t cout)
     B.per = pix >= BLOCK_ROWS ? 1 : BLOCK_ROWS / (pix > 0 ? pix : 1);
     B.count = g->n > 0 ? mg_ceil_div(g->n, B.per) : 0;
     const double flops = 2.0 * (double)g->n * (double)pix * (double)(g->kh * g->kw * g->c) * (double)cout;
-    B.threads = flops >= MG_GEMM_PAR_MIN_FLOPS ? mg_get_num_threads() : 1;
+    B.threads = flops >= MG_GEMM_PAR_MIN_FLOPS ? mg_team_threads() : 1;
     if (B.threads > B.count) B.threads = B.count > 0 ? (int)B.count : 1;
     return B;
 }

@@ -621,7 +621,7 @@ static void scale_only(int64_t m, int64_t n, float beta, float *c, int64_t ldc,
                        const float *bias, int relu)
 {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(mg_get_num_threads()) \
+#pragma omp parallel for schedule(static) num_threads(mg_team_threads()) \
     if ((double)m * (double)n >= 32768.0)
 #endif
     for (int64_t i = 0; i < m; ++i) {

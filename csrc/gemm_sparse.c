@@ -327,7 +327,7 @@ int mg_gemm_sparse(const struct mg_gemm_args *g, int64_t kc)
     if (g->m > SPARSE_MAX_ELEMS / g->k) return MG_GEMM_DECLINED;
     int nthreads = 1;
 #ifdef _OPENMP
-    nthreads = mg_get_num_threads();
+    nthreads = mg_team_threads();
 #endif
     const int64_t m = g->m, k = g->k;
     const int64_t limit = (int64_t)(SPARSE_MAX_DENSITY * (double)(m * k));

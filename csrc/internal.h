@@ -8,7 +8,11 @@
 /* Parallelise a loop only when it has enough work to pay for waking threads:
  * a region with fewer than this many elements runs on the calling thread. */
 #define MG_PAR_MIN_ELEMS 32768
-#define MG_THREADS(work) ((work) >= MG_PAR_MIN_ELEMS ? mg_get_num_threads() : 1)
+#define MG_THREADS(work) ((work) >= MG_PAR_MIN_ELEMS ? mg_team_threads() : 1)
+
+/* Threads for one parallel region: mg_get_num_threads(), or fewer while other
+ * processes keep the CPUs busy (threads.c). Results never depend on it. */
+int mg_team_threads(void);
 
 /* OpenMP pragmas that vanish in a serial build. */
 #ifdef _OPENMP
@@ -198,7 +202,7 @@ float *mg_gemm_ws_get(size_t nfloats);
 static inline int mg_gemm_threads(int64_t m, int64_t n, int64_t k)
 {
     return 2.0 * (double)m * (double)n * (double)k >= MG_GEMM_PAR_MIN_FLOPS
-           ? mg_get_num_threads() : 1;
+           ? mg_team_threads() : 1;
 }
 
 /* What a special GEMM path returns when it does not apply (C untouched). */

@@ -26,6 +26,17 @@ int mg_default_num_threads(void);
 /* 1 in a process forked after kernels ran on several threads: it runs them serially. */
 int mg_is_serial_child(void);
 int mg_has_openmp(void);
+/* Adaptation (on by default): while other processes keep CPUs busy, parallel
+ * regions use fewer threads than configured (never more); results are the same
+ * at any team size. Effective: the team size now in use. others_milli: the last
+ * estimate of CPUs other processes used, in thousandths (-1: none yet). */
+void mg_set_adaptive_threads(int on);
+int mg_get_adaptive_threads(void);
+int mg_effective_num_threads(void);
+int mg_adaptive_others_milli(void);
+/* The rule itself, for tests: the next team size from the current one when
+ * free_milli thousandths of the usable CPUs are free of other processes. */
+int mg_adaptive_next_team(int team, int configured, long long free_milli);
 /* Which GEMM micro-kernel runs on this CPU: "avx2-fma" or "portable". */
 const char *mg_gemm_kernel_name(void);
 /* How many times a GEMM packing workspace was (re)allocated, over all threads:

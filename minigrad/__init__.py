@@ -13,7 +13,8 @@ C kernels, with a Keras-style layer on top.
 from . import kernels
 from .function import Function, get_check_finite, is_grad_enabled, no_grad, set_check_finite
 from .gradcheck import GradcheckError, gradcheck
-from .kernels import get_num_threads, set_num_threads
+from .kernels import (effective_num_threads, get_adaptive_threads, get_num_threads,
+                      set_adaptive_threads, set_num_threads)
 from .ops import dense, matmul, relu, softmax, softmax_cross_entropy
 from .ops import (argmax, argmin, cat, clamp, clip, clone, concatenate, flatten, log_softmax,
                   maximum, minimum, permute, reshape, sigmoid, sqrt, squeeze, stack, tanh,
@@ -36,7 +37,8 @@ __all__ = [
     "log_softmax", "max", "maximum", "min", "minimum", "permute", "reshape", "sigmoid", "sqrt",
     "squeeze", "stack", "tanh", "transpose", "unsqueeze", "view", "where",
     "arange", "eye", "full", "ones", "ones_like", "rand", "randn", "zeros", "zeros_like",
-    "set_num_threads", "get_num_threads", "set_check_finite", "get_check_finite",
+    "set_num_threads", "get_num_threads", "set_adaptive_threads", "get_adaptive_threads",
+    "effective_num_threads", "set_check_finite", "get_check_finite",
     "kernels",
     "Sequential", "models", "layers", "activations", "optimizers", "losses", "metrics", "callbacks", "utils",
     "datasets",

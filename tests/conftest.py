@@ -24,10 +24,14 @@ def backend(request):
 
 @pytest.fixture
 def restore_threads():
-    """Put the kernels' thread count back as it was, whatever the test did."""
-    original = mg.get_num_threads()
+    """Put the kernels' thread count back as it was, whatever the test did. Meanwhile
+    the team is exactly the configured count (no adaptation to the machine's load),
+    so that a test at 3 threads really runs 3 on a busy machine."""
+    original, adaptive = mg.get_num_threads(), mg.get_adaptive_threads()
+    mg.set_adaptive_threads(False)
     yield original
     mg.set_num_threads(original)
+    mg.set_adaptive_threads(adaptive)
 
 
 @pytest.fixture

@@ -11,6 +11,16 @@ from helpers import F32, assert_bitwise_equal, assert_snippet_ok, rand
 THREADS = (1, 2, 3)
 
 
+@pytest.fixture(autouse=True)
+def fixed_team():
+    """The team is exactly the configured count here (the machine may be busy:
+    adaptation would shrink it and the tests would not exercise 2 or 3 threads)."""
+    was = mg.get_adaptive_threads()
+    mg.set_adaptive_threads(False)
+    yield
+    mg.set_adaptive_threads(was)
+
+
 def same_at_all_thread_counts(compute, what):
     """Run compute() at 1, 2 and 3 threads; every output must be bitwise equal."""
     results = {}
@@ -194,7 +204,8 @@ def test_default_thread_count_from_environment_and_bitwise_equal(omp_threads, re
     mg.set_num_threads(2)
     expected = ns["digest"]()
     out = assert_snippet_ok(TRAIN_CODE + "\nprint('threads', mg.get_num_threads())\nprint('digest', digest())\n",
-                            f"threads {omp_threads}\n", env={"OMP_NUM_THREADS": omp_threads})
+                            f"threads {omp_threads}\n",
+                            env={"OMP_NUM_THREADS": omp_threads, "MINIGRAD_ADAPTIVE_THREADS": "0"})
     assert f"digest {expected}" in out
 
 
@@ -233,6 +244,7 @@ def test_large_inputs_start_worker_threads(name):
         rng = np.random.default_rng(0)
         a = lambda *s: rng.random(s).astype(np.float32)
         mg.set_num_threads(3)
+        mg.set_adaptive_threads(False)
         {small}
         before = len(os.listdir("/proc/self/task"))
         {large}

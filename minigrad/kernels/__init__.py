@@ -15,12 +15,24 @@ function with the same name and signature.
 import math
 import numbers
 import operator
+import os
 
 import numpy as np
 
 from . import tape
 from .tape import _local as _tape_local
 
+# libgomp reads its wait policy once, when it initialises (as minigrad._C loads),
+# so it is chosen here, before the import, unless the user chose one. Its default
+# lets an idle worker spin for up to ~300000 pause loops (milliseconds on recent
+# CPUs) after each parallel region: CPU time another process, or the next
+# region's other threads, needed. A short spin keeps the hand-off between the
+# back-to-back regions of a training step fast and then sleeps.
+# The variable is removed again after the import, so child processes see the
+# environment the user gave.
+_SPIN_SET = "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ
+if _SPIN_SET:
+    os.environ["GOMP_SPINCOUNT"] = "10000"
 try:
     from .._C import ffi, lib
 except ImportError as exc:  # pragma: no cover - depends on how minigrad was installed
@@ -29,6 +41,9 @@ except ImportError as exc:  # pragma: no cover - depends on how minigrad was ins
         "`pip install .` (or `pip install -e .`) from the repository root, which "
         "compiles csrc/ with cffi; a C compiler is required. "
         f"Original error: {exc}") from exc
+finally:
+    if _SPIN_SET:
+        os.environ.pop("GOMP_SPINCOUNT", None)
 
 F32 = np.dtype(np.float32)
 I64 = np.dtype(np.int64)
@@ -250,8 +265,39 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """The number of threads the kernels use."""
+    """The configured number of threads: what set_num_threads set, or the default.
+    Parallel regions never use more; see effective_num_threads."""
     return lib.mg_get_num_threads()
+
+
+def set_adaptive_threads(on):
+    """Adapt the team to other processes' load (on by default; off when the
+    environment has MINIGRAD_ADAPTIVE_THREADS=0). While other processes keep CPUs
+    busy, parallel regions use fewer than get_num_threads() threads: a thread
+    that shares its CPU stalls every barrier of its team. No result depends on
+    the team size, so this changes speed only. Off: always get_num_threads()."""
+    lib.mg_set_adaptive_threads(1 if _flag("set_adaptive_threads", "on", on) else 0)
+
+
+def get_adaptive_threads():
+    return bool(lib.mg_get_adaptive_threads())
+
+
+def effective_num_threads():
+    """The team size parallel regions use now (<= get_num_threads())."""
+    return lib.mg_effective_num_threads()
+
+
+def others_cpu_load():
+    """CPUs that other processes used over the last sampling window (~100 ms),
+    as the adaptation measured it; None before the first measurement or when
+    adaptation is off or unsupported (no /proc)."""
+    milli = lib.mg_adaptive_others_milli()
+    return None if milli < 0 else milli / 1000.0
+
+
+if os.environ.get("MINIGRAD_ADAPTIVE_THREADS", "").strip().lower() in ("0", "false", "off", "no"):
+    lib.mg_set_adaptive_threads(0)
 
 
 def has_openmp():
