@@ -357,7 +357,9 @@ class _InterruptingLib:
 def test_keyboard_interrupt_inside_a_step_drops_the_whole_step(monkeypatch, where):
     # inside backward, or at the optimizer's C call: of the 4th step, which is a replay
     x, y = toy_data(320)
-    monkeypatch.setattr(kernels, "lib", _InterruptingLib(kernels.lib, where, 4))
+    wrapped = _InterruptingLib(kernels.lib, where, 4)
+    for module in (kernels, kernels.dense, kernels.optim):  # each family module binds lib
+        monkeypatch.setattr(module, "lib", wrapped)
     model = toy_model(seed=3)
     with pytest.raises(KeyboardInterrupt):
         model.fit(x, y, batch_size=64, epochs=1, verbose=0, shuffle=False)

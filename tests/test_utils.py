@@ -54,7 +54,7 @@ def test_set_random_seed_validates(seed):
 
 @pytest.mark.parametrize("module", ["utils", "layers", "layers.conv", "models", "optimizers", "losses",
                                     "metrics", "callbacks", "progress", "kernels", "kernels.tape",
-                                    "kernels.elementwise", "reference", "tensor", "function", "ops",
+                                    "kernels.elementwise", "kernels.gather", "reference", "tensor", "function", "ops",
                                     "ops.nn", "gradcheck", "jit", "activations", "regularizers",
                                     "saving", "grad_mode", ""])
 def test_docstring_examples_run(module):
