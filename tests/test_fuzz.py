@@ -61,10 +61,8 @@ MINIGRAD_FUZZ_SEED=<seed> to replay it), about 10 minutes::
 
     MINIGRAD_FUZZ_EXAMPLES=250000 MINIGRAD_FUZZ_RANDOM=1 python -m pytest tests/test_fuzz.py
 
-Library bugs found by this suite have strict-xfail reproducers at the end of this
-file (test_bug_*). Until they are fixed the generators avoid their triggers and
-the oracle tolerates their messages (``fuzz_strategies.AVOID_KNOWN_BUGS``); with
-MINIGRAD_FUZZ_KNOWN_BUGS=1 the fuzzing covers them too (and fails on them).
+Library bugs found by this suite, all fixed, have regression tests at the end of
+this file (test_fixed_*); the generators cover their triggers.
 """
 import concurrent.futures
 import copy
@@ -84,7 +82,7 @@ from hypothesis import strategies as st
 import minigrad as mg
 from minigrad import kernels, reference
 import fuzz_strategies as fs
-from fuzz_strategies import (AVOID_KNOWN_BUGS, EPS32, F32, TINY32, arg, array, boolean, describe_call,
+from fuzz_strategies import (EPS32, F32, TINY32, arg, array, boolean, describe_call,
                              dims, draw, flag, integer, labels, out_arg, pick, real_scalar, shape)
 from helpers import REPO, run_python
 
@@ -122,16 +120,6 @@ def budget(family):
 COUNTS = {}  # family -> examples run (filled by the tests, checked by the last one)
 
 # ================================================================ the oracle
-
-# Messages of a known bug the oracle tolerates while AVOID_KNOWN_BUGS is set: the
-# right exception type, but numpy's message instead of one naming the op (see
-# test_bug_unnamed_messages). Its other triggers (float(10**400), an array used as
-# a flag) are not generated instead.
-KNOWN_UNNAMED_MESSAGES = [
-    (MemoryError, r"^Unable to allocate"),            # numpy's copy / output allocation
-    (ValueError, r"^array is too big"),               # the same, beyond the address space
-]
-
 
 class Mismatch(AssertionError):
     pass
@@ -206,7 +194,7 @@ def _reference_inputs(args, kwargs, daz):
     rkwargs = {}
     for k, v in kwargs.items():
         if k in SCALAR_NAMES and isinstance(v, numbers.Real):
-            v = np.float64(float(v))
+            v = np.float64(fs.as_float(v))
             with np.errstate(all="ignore"):
                 subnormal32 = 0 < abs(float(np.float32(v))) < TINY32
             if daz and subnormal32:
@@ -311,9 +299,7 @@ def check_kernel_call(name, args, kwargs=None, *, written=(), tol=(1e-5, 1e-6), 
             got = getattr(kernels, name)(*args, **kwargs)
     except (TypeError, ValueError, MemoryError, OverflowError) as exc:
         msg = str(exc)
-        tolerated = AVOID_KNOWN_BUGS and any(isinstance(exc, t) and re.search(p, msg)
-                                             for t, p in KNOWN_UNNAMED_MESSAGES)
-        if not msg.startswith(f"{name}:") and not tolerated:
+        if not msg.startswith(f"{name}:"):
             raise Mismatch(f"{type(exc).__name__} whose message does not start with "
                            f"'{name}:': {msg!r}\ncall: {desc}") from exc
         if must_succeed:
@@ -344,7 +330,7 @@ def _has_subnormals(arrays, kwargs):
         return (any(a.dtype == F32 and a.nbytes < 2**30 and bool(np.any((np.abs(a) < TINY32) & (a != 0)))
                     for a in arrays.values())
                 or any(k in SCALAR_NAMES and isinstance(v, numbers.Real)
-                       and 0 < abs(float(np.float32(v))) < TINY32 for k, v in kwargs.items()))
+                       and 0 < abs(float(np.float32(fs.as_float(v)))) < TINY32 for k, v in kwargs.items()))
 
 
 def _compare_with_twin(name, got, rargs, rkwargs, memo, written, tol, desc, nan_for_inf, bitwise=False):
@@ -399,10 +385,10 @@ def threads(data):
 
 def gemm_tolerance(a, b, k, alpha, beta, out, bias):
     amax, bmax = _finite_max(a), _finite_max(b)
-    scale = abs(float(alpha)) if np.isfinite(float(alpha)) else 0.0
+    scale = abs(fs.as_float(alpha)) if np.isfinite(fs.as_float(alpha)) else 0.0
     atol = 16 * EPS32 * math.sqrt(max(k, 1)) * amax * bmax * scale
-    if isinstance(out, np.ndarray) and np.isfinite(float(beta)):
-        atol += 4 * EPS32 * abs(float(beta)) * _finite_max(out)
+    if isinstance(out, np.ndarray) and np.isfinite(fs.as_float(beta)):
+        atol += 4 * EPS32 * abs(fs.as_float(beta)) * _finite_max(out)
     atol += 4 * EPS32 * _finite_max(bias) + 4 * TINY32
     return 16 * EPS32 * math.sqrt(max(k, 1)) + 1e-6, atol
 
@@ -411,16 +397,14 @@ def case_gemm(data):
     threads(data)
     m, n, k = dims(data, "m"), dims(data, "n"), dims(data, "k")
     trans_a, trans_b, relu = flag(data, "trans_a"), flag(data, "trans_b"), flag(data, "relu")
-    alpha = real_scalar(data, "alpha", default=1.0, finite32=True)  # others refused by design
-    beta = real_scalar(data, "beta", default=0.0, finite32=True)  # others refused by design
-    if AVOID_KNOWN_BUGS and k == 0 and isinstance(alpha, numbers.Real) and not np.isfinite(float(alpha)):
-        alpha = 1.0  # BUG gemm-k0-alpha (see test_bug_gemm_k0_nonfinite_alpha)
+    alpha = real_scalar(data, "alpha", default=1.0)
+    beta = real_scalar(data, "beta", default=0.0)
     # huge hyper-parameters with huge values would overflow float32 intermediates
-    big_scalar = any(isinstance(s, numbers.Real) and np.isfinite(float(s)) and abs(float(s)) > 1e3
+    big_scalar = any(isinstance(s, numbers.Real) and np.isfinite(fs.as_float(s)) and abs(fs.as_float(s)) > 1e3
                      for s in (alpha, beta))
     vk = dict(huge=1e3 if big_scalar else 1e15, subnormal=True)
-    a = arg(data, (k, m) if trans_a else (m, k), "a", **vk)
-    b = arg(data, (n, k) if trans_b else (k, n), "b", **vk)
+    a = arg(data, (k, m) if fs.truth(trans_a) else (m, k), "a", **vk)
+    b = arg(data, (n, k) if fs.truth(trans_b) else (k, n), "b", **vk)
     bias = arg(data, (n,), "bias", **vk) if boolean(data, "has_bias") else None
     out = out_arg(data, (m, n), "out", others=[a, b, bias])
     if isinstance(out, np.ndarray) and out.dtype == F32 and out.flags.writeable:
@@ -429,11 +413,13 @@ def case_gemm(data):
     kwargs = dict(trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, bias=bias, relu=relu)
     if out is not None or boolean(data, "out_kw"):
         kwargs["out"] = out
-    valid = (is_f32(a, (k, m) if trans_a else (m, k)) and is_f32(b, (n, k) if trans_b else (k, n))
+    valid = (all(fs.flag_ok(f) for f in (trans_a, trans_b, relu))
+             and is_f32(a, (k, m) if fs.truth(trans_a) else (m, k))
+             and is_f32(b, (n, k) if fs.truth(trans_b) else (k, n))
              and (bias is None or is_f32(bias, (n,))) and is_out(out, (m, n), [a, b, bias])
-             and all(isinstance(s, numbers.Real) for s in (alpha, beta))
+             and all(fs.representable32(s) for s in (alpha, beta))
              and (out is not None or float(beta) == 0.0))
-    real = all(isinstance(x, numbers.Real) for x in (alpha, beta))
+    real = all(fs.representable32(x) for x in (alpha, beta))
     tol = gemm_tolerance(a, b, k, alpha, beta, out, bias) if real else (1e-5, 1e-6)
     got = check_kernel_call("gemm", (a, b), kwargs, written=[out], tol=tol, must_succeed=valid,
                             nan_for_inf=real and not np.isfinite(float(alpha)))
@@ -535,15 +521,15 @@ def case_softmax_xent(data):
             assert probs_out is None or got[1] is probs_out
             assert row_loss_out is None or got[2] is row_loss_out
         return
-    scale = real_scalar(data, "scale", default=0.25, finite32=True)  # others refused by design
+    scale = real_scalar(data, "scale", default=0.25)
     out = out_arg(data, (rows, cols), "out", others=[logits, target])
-    valid = (is_f32(logits, (rows, cols)) and cols > 0 and target_ok and isinstance(scale, numbers.Real)
+    valid = (is_f32(logits, (rows, cols)) and cols > 0 and target_ok and fs.representable32(scale)
              and is_out(out, (rows, cols), [logits, target]))
-    s = abs(float(scale)) if isinstance(scale, numbers.Real) and np.isfinite(float(scale)) else 0.0
+    s = abs(float(scale)) if fs.representable32(scale) and np.isfinite(float(scale)) else 0.0
     atol = s * 8 * EPS32 * (lmax * max(cols, 1) * tmax + tmax + 1) + 2 * TINY32
     got = check_kernel_call("softmax_xent_backward", (logits, target), dict(scale=scale, out=out),
                             written=[out], tol=(1e-5, atol), must_succeed=valid,
-                            nan_for_inf=isinstance(scale, numbers.Real) and not np.isfinite(float(scale)))
+                            nan_for_inf=fs.representable32(scale) and not np.isfinite(float(scale)))
     if got is not None and out is not None:
         assert got is out
 
@@ -593,15 +579,10 @@ def case_optimizers(data):
         victim = groups[integer(data, 0, len(groups) - 1, "short")]
         victim.pop() if victim else victim.append(np.zeros(1, np.float32))
 
-    # finite32: hyperparameters float32 cannot represent are refused by design
-    hyper = {k: real_scalar(data, k, default=v, finite32=True) for k, v in defaults.items()}
+    # hyper-parameters float32 cannot represent (1e39, 1e-40, 10**400) are refused
+    hyper = {k: real_scalar(data, k, default=v) for k, v in defaults.items()}
     if name == "sgd_update":
         hyper["nesterov"] = flag(data, "nesterov")
-        m = hyper["momentum"]
-        with np.errstate(all="ignore"):
-            tiny = isinstance(m, numbers.Real) and float(m) != 0 and abs(np.float32(m)) < TINY32
-        if AVOID_KNOWN_BUGS and tiny:
-            hyper["momentum"] = 0.5  # BUG sgd-tiny-momentum (see test_bug_sgd_momentum_below_float32)
     if name == "rmsprop_update":
         hyper["eps_inside"] = flag(data, "eps_inside")
     if name == "adam_update":
@@ -612,7 +593,8 @@ def case_optimizers(data):
     args = (form(ws), form(gs), *slot_args)
 
     # well formed, and nothing written overlaps anything else: the call must succeed
-    scalars_ok = all(isinstance(v, numbers.Real) for k, v in hyper.items() if k in defaults)
+    scalars_ok = (all(fs.representable32(v) for k, v in hyper.items() if k in defaults)
+                  and all(fs.flag_ok(hyper.get(f)) for f in ("nesterov", "eps_inside")))
     uses_slots = name != "sgd_update" or (scalars_ok and float(hyper["momentum"]) != 0.0)
     written = ws + ([x for s in slots for x in s] if uses_slots else [])
     arrays_written = [x for x in written if isinstance(x, np.ndarray)]
@@ -635,14 +617,13 @@ def case_optimizers(data):
     for g in gs:
         if g.flags.writeable:
             g *= np.float32(-0.5)
-    how = pick(data, ["same", "regroup"] if AVOID_KNOWN_BUGS else ["same", "regroup", "reshape", "retype"],
-               "again.how")
+    how = pick(data, ["same", "regroup", "reshape", "retype"], "again.how")
     if how == "same":
         check_kernel_call(name, args, hyper, written=written, tol=(1e-5, 1e-30), must_succeed=True)
         return
     # the same array objects split differently between the lists (the cache keys on
-    # the grouping since e167f87), or (BUG optimizer-table-cache-metadata, see
-    # test_bug_optimizer_table_cache_in_place_metadata_change) changed in place
+    # the grouping since e167f87), or changed in place (shape, dtype: the cached table
+    # re-checks them; see test_fixed_optimizer_table_cache_in_place_metadata_change)
     if how == "regroup":  # move one array from one list to another, keeping the order
         groups = [list(ws), list(gs)] + ([] if no_velocity else [list(x) for x in slots])
         flat, sizes = [x for group in groups for x in group], [len(group) for group in groups]
@@ -866,22 +847,6 @@ def case_row_gather(data):
         got = g.take(0, min(len(order), cap))
         assert_same_bytes(got, np.take(src_before, order[:min(len(order), cap)], axis=0),
                           "\n".join(calls) + "\nfinal take(0, ...)")
-
-
-STEP_BUFFERS = ("y", "dz", "db", "dw", "dx")
-
-
-def _step_copy(layers, probs, row_loss, dlogits):
-    """Independent copies for the twin (flags and None kept as they are)."""
-    memo = {}
-
-    def c(x):
-        if isinstance(x, np.ndarray):
-            if id(x) not in memo:
-                memo[id(x)] = np.array(x, copy=True, order="C")
-            return memo[id(x)]
-        return x
-    return [{k: c(v) for k, v in L.items()} for L in layers], c(probs), c(row_loss), c(dlogits)
 
 
 def case_planned_steps(data):
@@ -1508,8 +1473,6 @@ def case_shape_ops(data):
         x = mg.Tensor(as_f32(x), requires_grad=True)
     X = x.data
     op = pick(data, ["sum", "mean", "reshape", "T", "max"], "op")
-    if AVOID_KNOWN_BUGS and op == "T" and X.ndim == 0:
-        op = "sum"  # BUG transpose-0d (see test_bug_transpose_of_0d_tensor)
     axis = draw(data, st.one_of(st.none(), st.integers(-5, 5),
                                 st.lists(st.integers(-5, 5), max_size=3).map(tuple),
                                 st.sampled_from([1.5, "0", [0], True, np.int64(0), (0, "a")])), "axis")
@@ -1822,9 +1785,7 @@ def test_fuzz_in_process(family):
 
 # ================================================================ bugs found by the fuzzing
 #
-# One minimal reproducer per bug, each a strict xfail: it shows up as XFAIL until
-# the bug is fixed, then XPASS fails the suite, so that the marker and the matching
-# AVOID_KNOWN_BUGS exclusion in the generators get removed together.
+# One minimal reproducer per bug, all fixed: kept as regression tests.
 
 F = np.float32
 
