@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 import pytest
 
-from minigrad import kernels
+from minigrad import kernels, reference
 import fuzz_strategies as fs
 import fuzz_support as fz
 from fuzz_strategies import (EPS32, F32, TINY32, arg, array, boolean, describe_call, dims, flag, integer,
@@ -326,7 +326,299 @@ def case_planned_steps(data):
     """fit's batches: RowGather."""
     case_row_gather(data)
 
-#@@NEW_KERNEL_FAMILIES@@
+
+# ---------------------------------------------------------------- convolution and pooling
+#
+# Small images (N, H, W, C) so that the twins (im2col in float64, pooling by window
+# offsets) stay cheap; strides, pool sizes and paddings of any kind (ints, pairs, zero,
+# negative, bools, floats, strings, None, other paddings), shapes given as arguments
+# (x_shape, w_shape) valid or not (wrong length, negative, bool, float, str entries).
+
+CONV_N = (1, 2, 0, 3)
+CONV_HW = (5, 4, 3, 1, 2, 6, 7, 9, 0)
+CONV_C = (1, 2, 3, 4)
+CONV_K = (1, 2, 3, 4)
+GOOD_PAIRS = (1, 2, (1, 2), (2, 1), 3, np.int64(2), (np.int32(1), 2), [2, 2], np.array([1, 1]))
+BAD_PAIRS = (0, -1, (1,), (1, 2, 3), True, (True, 1), 1.0, (1.5, 1), "1", "11", None, (0, 1))
+GOOD_PADDINGS = ("valid", "same", "SAME", "Valid")
+BAD_PADDINGS = ("full", "", None, 1, b"same", ["same"])
+SHAPE_ENTRIES = (-1, True, 2.0, np.float32(2.0), "2", None)
+
+
+def geometry_arg(data, good, bad, label, default):
+    """`default` half the time, else mostly one of `good`, sometimes one of `bad`."""
+    kind = integer(data, 0, 7, f"{label}.kind")
+    if kind < 4:
+        return default
+    return pick(data, good if kind < 7 else bad, label)
+
+
+def pair_ok(value):
+    """value as the kernels' _pair reads it: an int or a pair of ints >= 1, else None."""
+    items = (value, value) if isinstance(value, (int, np.integer)) else value
+    try:
+        items = tuple(items)
+    except TypeError:
+        return None
+    if len(items) != 2 or any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))
+                              or v < 1 for v in items):
+        return None
+    return int(items[0]), int(items[1])
+
+
+def padding_ok(value):
+    return isinstance(value, str) and value.lower() in ("valid", "same")
+
+
+def conv_geometry(h, w, k, s, padding):
+    """(oh, ow) of a window k over h x w with strides s, or None if the kernels refuse it."""
+    if k is None or s is None or not padding_ok(padding) or h == 0 or w == 0:
+        return None
+    oh = reference.conv_output_size(h, k[0], s[0], padding)[0]
+    ow = reference.conv_output_size(w, k[1], s[1], padding)[0]
+    return (oh, ow) if oh > 0 and ow > 0 else None
+
+
+def shape_arg(data, good, label, *, positive):
+    """A shape given as an argument: mostly `good` (a tuple, list or array of ints),
+    else with a bad entry or the wrong length. Returns (value, valid)."""
+    kind = integer(data, 0, 9, f"{label}.kind")
+    if kind < 6:
+        form = pick(data, ("tuple", "list", "np"), f"{label}.form")
+        value = tuple(good) if form == "tuple" else list(good) if form == "list" else \
+            tuple(np.int64(d) for d in good)
+        return value, True
+    if kind < 9:
+        value = list(good)
+        value[integer(data, 0, len(value) - 1, f"{label}.at")] = pick(data, SHAPE_ENTRIES, f"{label}.bad")
+        return tuple(value), False
+    return pick(data, (tuple(good)[:3], tuple(good) + (1,), None, "NHWC", 4), f"{label}.odd"), False
+
+
+def case_conv(data):
+    threads(data)
+    which = pick(data, ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight"], "which")
+    n, h, w_ = (pick(data, CONV_N, "n"), pick(data, CONV_HW, "h"), pick(data, CONV_HW, "w"))
+    cin, cout = pick(data, CONV_C, "cin"), pick(data, CONV_C, "cout")
+    k = (pick(data, CONV_K, "kh"), pick(data, CONV_K, "kw"))
+    strides = geometry_arg(data, GOOD_PAIRS, BAD_PAIRS, "strides", (1, 1))
+    padding = geometry_arg(data, GOOD_PADDINGS, BAD_PADDINGS, "padding", "valid")
+    s = pair_ok(strides)
+    geo = conv_geometry(h, w_, k, s, padding)
+    oh, ow = geo if geo else (1, 1)
+    x_shape, w_shape, y_shape = (n, h, w_, cin), k + (cin, cout), (n, oh, ow, cout)
+    vk = dict(huge=1e15, subnormal=True, p_bad=0.1)
+    kw = dict(strides=strides, padding=padding)
+    if which == "conv2d_forward":
+        x, w = arg(data, x_shape, "x", **vk), arg(data, w_shape, "w", **vk)
+        b = arg(data, (cout,), "b", **vk) if boolean(data, "has_b") else None
+        relu = flag(data, "relu")
+        out = out_arg(data, y_shape, "out", others=[x, w, b])
+        kw.update(b=b, relu=relu, out=out)
+        valid = (geo is not None and is_f32(x, x_shape) and is_f32(w, w_shape)
+                 and (b is None or is_f32(b, (cout,))) and fs.flag_ok(relu)
+                 and is_out(out, y_shape, [x, w, b]))
+        tol = gemm_tolerance(x, w, k[0] * k[1] * cin, 1.0, 0.0, None, b)
+        got = check_kernel_call(which, (x, w), kw, written=[out], tol=tol, must_succeed=valid)
+    elif which == "conv2d_backward_input":
+        dy, w = arg(data, y_shape, "dy", **vk), arg(data, w_shape, "w", **vk)
+        xs, xs_ok = shape_arg(data, x_shape, "x_shape", positive=False)
+        out = out_arg(data, x_shape, "out", others=[dy, w])
+        kw.update(out=out)
+        valid = (geo is not None and xs_ok and is_f32(dy, y_shape) and is_f32(w, w_shape)
+                 and is_out(out, x_shape, [dy, w]))
+        tol = gemm_tolerance(dy, w, k[0] * k[1] * cout, 1.0, 0.0, None, None)
+        got = check_kernel_call(which, (dy, w, xs), kw, written=[out], tol=tol, must_succeed=valid)
+    else:
+        x, dy = arg(data, x_shape, "x", **vk), arg(data, y_shape, "dy", **vk)
+        ws, ws_ok = shape_arg(data, w_shape, "w_shape", positive=True)
+        out = out_arg(data, w_shape, "out", others=[x, dy])
+        kw.update(out=out)
+        valid = (geo is not None and ws_ok and is_f32(x, x_shape) and is_f32(dy, y_shape)
+                 and is_out(out, w_shape, [x, dy]))
+        tol = gemm_tolerance(x, dy, max(n * oh * ow, 1), 1.0, 0.0, None, None)
+        got = check_kernel_call(which, (x, dy, ws), kw, written=[out], tol=tol, must_succeed=valid)
+    if got is not None and out is not None:
+        assert got is out, f"{which} returned a new array instead of out"
+
+
+def argmax_arg(data, x, y_shape, pool, strides, padding, label):
+    """argmax for max_pool2d_backward: usually the forward's (when it accepts the
+    geometry), else int64 values anywhere (negative, beyond x, another window's),
+    another dtype or shape, or a non-contiguous int64 array."""
+    kind = pick(data, ("forward", "forward", "forward", "random", "random", "strided", "dtype", "shape", "list"),
+                f"{label}.kind")
+    rng = fs._rng()
+    size = int(np.prod(y_shape))
+    if kind == "forward" and isinstance(x, np.ndarray):
+        try:
+            return kernels.max_pool2d_forward(x, pool, strides, padding)[1]
+        except (TypeError, ValueError, MemoryError):
+            pass
+    values = rng.integers(-3, max(2 * size, 4) + 8, size=y_shape, dtype=np.int64)
+    if kind == "dtype":
+        return values.astype(pick(data, (np.int32, np.float32, np.uint64, ">i8"), f"{label}.dtype"))
+    if kind == "shape":
+        return np.zeros(fs.wrong_shape(data, y_shape, label), np.int64)
+    if kind == "strided":
+        return np.repeat(values, 2, axis=-1)[..., ::2]
+    if kind == "list":
+        return values.tolist()
+    return values
+
+
+def case_pool(data):
+    threads(data)
+    n, h, w_, c = pick(data, CONV_N, "n"), pick(data, CONV_HW, "h"), pick(data, CONV_HW, "w"), pick(data, CONV_C, "c")
+    pool = geometry_arg(data, GOOD_PAIRS, BAD_PAIRS, "pool_size", (2, 2))
+    strides = geometry_arg(data, GOOD_PAIRS, BAD_PAIRS, "strides", None)
+    padding = geometry_arg(data, GOOD_PADDINGS, BAD_PADDINGS, "padding", "valid")
+    p = pair_ok(pool)
+    s = p if strides is None else pair_ok(strides)
+    geo = conv_geometry(h, w_, p, s, padding)
+    oh, ow = geo if geo else (1, 1)
+    x_shape, y_shape = (n, h, w_, c), (n, oh, ow, c)
+    kw = dict(pool_size=pool, strides=strides, padding=padding)
+    if boolean(data, "forward"):
+        x = arg(data, x_shape, "x", subnormal=True, p_bad=0.1)
+        out = out_arg(data, y_shape, "out", others=[x])
+        kind = pick(data, ("None", "fresh", "None", "fresh", "None", "fresh", "dtype", "alias", "readonly"),
+                    "argmax_out.kind")
+        argmax_out = {"None": None, "fresh": np.full(y_shape, -7, np.int64),
+                      "dtype": np.zeros(y_shape, np.int32), "readonly": fs.lay_out(np.zeros(y_shape, np.int64), "readonly"),
+                      "alias": out.view(np.int32) if isinstance(out, np.ndarray) and out.dtype == F32 and out.ndim
+                      else np.zeros(y_shape, np.float32)}[kind]
+        kw.update(out=out, argmax_out=argmax_out)
+        valid = (geo is not None and is_f32(x, x_shape) and is_out(out, y_shape, [x])
+                 and (argmax_out is None or kind == "fresh"))
+        # the maxima are copies of x's elements: byte for byte (NaN payloads, -0.0)
+        got = check_kernel_call("max_pool2d_forward", (x,), kw, written=[out, argmax_out], bitwise=True,
+                                must_succeed=valid)
+        if got is not None:
+            assert out is None or got[0] is out
+            assert argmax_out is None or got[1] is argmax_out
+        return
+    dy = arg(data, y_shape, "dy", subnormal=True, p_bad=0.1)
+    x = np.asarray(fs.array(data, x_shape, "x", layouts=["C"]))
+    argmax = argmax_arg(data, x, y_shape, pool, strides, padding, "argmax")
+    xs, xs_ok = shape_arg(data, x_shape, "x_shape", positive=False)
+    out = out_arg(data, x_shape, "out", others=[dy, argmax])
+    kw.update(out=out)
+    argmax_ok = isinstance(argmax, np.ndarray) and argmax.dtype == np.dtype(np.int64) and argmax.shape == y_shape
+    valid = (geo is not None and xs_ok and is_f32(dy, y_shape) and argmax_ok
+             and is_out(out, x_shape, [dy, argmax]))
+    taps = (p[0] * p[1]) if p else 1
+    atol = 4 * EPS32 * taps * _finite_max(dy) + 2 * TINY32
+    got = check_kernel_call("max_pool2d_backward", (dy, argmax, xs), kw, written=[out], tol=(4 * EPS32, atol),
+                            must_succeed=valid)
+    if got is not None and out is not None:
+        assert got is out
+
+
+# ---------------------------------------------------------------- sigmoid, tanh, dropout, sigmoid-BCE
+
+RATES = (0.5, 0.0, 0.1, 0.999, 0.25, np.float32(0.5), np.float64(0.3), 0, 1.0, 1, -0.1, 2.0,
+         float("nan"), float("inf"), True, None, "0.5", [0.5], np.array(0.5))
+SEEDS = (0, 1, 12345, 2**32, 2**64 - 1, np.uint64(2**64 - 1), np.int64(5), np.uint8(7),
+         2**64, -1, True, 1.5, None, "1", np.array(3))
+STEPS = (0, 1, 7, 2**32 - 1, 2**32, 2**63 - 2)
+
+
+def rate_ok(rate):
+    return (isinstance(rate, numbers.Real) and not isinstance(rate, (bool, np.bool_))
+            and 0.0 <= float(rate) < 1.0)
+
+
+def seed_ok(seed_):
+    return (isinstance(seed_, (int, np.integer)) and not isinstance(seed_, (bool, np.bool_))
+            and 0 <= int(seed_) < 2**64)
+
+
+def case_activations(data):
+    threads(data)
+    which = pick(data, ["sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
+                        "dropout_forward", "dropout_backward"], "which")
+    s = shape(data, "shape", max_size=20_000)
+    if which in ("sigmoid_forward", "tanh_forward"):
+        x = arg(data, s, "x", subnormal=True)
+        out = x if boolean(data, "in_place") else out_arg(data, s, "out", others=[x])
+        valid = is_f32(x, s) and (is_out(out, s, [x]) or (out is x and is_out(x, s, [])))
+        # sigmoid within 2 ulp (0 below FLT_MIN), tanh within 1 ulp (tanh(x) = x for tiny x: flushed)
+        tol = (3 * EPS32, TINY32) if which == "sigmoid_forward" else (2 * EPS32, 2 * TINY32)
+        got = check_kernel_call(which, (x, out), written=[out], tol=tol, must_succeed=valid)
+        if got is not None and out is not None:
+            assert got is out
+        return
+    if which != "dropout_forward":
+        y_name = "mask" if which == "dropout_backward" else "y"
+        y = arg(data, s, y_name, subnormal=True)
+        dy = y if integer(data, 0, 9, "dy_is_y") == 0 else arg(data, s, "dy", subnormal=True)
+        out = dy if boolean(data, "in_place") else out_arg(data, s, "out", others=[y, dy])
+        valid = is_f32(y, s) and is_f32(dy, s) and (is_out(out, s, [y, dy]) or (
+            out is dy and is_out(dy, s, []) and (y is dy or not np.may_share_memory(dy, y))))
+        # the twins do the kernels' float32 arithmetic: a few ulp (order, FMA), flushed subnormals
+        args = (dy, y, out) if which == "dropout_backward" else (y, dy, out)  # dropout_backward(dy, mask, out)
+        got = check_kernel_call(which, args, written=[out], tol=(4 * EPS32, 4 * TINY32),
+                                must_succeed=valid)
+        if got is not None and out is not None:
+            assert got is out
+        return
+    x = arg(data, s, "x", subnormal=True)
+    rate = pick(data, RATES, "rate") if integer(data, 0, 3, "rate.odd") == 0 else 0.5
+    seed_ = pick(data, SEEDS, "seed") if integer(data, 0, 3, "seed.odd") == 0 else integer(data, 0, 2**64 - 1, "seed")
+    kind = pick(data, ("counter",) * 6 + ("int", "None", "twin"), "counter.kind")
+    start = pick(data, STEPS, "counter.start")
+    counter = {"counter": kernels.DropoutCounter(start), "int": start, "None": None,
+               "twin": reference.DropoutCounter(start)}[kind]
+    out = x if boolean(data, "in_place") else out_arg(data, s, "out", others=[x])
+    mask_out = out_arg(data, s, "mask_out", others=[x, out])
+    valid = (is_f32(x, s) and rate_ok(rate) and seed_ok(seed_) and kind == "counter"
+             and (is_out(out, s, [x]) or (out is x and is_out(x, s, [])))
+             and is_out(mask_out, s, [x, out]))
+    got = check_kernel_call("dropout_forward", (x, rate, seed_, counter),
+                            dict(out=out, mask_out=mask_out), written=[out, mask_out],
+                            tol=(EPS32, 2 * TINY32), must_succeed=valid)
+    if kind == "counter":
+        want = start + 1 if got is not None else start
+        assert counter.value == want, f"dropout_forward: the counter is {counter.value}, expected {want}"
+    if got is not None:
+        assert out is None or got[0] is out
+        assert mask_out is None or got[1] is mask_out
+
+
+def case_bce(data):
+    threads(data)
+    s = shape(data, "shape", max_size=20_000)
+    logits = arg(data, s, "logits", mag=1e2, huge=1e6, subnormal=True)
+    target = arg(data, s, "target", mag=1e2, huge=1e6, subnormal=True)
+    if isinstance(target, np.ndarray) and target.dtype == F32 and target.size and boolean(data, "binary"):
+        target = (fs._rng().random(target.shape) < 0.5).astype(F32)
+    if boolean(data, "forward"):
+        probs_out = out_arg(data, s, "probs_out", others=[logits, target])
+        loss_out = out_arg(data, (), "loss_out", others=[logits, target, probs_out])
+        valid = (is_f32(logits, s) and is_f32(target, s) and is_out(probs_out, s, [logits, target])
+                 and is_out(loss_out, (), [logits, target, probs_out]))
+        zmax, tmax = _finite_max(logits), _finite_max(target)
+        loss_atol = 8 * EPS32 * (zmax * (1 + tmax) + 1)
+        got = check_kernel_call("sigmoid_bce_forward", (logits, target, probs_out, loss_out),
+                                written=[probs_out, loss_out],
+                                tol=[(1e-5, loss_atol), (3 * EPS32, TINY32), (3 * EPS32, TINY32), (1e-5, loss_atol)],
+                                must_succeed=valid, nan_for_inf=_has_inf(target) or _has_inf(logits))
+        if got is not None:
+            assert isinstance(got[0], np.ndarray) and got[0].shape == () and got[0].dtype == F32
+            assert loss_out is None or got[0] is loss_out
+            assert probs_out is None or got[1] is probs_out
+        return
+    probs = logits
+    scale = real_scalar(data, "scale", default=0.25)
+    out = out_arg(data, s, "out", others=[probs, target])
+    valid = (is_f32(probs, s) and is_f32(target, s) and fs.representable32(scale)
+             and is_out(out, s, [probs, target]))
+    got = check_kernel_call("sigmoid_bce_backward", (probs, target), dict(scale=scale, out=out),
+                            written=[out], tol=(4 * EPS32, 4 * TINY32), must_succeed=valid,
+                            nan_for_inf=fs.representable32(scale) and not np.isfinite(float(scale)))
+    if got is not None and out is not None:
+        assert got is out
 
 
 # ================================================================ running the families

@@ -9,7 +9,7 @@ from minigrad import kernels
 import fuzz_strategies as fs
 import fuzz_support as fz
 from helpers import run_python
-from fuzz_strategies import (arg, boolean, flag, integer, pick, real_scalar, shape)
+from fuzz_strategies import (EPS32, TINY32, arg, boolean, flag, integer, pick, real_scalar, shape)
 from fuzz_support import (_arrays_in, check_kernel_call, is_f32, is_out, threads)
 
 F = np.float32
@@ -21,6 +21,7 @@ OPTIMIZERS = {  # name -> (number of slots, hyper-parameters and their defaults)
     "rmsprop_update": (1, dict(lr=1e-3, rho=0.9, eps=1e-7)),
     "sgd_update": (1, dict(lr=0.01, momentum=0.9)),
     "adam_update": (2, dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7)),
+    "adamw_update": (2, dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.004)),  # family adamw
 }
 
 
@@ -43,10 +44,12 @@ def _alias_one(data, groups, shapes):
             dst[i] = view
 
 
-def case_optimizers(data):
+def case_optimizers(data, names=("adam_update", "rmsprop_update", "sgd_update")):
     threads(data)
-    name = pick(data, sorted(OPTIMIZERS), "optimizer")
+    name = pick(data, names, "optimizer")
     nslots, defaults = OPTIMIZERS[name]
+    amsgrad = name == "adamw_update" and boolean(data, "amsgrad")  # v_hat: a third slot
+    nslots += amsgrad
     count = pick(data, (1, 2, 0, 1, 3, 2, 1, 4), "params")
     as_list = count != 1 or boolean(data, "list_form")
     shapes = [shape(data, f"shape{i}", max_ndim=3, max_size=40_000) for i in range(count)]
@@ -68,11 +71,13 @@ def case_optimizers(data):
         hyper["nesterov"] = flag(data, "nesterov")
     if name == "rmsprop_update":
         hyper["eps_inside"] = flag(data, "eps_inside")
-    if name == "adam_update":
+    if name in ("adam_update", "adamw_update"):
         hyper["step"] = pick(data, ADAM_STEPS, "step")
     form = (lambda xs: xs) if as_list else (lambda xs: xs[0] if xs else None)
     no_velocity = name == "sgd_update" and integer(data, 0, 3, "no_velocity") == 0
     slot_args = [None] if no_velocity else [form(s) for s in slots]
+    if name == "adamw_update":  # v_hat (None: plain AdamW) goes by keyword, like the hyper-parameters
+        hyper["v_hat"] = slot_args.pop() if amsgrad else None
     args = (form(ws), form(gs), *slot_args)
 
     # well formed, and nothing written overlaps anything else: the call must succeed
@@ -121,8 +126,50 @@ def case_optimizers(data):
         gs[0].shape = (1,) + gs[0].shape  # same memory, another shape
     elif how == "retype" and ws:
         ws[0].dtype = np.int32  # same memory, another dtype
-    check_kernel_call(name, args, hyper, written=[x for x in _arrays_in(args).values()],
+    check_kernel_call(name, args, hyper, written=[x for x in _arrays_in((args, hyper)).values()],
                       tol=(1e-5, 1e-30))
+
+
+def case_adamw(data):
+    """adamw_update (decoupled weight decay, AMSGrad with v_hat), as the optimizers family."""
+    case_optimizers(data, names=("adamw_update",))
+
+
+CLIP_MODES = ("clipnorm", "global_clipnorm", "clipvalue", "clipnorm", "global_clipnorm", "clipvalue",
+              "CLIPNORM", "norm", None, 1, b"clipvalue")
+
+
+def case_clip(data):
+    """clip_gradients(g, out, mode, clip): out (arrays, like optimizer parameters) gets
+    the clipped g; twin reference.clip_gradients."""
+    threads(data)
+    count = pick(data, (1, 2, 0, 3, 1), "params")
+    as_list = count != 1 or boolean(data, "list_form")
+    big = boolean(data, "big")  # over 8192 elements: the norms are summed by chunks
+    shapes = [shape(data, f"shape{i}", max_ndim=3, max_size=40_000 if big else 300) for i in range(count)]
+    writable = fs.WRITABLE_LAYOUTS + ["readonly", "strided", "unaligned"]
+    gs = [arg(data, s, f"g{i}", p_bad=0.1, subnormal=True) for i, s in enumerate(shapes)]
+    outs = [arg(data, s, f"out{i}", p_bad=0.1, layouts=writable) for i, s in enumerate(shapes)]
+    groups = [outs, gs]
+    if count and integer(data, 0, 4, "alias") == 0:
+        _alias_one(data, groups, shapes)
+    if as_list and integer(data, 0, 9, "lengths") == 0:
+        victim = groups[integer(data, 0, 1, "short")]
+        victim.pop() if victim else victim.append(np.zeros(1, np.float32))
+    mode = pick(data, CLIP_MODES, "mode")
+    clip = real_scalar(data, "clip", default=1.0)
+    form = (lambda xs: xs) if as_list else (lambda xs: xs[0] if xs else None)
+    args = (form(gs), form(outs), mode)
+    written = [o for o in outs if isinstance(o, np.ndarray)]
+    read = [g for g in gs if isinstance(g, np.ndarray)]
+    valid = (mode in ("clipnorm", "global_clipnorm", "clipvalue") and fs.representable32(clip)
+             and float(clip) > 0 and len(outs) == len(gs) == count
+             and all(o is not None and is_out(o, sh, []) for o, sh in zip(outs, shapes))
+             and all(is_f32(g, sh) for g, sh in zip(gs, shapes))
+             and not any(np.may_share_memory(x, y) for i, x in enumerate(written)
+                         for y in written[i + 1:] + read))
+    check_kernel_call("clip_gradients", args, dict(clip=clip), written=written,
+                      tol=(4 * EPS32, 2 * TINY32), must_succeed=valid)
 
 #@@NEW_OPTIM_FAMILIES@@
 
