@@ -382,9 +382,10 @@ def truth(value):
     return flag_ok(value) and bool(value)
 
 
-def flag(data, label):
-    """A boolean option: bools, integers and None, or an array (refused by kernels._flag)."""
-    return pick(data, FLAG_VALUES, label)
+def flag(data, label, *, arrays=True):
+    """A boolean option: bools, integers and None, or (with arrays) an array, which
+    kernels._flag refuses."""
+    return pick(data, FLAG_VALUES if arrays else FLAG_VALUES[:-1], label)
 
 
 def labels(data, rows, cols, label):
