@@ -1,4 +1,4 @@
-"""Building blocks for tests/test_fuzz.py: arbitrary arrays (any dtype, ndim,
+"""Building blocks for the fuzz suite (tests/test_fuzz_*.py): arbitrary arrays (any dtype, ndim,
 layout, values), arbitrary non-arrays, scalars, class labels, output buffers
 and aliases, and a short description of a call for reproducers.
 

@@ -34,6 +34,14 @@ and max_rows of any kind, then a few set_order/take calls (orders of any
 dtype/ndim/value, lists, masked arrays; take bounds negative, reversed, beyond
 the order, wider than the buffer, before any order, bools, NumPy integers,
 floats, None), the caller's order overwritten after set_order.
+Convolution and pooling (families conv, pool): small NHWC images, kernels and
+pool windows, strides/pool sizes/paddings of any kind, x_shape/w_shape arguments
+valid or not, argmax from the forward pass or arbitrary (out of window, negative,
+other dtypes, non-contiguous). Element-wise (activations, bce): sigmoid, tanh,
+dropout (rates, seeds, DropoutCounter steps up to 2**63 - 2, other counters; the
+counter must advance by one exactly when the call succeeds) and sigmoid-BCE.
+Optimizers (optimizers, adamw, clip): rmsprop/sgd/adam, adamw with and without
+v_hat (AMSGrad), and clip_gradients in its three modes and bad ones.
 Thread races (family thread_race): another Python thread rewrites the labels, the
 gather indices or fit's x and y while the kernels, softmax_cross_entropy, RowGather
 and fit run (whole arrays, single elements or moving slices; valid values only, or
@@ -68,16 +76,19 @@ MINIGRAD_FUZZ_TRACE=1 to show the last calls it made. The pure-NumPy ops
 (element-wise, reductions, shapes) fuzz in-process.
 
 Budget: MINIGRAD_FUZZ_EXAMPLES generated cases in all (default 12,000; about
-13,200 run, as hypothesis adds a few), split over the thirteen families by weight;
+13,300 run, as hypothesis adds a few), split over the nineteen families (FAMILIES) by weight;
 each family asserts it ran its share and ``test_fuzz_total_budget`` the total.
-About 25-35 s on 2 cores. CI runs are derandomized (the same cases every run).
+About 30-40 s on 2 idle cores. CI runs are derandomized (the same cases every run).
 Nightly, 20x the cases with a fresh random seed (printed on failure; set
 MINIGRAD_FUZZ_SEED=<seed> to replay it), about 10 minutes::
 
     MINIGRAD_FUZZ_EXAMPLES=250000 MINIGRAD_FUZZ_RANDOM=1 python -m pytest tests/test_fuzz_*.py
 
-Library bugs found by this suite, all fixed, have regression tests at the end of
-the file of their area (test_fixed_*); the generators cover their triggers.
+Library bugs found by this suite that are fixed have regression tests at the end of
+the file of their area (test_fixed_*); the generators cover their triggers. An
+open one is kept out by a narrow exclusion at the draw it concerns, with a comment
+naming it ("BUG <name> (open)"): grep for "BUG " (one today: optimizer-flag-array,
+in test_fuzz_optim.py).
 """
 import concurrent.futures
 import importlib
