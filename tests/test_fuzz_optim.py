@@ -118,7 +118,8 @@ def case_optimizers(data, names=("adam_update", "rmsprop_update", "sgd_update"))
     # the grouping since e167f87), or changed in place (shape, dtype: the cached table
     # re-checks them; see test_fixed_optimizer_table_cache_in_place_metadata_change)
     if how == "regroup":  # move one array from one list to another, keeping the order
-        groups = [list(ws), list(gs)] + ([] if no_velocity else [list(x) for x in slots])
+        positional = slots[:2] if name == "adamw_update" else slots  # v_hat stays a keyword
+        groups = [list(ws), list(gs)] + ([] if no_velocity else [list(x) for x in positional])
         flat, sizes = [x for group in groups for x in group], [len(group) for group in groups]
         i, j = (integer(data, 0, len(groups) - 1, f"again.{k}") for k in "ij")
         if sizes[i]:
