@@ -701,7 +701,7 @@ def test_fixed_gather_rows_masked_idx_is_refused(idx):
 # ---------------------------------------------------------------- fixed: fit's planned step
 # Found by the planned_steps family, fixed the same session: take's bounds are
 # checked as integers first, a huge max_rows gets a named MemoryError, masked orders
-# are refused, and inconsistent need_x flags (a SIGSEGV in C) are refused.
+# are refused.
 
 @pytest.mark.parametrize("start,stop", [(0.0, 1.0), (0, 1.0), (0, None), ("0", 1), (-1, np.uint64(0)),
                                         (np.int8(-1), 2**70), (np.bool_(False), np.bool_(True))],
