@@ -37,3 +37,23 @@ def restore_threads():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+# ---------------------------------------------------------------- the fuzz suite (tests/test_fuzz_*.py)
+
+@pytest.fixture(scope="session")
+def fuzz_children(request):
+    """The fuzz families that run in child interpreters, all files together: every
+    selected one started, two at a time, as soon as the first is needed; each
+    test_fuzz_in_child_process then waits for its own (fuzz_support.py)."""
+    import fuzz_support
+    pool, futures = fuzz_support.start_children(request.session)
+    yield futures
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """test_fuzz_total_budget runs after every fuzz family, whatever the file order."""
+    last = [item for item in items if getattr(item, "originalname", item.name) == "test_fuzz_total_budget"]
+    if last:
+        items[:] = [item for item in items if item not in last] + last

@@ -1,4 +1,4 @@
-"""Building blocks for tests/test_fuzz.py: arbitrary arrays (any dtype, ndim,
+"""Building blocks for the fuzz suite (tests/test_fuzz_*.py): arbitrary arrays (any dtype, ndim,
 layout, values), arbitrary non-arrays, scalars, class labels, output buffers
 and aliases, and a short description of a call for reproducers.
 
@@ -11,7 +11,8 @@ Bulk values come from NumPy generators seeded from one integer drawn per case
 0.1 ms per draw) for arrays of tens of thousands of elements.
 """
 import functools
-import os
+import math
+import numbers
 
 import numpy as np
 from hypothesis import strategies as st
@@ -21,12 +22,6 @@ import minigrad as mg
 F32 = np.dtype(np.float32)
 TINY32 = float(np.finfo(np.float32).tiny)       # smallest normal float32
 EPS32 = float(np.finfo(np.float32).eps)
-
-# Inputs that trigger the library bugs found by this suite (each has a strict
-# xfail reproducer in test_fuzz.py). While they are open the fuzz families do not
-# generate them (or, for messages only, the oracle tolerates them), so the suite
-# stays green. After a fix, run with MINIGRAD_FUZZ_KNOWN_BUGS=1 to fuzz them too.
-AVOID_KNOWN_BUGS = os.environ.get("MINIGRAD_FUZZ_KNOWN_BUGS", "") != "1"
 
 INT_DTYPES = [np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64,
                                      np.uint8, np.uint16, np.uint32, np.uint64)]
@@ -335,32 +330,62 @@ _SCALARS_COMMON = (0.0, 1.0, 0.5, 0.9, 0.999, 1e-3, 2.0, -1.0, -0.5, 1e-7, 10.0,
                    None, "0.1", 1 + 0j, np.array(0.5), [0.5], np.bool_(True), object())
 _SCALARS_BEYOND_FLOAT32 = (1e39, -1e300, 1e-40, 1e-50, 5e-324)  # overflow / subnormal / 0 in float32
 _SCALARS_HUGE_INT = (10**400, -10**400)                       # float(x) raises OverflowError
+_SCALARS = _SCALARS_COMMON + _SCALARS_BEYOND_FLOAT32 + _SCALARS_HUGE_INT
 _NO_DEFAULT = object()
 
 
-def real_scalar(data, label, *, default=_NO_DEFAULT, finite32=False):
+def as_float(x):
+    """float(x), or +-inf for an integer beyond float64 (float() raises OverflowError)."""
+    try:
+        return float(x)
+    except OverflowError:
+        return math.inf if x > 0 else -math.inf
+
+
+def representable32(x):
+    """x is a real number the kernels take as a hyper-parameter (kernels._scalar): NaN,
+    +-inf, 0, or a finite value whose float32 rounding is a normal number."""
+    if not isinstance(x, numbers.Real):
+        return False
+    try:
+        v = float(x)
+    except OverflowError:
+        return False
+    if not math.isfinite(v) or v == 0.0:
+        return True
+    with np.errstate(all="ignore"):
+        m = abs(float(np.float32(v)))
+    return TINY32 <= m <= float(np.finfo(np.float32).max)
+
+
+def real_scalar(data, label, *, default=_NO_DEFAULT):
     """A hyper-parameter: `default` half the time, otherwise a sensible value, NaN,
-    +-inf, huge, tiny, negative, an integer, a bool, a NumPy scalar, or a
-    non-number (None, str, complex, 0-d array, list, object). With finite32, values
-    whose float32 rounding is not like them (overflow to inf, subnormal, 0) are
-    left out."""
-    options = _SCALARS_COMMON
-    if not finite32:
-        options = options + _SCALARS_BEYOND_FLOAT32
-    if not AVOID_KNOWN_BUGS:
-        options = options + _SCALARS_HUGE_INT
+    +-inf, huge, tiny, negative, an integer, a bool, a NumPy scalar, a value float32
+    cannot represent (1e39, 1e-40: refused by the kernels), an integer beyond float64
+    (10**400), or a non-number (None, str, complex, 0-d array, list, object)."""
+    options = _SCALARS
     if default is not _NO_DEFAULT and boolean(data, f"{label}.default") is False:
         return default
     return options[integer(data, 0, len(options) - 1, label)]
 
 
-def flag(data, label):
-    """A boolean option: bools, integers and None (strings and arrays are refused
-    by kernels._flag; with the known bugs enabled, arrays are drawn too)."""
-    values = [False, True, 0, 1, np.bool_(True), np.bool_(False), None, 2]
-    if not AVOID_KNOWN_BUGS:
-        values.append(np.array([True, False]))
-    return pick(data, values, label)
+FLAG_VALUES = (False, True, 0, 1, np.bool_(True), np.bool_(False), None, 2, np.array([True, False]))
+
+
+def flag_ok(value):
+    """value is a flag the kernels take (bool, integer or None)."""
+    return not isinstance(value, np.ndarray)
+
+
+def truth(value):
+    """What a flag the kernels take means (False for a refused one)."""
+    return flag_ok(value) and bool(value)
+
+
+def flag(data, label, *, arrays=True):
+    """A boolean option: bools, integers and None, or (with arrays) an array, which
+    kernels._flag refuses."""
+    return pick(data, FLAG_VALUES if arrays else FLAG_VALUES[:-1], label)
 
 
 def labels(data, rows, cols, label):
@@ -611,11 +636,11 @@ def gather_out(data, shape, dtype, src, idx, label):
     return out, src, idx
 
 
-# ---------------------------------------------------------------- planned steps: RowGather, DenseForwardBackward
+# ---------------------------------------------------------------- planned steps: RowGather
 
 # max_rows for RowGather: positive integers (plain, NumPy), else refused (0,
-# negative, bool, float, None, str, an array); with the known bugs, sizes whose
-# buffer NumPy cannot allocate (see test_bug_row_gather_huge_max_rows).
+# negative, bool, float, None, str, an array), and sizes whose buffer NumPy cannot
+# allocate (a MemoryError naming gather_rows).
 MAX_ROWS = (1, 2, 3, 4, 7, 8, 16, 64, 200, np.int64(5), np.uint8(3), np.int32(1)) * 2 + (
             0, -1, -2**63, True, False, np.bool_(True), 2.0, 4.5, float("nan"), None, "4",
             np.array(4), np.array([4]), 1 + 0j)
@@ -660,12 +685,4 @@ def take_bounds(data, n_order, cap, label):
     """(start, stop) for take: mostly in [0, n_order] or near cap (the buffer's
     rows), else odd (negative, huge, bool, NumPy, float, None, str)."""
     return _take_bound(data, n_order, cap, f"{label}.start"), _take_bound(data, n_order, cap, f"{label}.stop")
-
-
-STEP_MUTATIONS = ("none",) * 6 + ("dtype", "shape", "ndim", "layout", "readonly", "missing", "alias",
-                                   "chain", "need_b", "non_array", "empty", "flags", "rows", "need_x_gap")
-STEP_SIZES = (3, 1, 2, 4, 5, 6, 7, 3, 2, 0)  # 0: an empty layer (or no class: refused by C)
-STEP_FIELDS = ("w", "b", "y", "db", "dw", "dz", "dx")
-STEP_OUTPUTS = ("y", "db", "dw", "dz", "dx")
-
 

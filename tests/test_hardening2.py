@@ -1,7 +1,7 @@
 """Hardening, second round: labels rewritten by another thread while C reads them,
 fork after the thread team ran, an optimizer step under Ctrl-C, array subclasses and
 masked arrays, and arguments that used to fail without naming the function.
-(The fuzzed versions: families thread_race and fork in tests/test_fuzz.py.)"""
+(The fuzzed versions: families thread_race and fork in tests/test_fuzz_threads.py.)"""
 import multiprocessing
 import os
 import signal

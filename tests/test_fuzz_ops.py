@@ -1,0 +1,524 @@
+"""Fuzzing the public Tensor ops: those that call C (matmul, dense, relu, softmax, softmax_cross_entropy; in a child interpreter) and the pure-NumPy element-wise,
+reduction and shape ops (in this process). ``check_op_call`` is their oracle; see
+fuzz_support.py for the budget and the child processes."""
+import copy
+import math
+
+import numpy as np
+import pytest
+from hypothesis import strategies as st
+
+import minigrad as mg
+from minigrad import reference
+import fuzz_strategies as fs
+import fuzz_support as fz
+from fuzz_strategies import (EPS32, F32, arg, array, boolean, dims, draw, integer, labels, pick, shape)
+from fuzz_support import (Mismatch, _daz, _arrays_in, _assert_unchanged, _finite_max, _has_inf, _snapshot,
+                          _trace, as_f32, assert_close)
+
+F = np.float32
+
+
+# ================================================================ families: ops
+
+OP_DTYPES = [np.dtype(t) for t in (np.float64, np.float16, np.int32, np.int8, np.uint8, np.bool_, np.int64)]
+
+
+def tensor_or_value(data, s, label, *, p_bad=0.15, **kw):
+    """An operand for an op: usually a Tensor (requires_grad or not) built from an
+    array of any real dtype and layout; else a raw array, list, scalar or junk."""
+    kind = integer(data, 0, 99, f"{label}.operand")
+    if kind < 100 * (1 - p_bad) * 0.8:
+        dtype = F32 if integer(data, 0, 3, f"{label}.f32") else pick(data, OP_DTYPES, f"{label}.dtype")
+        x = array(data, s, label, dtype=dtype, **kw)
+        return mg.Tensor(x, requires_grad=boolean(data, f"{label}.grad"))
+    if kind < 100 * (1 - p_bad):
+        form = pick(data, ["array", "list", "scalar"], f"{label}.raw")
+        x = array(data, s, label, **kw)
+        return x if form == "array" else (x.tolist() if form == "list" else 1.5)
+    return arg(data, s, label, p_bad=1.0, allow_huge=False)
+
+
+def reduce_to(g, shape_):
+    """Sum a float64 gradient over the axes broadcasting added or stretched."""
+    g = np.asarray(g, dtype=np.float64)
+    while g.ndim > len(shape_):
+        g = g.sum(axis=0)
+    for i, n in enumerate(shape_):
+        if n == 1 and g.shape[i] != 1:
+            g = g.sum(axis=i, keepdims=True)
+    return g
+
+
+def check_op_call(desc, fn, operands, expect, *, upstream=None, tol=(2e-6, 1e-30), grad_tol=None,
+                  no_grad=(), nan_for_inf=False):
+    """THE ORACLE for public ops.
+
+    fn() performs the op on `operands` (Tensors and raw values); expect() returns
+    (forward value, {operand index: gradient given upstream G}) computed in NumPy
+    on the float32 conversions, or raises _Invalid if the ops must reject the
+    operands. The op must raise TypeError/ValueError exactly when it is invalid
+    (OverflowError is allowed too), return a float32 Tensor equal to the forward
+    value otherwise, and backward must give every requires_grad leaf its gradient.
+    No input array may change."""
+    arrays = _arrays_in([o.data if isinstance(o, mg.Tensor) else o for o in operands])
+    snap = _snapshot(arrays)
+    try:
+        want, grads = expect()
+        invalid = None
+    except _Invalid as exc:
+        invalid = str(exc)
+    _trace(desc)
+    try:
+        with np.errstate(all="ignore"):
+            out = fn()
+    except (TypeError, ValueError, OverflowError) as exc:
+        if invalid is None:
+            raise Mismatch(f"{desc}: rejected valid operands: {type(exc).__name__}: {exc}") from exc
+        _assert_unchanged(arrays, snap, what=desc)
+        return
+    except Exception as exc:
+        raise Mismatch(f"{desc}: {type(exc).__name__} (expected TypeError/ValueError or a result): "
+                       f"{exc}") from exc
+    if invalid is not None:
+        raise Mismatch(f"{desc}: accepted operands it should reject ({invalid})")
+    assert isinstance(out, mg.Tensor), f"{desc}: returned {type(out).__name__}"
+    assert type(out.data) is np.ndarray and out.dtype == F32, f"{desc}: data {type(out.data)} {out.dtype}"
+    assert_close(out.data, want, *tol, f"{desc}: forward", nan_for_inf)
+    _assert_unchanged(arrays, snap, what=f"{desc} forward")
+    leaves = [o for i, o in enumerate(operands)
+              if isinstance(o, mg.Tensor) and o.requires_grad and i not in no_grad]
+    assert out.requires_grad == bool(leaves), f"{desc}: requires_grad {out.requires_grad}"
+    if not leaves:
+        return
+    if upstream is None:
+        G = np.ones(out.shape, F32)
+        if out.size != 1:  # documented: RuntimeError, as in PyTorch
+            with pytest.raises(RuntimeError, match="^backward: grad can be omitted only"):
+                out.backward()
+            assert all(o.grad is None for o in leaves)
+            return
+    else:
+        G = as_f32(upstream)
+        if G is None or G.shape != out.shape:  # a wrong upstream gradient
+            try:
+                out.backward(upstream)
+            except (TypeError, ValueError):
+                assert all(o.grad is None for o in leaves), f"{desc}: a failed backward left gradients"
+                return
+            raise Mismatch(f"{desc}: backward accepted the upstream gradient {fs.describe(upstream)} "
+                           f"for an output of shape {out.shape}")
+    upstream_copy = copy.deepcopy(upstream)
+    with np.errstate(all="ignore"):
+        out.backward(upstream)
+    _assert_unchanged(arrays, snap, what=f"{desc} backward")
+    if isinstance(upstream, np.ndarray):
+        assert np.array_equal(upstream, upstream_copy, equal_nan=True), f"{desc}: backward modified its grad"
+    for i in no_grad:
+        if isinstance(operands[i], mg.Tensor):
+            assert operands[i].grad is None, f"{desc}: operand {i} must get no gradient"
+    expected, atols = {}, {}  # by leaf: the gradient, and its tolerance (summed if the leaf is used twice)
+    rtol, atol = grad_tol(G) if grad_tol else (1e-5, 1e-30)
+    for i, o in enumerate(operands):
+        if isinstance(o, mg.Tensor) and o.requires_grad and i not in no_grad:
+            with np.errstate(all="ignore"):
+                gi, ai = grads[i](np.asarray(G, F32)), atol
+                if isinstance(gi, tuple):  # (gradient, sum of the |terms| it adds up)
+                    gi, ai = gi[0], 8 * EPS32 * np.nan_to_num(np.asarray(gi[1], dtype=np.float64))
+                gi = np.asarray(gi, dtype=np.float64).reshape(o.shape)
+                ai = np.broadcast_to(ai, o.shape)
+            expected[id(o)] = expected[id(o)] + gi if id(o) in expected else gi
+            atols[id(o)] = atols[id(o)] + ai if id(o) in atols else ai
+    for o in leaves:
+        assert o.grad is not None, f"{desc}: a leaf got no gradient"
+        assert o.grad.shape == o.shape and o.grad.dtype == F32, \
+            f"{desc}: gradient of shape {o.grad.shape} dtype {o.grad.dtype} for a leaf of shape {o.shape}"
+        assert_close(o.grad, expected[id(o)], rtol, atols[id(o)], f"{desc}: gradient", nan_for_inf)
+
+
+class _Invalid(Exception):
+    pass
+
+
+UPSTREAM_KINDS = ("array", "array", "array", "array", "default", "float64", "int8", "list", "Tensor",
+                  "wrong shape", "complex", "str", "None-like")
+
+
+def upstream_grad(data, out_shape):
+    """The gradient passed to backward(): usually a float32 array of the output's
+    shape; else omitted (None), another real dtype, a list, a Tensor, or wrong."""
+    if out_shape is None:
+        return None
+    kind = pick(data, UPSTREAM_KINDS, "G.kind")
+    if kind == "default":
+        return None
+    if kind == "wrong shape":
+        return np.ones(fs.wrong_shape(data, out_shape, "G"), F32)
+    if kind in ("complex", "str", "None-like"):
+        return {"complex": np.ones(out_shape, np.complex64), "str": "1", "None-like": [None]}[kind]
+    g = array(data, out_shape, "G", mag=30.0, huge=30.0, layouts=fs.LAYOUTS)
+    if kind == "float64":
+        return g.astype(np.float64)
+    if kind == "int8":
+        return np.nan_to_num(g).clip(-100, 100).astype(np.int8)
+    if kind == "list":
+        return g.tolist()
+    return mg.Tensor(g) if kind == "Tensor" else g
+
+
+def _need(a, what):
+    if a is None:
+        raise _Invalid(f"{what} is not real numeric data")
+    return a
+
+
+def broadcast_shape_like(data, s, label):
+    """A shape that broadcasts with s (mostly), or any shape."""
+    kind = integer(data, 0, 9, f"{label}.bshape")
+    if kind == 0:
+        return shape(data, label, max_ndim=3, max_size=2000)
+    out = list(s)
+    drop = integer(data, 0, len(out), f"{label}.drop")
+    out = out[drop:]
+    return tuple(1 if integer(data, 0, 3, f"{label}.one{i}") == 0 else n for i, n in enumerate(out))
+
+
+EXPONENTS = (2, 0, 1, 3, 0.5, -1, -2, 1.5, 1 / 3, -0.0, 2.0, np.float32(2), np.int64(3), float("nan"),
+             float("inf"), 1e39, 10**400, True, "2", None, 1 + 1j, mg.Tensor(2.0), np.array(2.0), [2])
+ELEMENTWISE = ["add", "sub", "mul", "div", "radd", "rsub", "rmul", "rdiv", "neg", "pow", "exp", "log",
+               "sigmoid", "tanh", "abs", "sqrt", "maximum", "minimum"]
+UNARY = ("neg", "pow", "exp", "log", "sigmoid", "tanh", "abs", "sqrt")
+
+
+def _sigmoid64(x):
+    """sigmoid in float64 without overflow, rounded once to float32."""
+    x = x.astype(np.float64)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(F32)
+
+
+def _extremum_share(G, mine, other, wins):
+    """PyTorch's maximum/minimum gradient: all where this side wins, half on ties."""
+    return np.where(wins(mine, other), G, np.where(mine == other, G * np.float32(0.5), np.float32(0)))
+
+
+def case_elementwise_ops(data):
+    op = pick(data, ELEMENTWISE, "op")
+    sa = shape(data, "a", max_ndim=3, max_size=2000)
+    a = tensor_or_value(data, sa, "a", p_bad=0.0, mag=30.0, huge=30.0)
+    if not isinstance(a, mg.Tensor):
+        a = mg.Tensor(as_f32(a), requires_grad=True)
+    A = a.data
+    same = op not in UNARY and integer(data, 0, 9, "same") == 0
+    b = a if same else tensor_or_value(data, broadcast_shape_like(data, sa, "b"), "b", mag=30.0, huge=30.0)
+    exponent = pick(data, EXPONENTS, "exponent")
+    fns = {
+        "add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b, "div": lambda: a / b,
+        "radd": lambda: b + a, "rsub": lambda: b - a, "rmul": lambda: b * a, "rdiv": lambda: b / a,
+        "neg": lambda: -a, "pow": lambda: a ** exponent, "exp": lambda: a.exp(), "log": lambda: a.log(),
+        "sigmoid": lambda: mg.sigmoid(a), "tanh": lambda: a.tanh(), "abs": lambda: abs(a),
+        "sqrt": lambda: mg.sqrt(a), "maximum": lambda: mg.maximum(a, b), "minimum": lambda: a.minimum(b),
+    }
+    B = as_f32(b)
+
+    def expect():
+        f32 = np.float32
+        if op in ("neg", "exp", "log"):
+            return {"neg": (-A, {0: lambda G: -G}),
+                    "exp": (np.exp(A), {0: lambda G: G * np.exp(A)}),
+                    "log": (np.log(A), {0: lambda G: G / A})}[op]
+        if op in ("sigmoid", "tanh", "abs", "sqrt"):
+            y = {"sigmoid": _sigmoid64(A), "tanh": np.tanh(A.astype(np.float64)).astype(F32),
+                 "abs": np.abs(A), "sqrt": np.sqrt(A)}[op]
+            # sigmoid' = y (1 - y) and tanh' = 1 - y^2 cancel near |y| = 1: the kernels' y
+            # (within 2 ulp) moves them by a few ulp of y, so the tolerance scales with |G| y
+            y64 = y.astype(np.float64)
+            return y, {0: {"sigmoid": lambda G: (G * y64 * (1 - y64), np.abs(G) * y64),
+                           "tanh": lambda G: (G * (1 - y64 ** 2), 2 * np.abs(G) * y64 ** 2),
+                           "abs": lambda G: G * np.sign(A),
+                           "sqrt": lambda G: G / (y + y)}[op]}
+        if op == "pow":
+            if isinstance(exponent, (mg.Tensor, bool, str)) or not np.isscalar(exponent) or \
+                    isinstance(exponent, complex):
+                raise _Invalid("exponent")
+            try:
+                p = f32(float(exponent))
+            except OverflowError:  # 10**400: float() overflows, an OverflowError is fine
+                raise _Invalid("exponent beyond float") from None
+            return np.power(A, p), {0: lambda G: G * p * np.power(A, p - f32(1))}
+        _need(B, "b")
+        try:
+            out_shape = np.broadcast_shapes(A.shape, B.shape)
+        except ValueError:
+            raise _Invalid("shapes do not broadcast") from None
+        if op in ("maximum", "minimum"):
+            wins = np.greater if op == "maximum" else np.less
+            return ({"maximum": np.maximum, "minimum": np.minimum}[op](A, B).astype(F32),
+                    {0: lambda G: reduce_to(_extremum_share(G, A, B, wins), A.shape),
+                     1: lambda G: reduce_to(_extremum_share(G, B, A, wins), B.shape)})
+        left, right = (A, B) if op in ("add", "sub", "mul", "div") else (B, A)
+        ia = 0 if op in ("add", "sub", "mul", "div") else 1  # a's place
+        sl, sr = left.shape, right.shape
+        base = op.lstrip("r") if op != "rdiv" else "div"
+        value = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}[base](left, right)
+        term_l = {"add": lambda G: G, "sub": lambda G: G, "mul": lambda G: G * right,
+                  "div": lambda G: G / right}[base]
+        term_r = {"add": lambda G: G, "sub": lambda G: -G, "mul": lambda G: G * left,
+                  "div": lambda G: -G * left / (right * right)}[base]
+
+        def gl(G):  # the gradient, and the sum of the magnitudes of the terms it adds up
+            return reduce_to(term_l(G), sl), reduce_to(np.abs(term_l(G)), sl)
+
+        def gr(G):
+            return reduce_to(term_r(G), sr), reduce_to(np.abs(term_r(G)), sr)
+        assert value.shape == out_shape
+        return value.astype(F32), ({0: gl, 1: gr} if ia == 0 else {0: gr, 1: gl})
+
+    operands = [a] if op in UNARY else [a, b]
+    with np.errstate(all="ignore"):
+        try:
+            out_shape = np.shape(expect()[0])
+        except _Invalid:
+            out_shape = None
+    upstream = upstream_grad(data, out_shape)
+
+    check_op_call(f"{op}: a={fs.describe(A)}, b={fs.describe(b)}", fns[op], operands, expect,
+                  upstream=upstream, tol=(2e-6, 1e-30), grad_tol=lambda G: (2e-6, 1e-30))
+
+
+def case_shape_ops(data):
+    s = shape(data, "x", max_ndim=4, max_size=3000)
+    x = tensor_or_value(data, s, "x", p_bad=0.0, mag=30.0, huge=30.0)
+    if not isinstance(x, mg.Tensor):
+        x = mg.Tensor(as_f32(x), requires_grad=True)
+    X = x.data
+    op = pick(data, ["sum", "mean", "reshape", "T", "max"], "op")
+    axis = draw(data, st.one_of(st.none(), st.integers(-5, 5),
+                                st.lists(st.integers(-5, 5), max_size=3).map(tuple),
+                                st.sampled_from([1.5, "0", [0], True, np.int64(0), (0, "a")])), "axis")
+    keepdims = boolean(data, "keepdims")
+    new_shape = draw(data, st.one_of(
+        st.permutations(list(s)).map(tuple),
+        st.just((-1,)), st.just(-1),
+        st.lists(st.integers(-2, 6), max_size=4).map(tuple),
+        st.sampled_from([(), (1, -1), "3", (2.0,), None])), "new_shape")
+    ndim = X.ndim
+
+    def norm_axes():
+        if axis is None:
+            return tuple(range(ndim))
+        axes = (axis,) if isinstance(axis, (int, np.integer)) else axis
+        if not isinstance(axes, (tuple, list)):
+            raise _Invalid("axis")
+        out = []
+        for ax in axes:
+            if not isinstance(ax, (int, np.integer)) or not -ndim <= ax < ndim:
+                raise _Invalid("axis")
+            out.append(int(ax) % ndim)
+        return tuple(sorted(set(out)))
+
+    def expect():
+        if op in ("sum", "mean"):
+            axes = norm_axes()
+            count = int(np.prod([X.shape[i] for i in axes]))
+            if op == "mean" and count == 0:
+                raise _Invalid("mean of nothing")
+            value = X.astype(np.float64).sum(axis=axes, keepdims=keepdims)
+            kept = tuple(1 if i in axes else n for i, n in enumerate(X.shape))
+            div = count if op == "mean" else 1
+            return value / div, {0: lambda G: np.broadcast_to(np.reshape(G, kept) / np.float64(div), X.shape)}
+        if op == "reshape":
+            try:
+                value = np.reshape(X, new_shape)
+            except Exception:
+                raise _Invalid("shape") from None
+            return value, {0: lambda G: np.reshape(G, X.shape)}
+        if op == "max":
+            return expect_max()
+        return X.T, {0: lambda G: G.T}
+
+    def expect_max():
+        """One integer axis or None; the whole gradient to the first maximum (or first NaN)."""
+        if axis is not None and (isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer))):
+            raise _Invalid("max takes one integer axis")
+        ax = None
+        if axis is not None:
+            if not -max(ndim, 1) <= axis < max(ndim, 1):
+                raise _Invalid("axis")
+            ax = int(axis) % ndim if ndim else None  # a 0-d tensor reduces along 0 or -1
+        flat = X.reshape(-1) if ax is None else X
+        along = 0 if ax is None else ax
+        if flat.shape[along] == 0:
+            raise _Invalid("max of nothing")
+        first = np.argmax(flat, axis=along, keepdims=True)
+
+        def grad(G):
+            g = np.zeros(flat.shape)
+            np.put_along_axis(g, first, np.reshape(G, first.shape), along)
+            return g.reshape(X.shape)
+        return np.max(X, axis=ax, keepdims=keepdims), {0: grad}
+
+    fn = {"sum": lambda: x.sum(axis=axis, keepdims=keepdims),
+          "mean": lambda: x.mean(axis=axis, keepdims=keepdims),
+          "reshape": lambda: x.reshape(new_shape), "T": lambda: x.T,
+          "max": lambda: x.max(axis=axis, keepdims=keepdims)}[op]
+    try:
+        out_shape = np.shape(expect()[0])
+    except _Invalid:
+        out_shape = None
+    upstream = upstream_grad(data, out_shape)
+    check_op_call(f"{op}(axis={axis!r}, keepdims={keepdims}, shape={new_shape!r}) of {fs.describe(X)}",
+                  fn, [x], expect, upstream=upstream,
+                  tol=(1e-5, 4 * EPS32 * max(X.size, 1) * _finite_max(X) + 1e-30))
+
+
+C_OPS = ["matmul", "@", "r@", "dense", "relu", "softmax", "softmax_cross_entropy"]
+
+
+def case_c_ops(data):
+    op = pick(data, C_OPS, "op")
+    n, k, m = dims(data, "n"), dims(data, "k"), dims(data, "m")
+    vk = dict(mag=30.0, huge=1e3)
+    if op in ("matmul", "@", "r@"):
+        a = tensor_or_value(data, (n, k), "a", **vk)
+        b = tensor_or_value(data, (k, m), "b", **vk)
+        # "@": Tensor @ anything; "r@": anything @ Tensor (Tensor.__rmatmul__)
+        if op == "@" and not isinstance(a, mg.Tensor):
+            a = mg.Tensor(as_f32(a) if as_f32(a) is not None else np.zeros((n, k), F32), requires_grad=True)
+        if op == "r@" and not isinstance(b, mg.Tensor):
+            b = mg.Tensor(as_f32(b) if as_f32(b) is not None else np.zeros((k, m), F32), requires_grad=True)
+        fn = (lambda: mg.matmul(a, b)) if op == "matmul" else (lambda: a @ b)
+        operands = [a, b]
+
+        def expect():
+            A, B = _need(as_f32(a), "a"), _need(as_f32(b), "b")
+            if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[0]:
+                raise _Invalid("shapes")
+            A, B = _daz(A), _daz(B)
+            value = reference.gemm(A, B)
+            return value, {0: lambda G: G.astype(np.float64) @ B.T.astype(np.float64),
+                           1: lambda G: A.T.astype(np.float64) @ G.astype(np.float64)}
+        tol = (1e-4, 16 * EPS32 * math.sqrt(max(k, 1)) * _finite_max(as_f32(a)) * _finite_max(as_f32(b))
+               + 1e-30) if as_f32(a) is not None and as_f32(b) is not None else (1e-5, 1e-30)
+    elif op == "dense":
+        x = tensor_or_value(data, (n, k), "x", **vk)
+        w = tensor_or_value(data, (k, m), "w", **vk)
+        b = None if boolean(data, "no_bias") else tensor_or_value(data, (m,), "b", **vk)
+        activation = pick(data, [None, "relu", "linear", "tanh", 1, ""], "activation")
+        fn = lambda: mg.dense(x, w, b, activation)  # noqa: E731
+        operands = [x, w, b]
+
+        def expect():
+            if activation not in (None, "relu", "linear"):
+                raise _Invalid("activation")
+            X, W = _need(as_f32(x), "x"), _need(as_f32(w), "w")
+            B = None if b is None else _need(as_f32(b), "b")
+            if X.ndim != 2 or W.ndim != 2 or X.shape[1] != W.shape[0] or (
+                    B is not None and B.shape != (W.shape[1],)):
+                raise _Invalid("shapes")
+            X, W, B = _daz(X), _daz(W), _daz(B)
+            y = reference.gemm(X, W, bias=B, relu=activation == "relu")
+
+            def dz(G):
+                return np.where(y > 0, G, 0).astype(np.float64) if activation == "relu" else G.astype(np.float64)
+            return y, {0: lambda G: dz(G) @ W.T.astype(np.float64),
+                       1: lambda G: X.T.astype(np.float64) @ dz(G),
+                       2: lambda G: dz(G).sum(axis=0)}
+        xs = [as_f32(v) for v in (x, w)]
+        tol = ((1e-4, 16 * EPS32 * math.sqrt(max(k, 1)) * _finite_max(xs[0]) * _finite_max(xs[1])
+                + 4 * EPS32 * _finite_max(as_f32(b) if b is not None else None) + 1e-30)
+               if all(v is not None for v in xs) else (1e-5, 1e-30))
+    elif op in ("relu", "softmax"):
+        s = shape(data, "x", max_ndim=4, max_size=5000)
+        x = tensor_or_value(data, s, "x", subnormal=op == "relu", **vk)
+        fn = (lambda: mg.relu(x)) if op == "relu" else (lambda: mg.softmax(x))
+        operands = [x]
+
+        def expect():
+            X = _need(as_f32(x), "x")
+            if op == "relu":
+                y = reference.relu_forward(X)
+                return y, {0: lambda G: np.where(y > 0, G, 0)}
+            if X.ndim and X.shape[-1] == 0:  # numpy's max has nothing to reduce
+                raise _Invalid("softmax over an empty last axis")
+            Z = X.astype(np.float64)
+            Z = Z - Z.max(axis=-1, keepdims=True) if Z.size else Z
+            E = np.exp(Z)
+            y = (E / E.sum(axis=-1, keepdims=True) if Z.size else Z).astype(F32)  # what the op saves
+            y64 = y.astype(np.float64)
+            return y, {0: lambda G: y64 * (G - (G * y64).sum(axis=-1, keepdims=True))}
+        tol = (1e-5, 1e-6) if op == "softmax" else (0, 0)
+    else:  # softmax_cross_entropy
+        logits = tensor_or_value(data, (n, m), "logits", **vk)
+        dense = boolean(data, "dense")
+        target = (tensor_or_value(data, (n, m), "target", p_bad=0.1, **vk) if dense
+                  else labels(data, n, m, "labels"))
+        if isinstance(target, mg.Tensor) and boolean(data, "raw_target"):
+            target = target.data
+        fn = lambda: mg.softmax_cross_entropy(logits, target)  # noqa: E731
+        operands = [logits, target]
+
+        def expect():
+            Z = _need(as_f32(logits), "logits")
+            T = target.data if isinstance(target, mg.Tensor) else np.asarray(target)
+            if Z.ndim != 2 or Z.shape[1] == 0:
+                raise _Invalid("logits")
+            if T.ndim == 1:
+                if T.dtype.kind not in "iu" or T.shape != (Z.shape[0],) or (
+                        T.size and (int(T.min()) < 0 or int(T.max()) >= Z.shape[1])):
+                    raise _Invalid("labels")
+            elif T.ndim == 2 and T.shape == Z.shape and T.dtype.kind in "biuf":
+                with np.errstate(all="ignore"):
+                    T = _daz(T.astype(F32))
+            else:
+                raise _Invalid("target")
+            loss, probs, _ = reference.softmax_xent_forward(_daz(Z), T)
+            rows = Z.shape[0]
+            return np.float32(loss), {0: lambda G: reference.softmax_xent_backward(
+                probs, T, float(G) / rows if rows else 0.0).astype(np.float64)}
+        tol = (1e-5, 1e-3 * (_finite_max(as_f32(logits)) + 1) if as_f32(logits) is not None else 1e-5)
+
+    try:
+        with np.errstate(all="ignore"):
+            out_shape = np.shape(expect()[0])
+    except _Invalid:
+        out_shape = None
+    upstream = upstream_grad(data, out_shape)
+    ops_ = [o for o in operands if o is not None]  # only dense's bias can be None, and it is last
+
+    def grad_tol(G):
+        mags = [_finite_max(as_f32(o)) if as_f32(o) is not None else 0 for o in ops_]
+        return 1e-4, 32 * EPS32 * (max(mags + [1.0]) ** 2) * _finite_max(G) * (n + k + m + 1) + 1e-30
+    check_op_call(f"{op}: " + ", ".join(fs.describe(o.data if isinstance(o, mg.Tensor) else o) for o in ops_),
+                  fn, ops_, expect, upstream=upstream, tol=tol, grad_tol=grad_tol,
+                  no_grad=(1,) if op == "softmax_cross_entropy" else (),
+                  nan_for_inf=op == "softmax_cross_entropy" and _has_inf(operands[1]))
+
+
+# ================================================================ running the families
+
+@pytest.mark.parametrize("family", fz.child_families('test_fuzz_ops'))
+def test_fuzz_in_child_process(family, fuzz_children):
+    """One family of C-calling wrappers, fuzzed in a child interpreter."""
+    fz.check_child(family, fuzz_children)
+
+
+@pytest.mark.parametrize("family", fz.in_process_families("test_fuzz_ops"))
+def test_fuzz_in_process(family):
+    """Ops that only use NumPy: fuzzed in this process."""
+    fz.check_in_process(family, globals()[f"case_{family}"])
+
+
+# ================================================================ bugs found by the fuzzing (fixed)
+
+def test_fixed_transpose_of_0d_tensor():
+    x = mg.Tensor(2.0, requires_grad=True)
+    y = x.T
+    assert y.shape == np.array(2.0).T.shape == ()
+    y.backward()
+    assert x.grad.shape == ()
+
+
+# Fixed (found by this suite): gather_rows copied a strided or broadcast src whole
+# (np.take), refusing a 1 PiB broadcast view with NumPy's unnamed MemoryError; it
+# now indexes only the rows asked for.
