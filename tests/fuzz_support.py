@@ -86,9 +86,8 @@ MINIGRAD_FUZZ_SEED=<seed> to replay it), about 10 minutes::
 
 Library bugs found by this suite that are fixed have regression tests at the end of
 the file of their area (test_fixed_*); the generators cover their triggers. An
-open one is kept out by a narrow exclusion at the draw it concerns, with a comment
-naming it ("BUG <name> (open)"): grep for "BUG " (today: optimizer-flag-array in
-test_fuzz_optim.py, w_shape-int-conversion in test_fuzz_kernels.py).
+open one would be kept out only by a narrow exclusion at the draw it concerns, with a
+comment naming it ("BUG <name> (open)"); grep for "BUG " finds none today.
 """
 import concurrent.futures
 import importlib

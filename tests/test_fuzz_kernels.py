@@ -342,13 +342,7 @@ GOOD_PAIRS = (1, 2, (1, 2), (2, 1), 3, np.int64(2), (np.int32(1), 2), [2, 2], np
 BAD_PAIRS = (0, -1, (1,), (1, 2, 3), True, (True, 1), 1.0, (1.5, 1), "1", "11", None, (0, 1))
 GOOD_PADDINGS = ("valid", "same", "SAME", "Valid")
 BAD_PADDINGS = ("full", "", None, 1, b"same", ["same"])
-SHAPE_ENTRIES = (-1, True, 2.0, np.float32(2.0), "2", None)
-# BUG w_shape-int-conversion (open): conv2d_backward_weight (and conv2d_relu_backward_params)
-# read w_shape with int(d), refusing only bool and Python float entries, so a string
-# ("2", b"2") or a NumPy float (np.float32(2.5) -> 2) is accepted as a kernel size; the
-# twin (and x_shape's check, _shape4) refuse them. Until kernels/conv.py checks integers
-# there, w_shape gets only the bad entries it refuses.
-W_SHAPE_ENTRIES = (-1, True, 2.0, None)
+SHAPE_ENTRIES = (-1, True, 2.0, np.float32(2.0), np.float32(2.5), "2", b"2", None)
 
 
 def geometry_arg(data, good, bad, label, default):
@@ -437,7 +431,7 @@ def case_conv(data):
         got = check_kernel_call(which, (dy, w, xs), kw, written=[out], tol=tol, must_succeed=valid)
     else:
         x, dy = arg(data, x_shape, "x", **vk), arg(data, y_shape, "dy", **vk)
-        ws, ws_ok = shape_arg(data, w_shape, "w_shape", entries=W_SHAPE_ENTRIES)  # BUG w_shape-int-conversion
+        ws, ws_ok = shape_arg(data, w_shape, "w_shape")
         out = out_arg(data, w_shape, "out", others=[x, dy])
         kw.update(out=out)
         valid = (geo is not None and ws_ok and is_f32(x, x_shape) and is_f32(dy, y_shape)
@@ -742,3 +736,13 @@ def test_fixed_row_gather_masked_order(order):
         g.set_order(order)
     assert str(info.value).startswith("gather_rows:"), f"{type(info.value).__name__}: {info.value}"
     assert g.take(0, 1).tolist() == [[2, 3]]  # the previous order is kept
+
+
+def test_fixed_w_shape_entries_must_be_integers():
+    """Found by the conv family: w_shape entries went through int(), so "2", b"2" and
+    np.float32(2.5) (truncated to 2) were accepted as kernel sizes."""
+    x, dy = np.ones((1, 5, 5, 1), np.float32), np.ones((1, 4, 5, 1), np.float32)
+    for bad in ("2", b"2", np.float32(2.5), np.float16(2.0), 2.0, True):
+        with pytest.raises(ValueError, match=r"conv2d_backward_weight: expected w_shape"):
+            kernels.conv2d_backward_weight(x, dy, (bad, 1, 1, 1), (1, 1), "valid")
+    assert kernels.conv2d_backward_weight(x, dy, (np.int64(2), 1, 1, 1), (1, 1), "valid").shape == (2, 1, 1, 1)

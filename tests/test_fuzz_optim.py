@@ -67,15 +67,10 @@ def case_optimizers(data, names=("adam_update", "rmsprop_update", "sgd_update"))
 
     # hyper-parameters float32 cannot represent (1e39, 1e-40, 10**400) are refused
     hyper = {k: real_scalar(data, k, default=v) for k, v in defaults.items()}
-    # BUG optimizer-flag-array (open): sgd_update's nesterov and rmsprop_update's
-    # eps_inside are read with bool(), not kernels._flag, so an array flag raises NumPy's
-    # unnamed "ValueError: The truth value of an array ..." (and a string is taken as
-    # True). Until the kernels use _flag there, these two flags are drawn without the
-    # array; every other flag gets it.
     if name == "sgd_update":
-        hyper["nesterov"] = flag(data, "nesterov", arrays=False)
+        hyper["nesterov"] = flag(data, "nesterov")
     if name == "rmsprop_update":
-        hyper["eps_inside"] = flag(data, "eps_inside", arrays=False)  # BUG optimizer-flag-array
+        hyper["eps_inside"] = flag(data, "eps_inside")
     if name in ("adam_update", "adamw_update"):
         hyper["step"] = pick(data, ADAM_STEPS, "step")
     form = (lambda xs: xs) if as_list else (lambda xs: xs[0] if xs else None)
@@ -237,3 +232,16 @@ def test_fixed_optimizer_table_cache_in_place_metadata_change(change, error):
 def test_fixed_sgd_momentum_below_float32(momentum, velocity):
     w, g, v = np.zeros(2, F), np.ones(2, F), np.full(2, velocity, F)
     check_kernel_call("sgd_update", (w, g, v), dict(lr=0.1, momentum=momentum), written=[w, v])
+
+
+def test_fixed_optimizer_flags_are_checked():
+    """Found by the optimizers family: sgd_update's nesterov and rmsprop_update's
+    eps_inside went through bool(), so an array raised NumPy's unnamed error and a
+    string was taken as True."""
+    w, g, v = np.zeros(2, np.float32), np.ones(2, np.float32), np.zeros(2, np.float32)
+    for bad in (np.array([True, False]), "no"):
+        with pytest.raises(TypeError, match=r"sgd_update: expected nesterov to be a bool"):
+            kernels.sgd_update(w, g, v, 0.01, momentum=0.9, nesterov=bad)
+        with pytest.raises(TypeError, match=r"rmsprop_update: expected eps_inside to be a bool"):
+            kernels.rmsprop_update(w, g, v, 1e-3, 0.9, 1e-7, eps_inside=bad)
+    assert not w.any() and not v.any()  # nothing was written

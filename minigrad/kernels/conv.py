@@ -95,10 +95,14 @@ def _shape4(op, name, shape):
 def _kernel_shape(op, w_shape):
     """A kernel shape (kh, kw, cin, cout) of positive integers, as a tuple."""
     try:
-        shape = tuple(int(d) for d in w_shape)
-        bad = len(shape) != 4 or min(shape) < 1 or any(isinstance(d, (bool, float)) for d in w_shape)
-    except (TypeError, ValueError):
-        bad = True
+        entries = tuple(w_shape)
+    except TypeError:
+        entries = ()
+    # integers only: int() would also take "2", b"2" or np.float32(2.5) (truncating it)
+    bad = (len(entries) != 4 or any(isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer))
+                                    for d in entries))
+    shape = () if bad else tuple(int(d) for d in entries)
+    bad = bad or min(shape) < 1
     if bad:
         raise ValueError(f"{op}: expected w_shape to be (kh, kw, cin, cout) of positive integers, "
                          f"received {w_shape!r}")

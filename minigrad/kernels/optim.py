@@ -8,7 +8,7 @@ import operator
 
 import numpy as np
 
-from . import (F32, _any_input, _describe, _output, _ptr, _run, _scalar, _usable_in_place,
+from . import (F32, _any_input, _flag, _describe, _output, _ptr, _run, _scalar, _usable_in_place,
                ffi, lib, plain_array)
 
 
@@ -118,7 +118,7 @@ def rmsprop_update(w, g, v, lr, rho, eps, eps_inside=True):
     op = "rmsprop_update"
     table, count, keep = _param_table(op, w, g, [v])
     _run(op, lib.mg_rmsprop_update, (table, count, _scalar(op, "lr", lr), _scalar(op, "rho", rho),
-                                     _scalar(op, "eps", eps), bool(eps_inside)), keep)
+                                     _scalar(op, "eps", eps), _flag(op, "eps_inside", eps_inside)), keep)
 
 
 def sgd_update(w, g, velocity, lr, momentum=0.0, nesterov=False):
@@ -127,7 +127,7 @@ def sgd_update(w, g, velocity, lr, momentum=0.0, nesterov=False):
     op = "sgd_update"
     momentum = _scalar(op, "momentum", momentum)
     table, count, keep = _param_table(op, w, g, [velocity] if momentum != 0.0 else [])
-    _run(op, lib.mg_sgd_update, (table, count, _scalar(op, "lr", lr), momentum, bool(nesterov)), keep)
+    _run(op, lib.mg_sgd_update, (table, count, _scalar(op, "lr", lr), momentum, _flag(op, "nesterov", nesterov)), keep)
 
 
 def optimizer_updates_done():
