@@ -267,7 +267,7 @@ int mg_team_threads(void)
     const int configured = mg_get_num_threads();
     if (configured <= 1 || !atomic_load_explicit(&g_adaptive, memory_order_relaxed))
         return configured;
-#if defined(__linux__)
+#if defined(__linux__) && defined(_OPENMP) /* a serial build has no team to size */
     const long long now = now_coarse_ns();
     if (now >= atomic_load_explicit(&g_next_ns, memory_order_relaxed)) {
         const int me = (int)getpid();
