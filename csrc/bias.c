@@ -6,8 +6,7 @@ int mg_add_bias(const float *x, const float *b, float *y, int64_t rows, int64_t 
 {
     if (rows < 0 || cols < 0)
         return MG_EINVAL;
-    MG_OMP(omp parallel num_threads(MG_THREADS(rows * cols)))
-    {
+    MG_PARALLEL(MG_THREADS(rows * cols), , {
         MG_FTZ_BEGIN;
         MG_OMP(omp for schedule(static))
         for (int64_t i = 0; i < rows; i++) {
@@ -17,7 +16,7 @@ int mg_add_bias(const float *x, const float *b, float *y, int64_t rows, int64_t 
                 yr[j] = xr[j] + b[j];
         }
         MG_FTZ_END;
-    }
+    });
     return MG_OK;
 }
 
@@ -60,8 +59,7 @@ int mg_column_sums(const float *y, const float *dy, float *dx, float *db,
     if (rows < 0 || cols < 0)
         return MG_EINVAL;
     int64_t nblocks = (cols + COL_BLOCK - 1) / COL_BLOCK;
-    MG_OMP(omp parallel num_threads(MG_THREADS(rows * cols)))
-    {
+    MG_PARALLEL(MG_THREADS(rows * cols), , {
         MG_FTZ_BEGIN;
         MG_OMP(omp for schedule(static))
         for (int64_t blk = 0; blk < nblocks; blk++) {
@@ -77,7 +75,7 @@ int mg_column_sums(const float *y, const float *dy, float *dx, float *db,
                     db[j] = acc[j - j0];
         }
         MG_FTZ_END;
-    }
+    });
     return MG_OK;
 }
 

@@ -27,23 +27,25 @@ int mg_gather_rows(const void *src, int64_t src_rows, int64_t row_bytes,
     /* idx may be memory another thread writes during the copy: each index is read
      * once (a relaxed atomic load the compiler cannot repeat) and checked again
      * where it is used, so a value changed after the first check is never used */
-    MG_OMP(omp parallel for schedule(static) num_threads(MG_THREADS(floats)) reduction(|:changed))
-    for (int64_t i = 0; i < count; i++) {
-        if (i + 1 < count) { /* ask for the next row while this one is copied */
-            const int64_t nr = __atomic_load_n(idx + i + 1, __ATOMIC_RELAXED);
-            if (nr >= 0 && nr < src_rows) {
-                const char *next = s + nr * row_bytes;
-                for (int64_t off = 0; off < row_bytes && off < 4096; off += 64)
-                    __builtin_prefetch(next + off, 0, 0);
+    MG_PARALLEL(MG_THREADS(floats), reduction(|:changed), {
+        MG_OMP(omp for schedule(static))
+        for (int64_t i = 0; i < count; i++) {
+            if (i + 1 < count) { /* ask for the next row while this one is copied */
+                const int64_t nr = __atomic_load_n(idx + i + 1, __ATOMIC_RELAXED);
+                if (nr >= 0 && nr < src_rows) {
+                    const char *next = s + nr * row_bytes;
+                    for (int64_t off = 0; off < row_bytes && off < 4096; off += 64)
+                        __builtin_prefetch(next + off, 0, 0);
+                }
             }
+            const int64_t r = __atomic_load_n(idx + i, __ATOMIC_RELAXED);
+            if (r < 0 || r >= src_rows) {
+                changed = 1;
+                continue;
+            }
+            memcpy(d + i * row_bytes, s + r * row_bytes, (size_t)row_bytes);
         }
-        const int64_t r = __atomic_load_n(idx + i, __ATOMIC_RELAXED);
-        if (r < 0 || r >= src_rows) {
-            changed = 1;
-            continue;
-        }
-        memcpy(d + i * row_bytes, s + r * row_bytes, (size_t)row_bytes);
-    }
+    });
     if (changed)
         return MG_EINVAL;
     return MG_OK;

@@ -715,23 +715,14 @@ int mg_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
     float *w0 = mg_gemm_ws_get(bsize + asize * (size_t)nthreads);
     if (!w0) return MG_ENOMEM;
     const size_t bofs = asize - (cols_mode ? (size_t)P.kc * COL_GROUP * NR : 0);
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-    {
-        MG_FTZ_BEGIN; /* see internal.h: subnormals would slow the FMAs many times */
-        const int tid = omp_get_thread_num();
+    /* MG_FTZ: see internal.h; subnormals would slow the FMAs many times */
+    MG_PARALLEL(nthreads, , {
+        MG_FTZ_BEGIN;
+        const int tid = mg_thread_num();
         float *wa = w0 + bsize + asize * (size_t)tid;
-        if (cols_mode) gemm_body_cols(&P, &K, wa, wa + bofs, tid, omp_get_num_threads());
+        if (cols_mode) gemm_body_cols(&P, &K, wa, wa + bofs, tid, mg_team_size());
         else gemm_body(&P, &K, w0, wa);
         MG_FTZ_END;
-    }
-#else
-    {
-        MG_FTZ_BEGIN;
-        if (cols_mode) gemm_body_cols(&P, &K, w0, w0 + bofs, 0, 1);
-        else gemm_body(&P, &K, w0, w0 + bsize);
-        MG_FTZ_END;
-    }
-#endif
+    });
     return MG_OK;
 }

@@ -128,8 +128,7 @@ static int gemm_narrow_dot(const struct mg_gemm_args *g)
     }
     const int64_t ntiles = mg_ceil_div(m, DR) * (nt / DC);
     const int plain = plain_product(g);
-    MG_OMP(omp parallel num_threads(mg_gemm_threads(m, n, k)))
-    {
+    MG_PARALLEL(mg_gemm_threads(m, n, k), , {
         MG_FTZ_BEGIN;
         MG_OMP(omp for schedule(static))
         for (int64_t t = 0; t < ntiles; ++t) {
@@ -141,7 +140,7 @@ static int gemm_narrow_dot(const struct mg_gemm_args *g)
             store_block(g, plain, i, j, mr, nr, &s[0][0], DC, 1);
         }
         MG_FTZ_END;
-    }
+    });
     return MG_OK;
 }
 
@@ -224,8 +223,7 @@ static int gemm_narrow_outer(const struct mg_gemm_args *g)
     const int64_t groups = n > OUTER_MAX_NW ? 2 : 1, w0 = mg_ceil_div(n, groups);
     const int64_t ntiles = mg_ceil_div(m, OUTER_ROWS) * groups;
     const int plain = plain_product(g);
-    MG_OMP(omp parallel num_threads(mg_gemm_threads(m, n, k)))
-    {
+    MG_PARALLEL(mg_gemm_threads(m, n, k), , {
         MG_FTZ_BEGIN;
         MG_OMP(omp for schedule(static))
         for (int64_t t = 0; t < ntiles; ++t) {
@@ -236,7 +234,7 @@ static int gemm_narrow_outer(const struct mg_gemm_args *g)
             store_block(g, plain, i, j0, rows, nw, &s[0][0], 1, OUTER_ROWS);
         }
         MG_FTZ_END;
-    }
+    });
     return MG_OK;
 }
 

@@ -14,12 +14,39 @@
  * processes keep the CPUs busy (threads.c). Results never depend on it. */
 int mg_team_threads(void);
 
-/* OpenMP pragmas that vanish in a serial build. */
+/* OpenMP pragmas that vanish in a serial build; the caller's place in its team
+ * (0 of 1 outside a parallel region, and in a serial build). */
 #ifdef _OPENMP
+#include <omp.h>
 #define MG_OMP(directive) _Pragma(#directive)
+static inline int mg_thread_num(void) { return omp_get_thread_num(); }
+static inline int mg_team_size(void) { return omp_get_num_threads(); }
+static inline int mg_in_parallel(void) { return omp_in_parallel(); }
 #else
 #define MG_OMP(directive)
+static inline int mg_thread_num(void) { return 0; }
+static inline int mg_team_size(void) { return 1; }
+static inline int mg_in_parallel(void) { return 0; }
 #endif
+
+/* A parallel region costs about 0.3 us even on one thread (libgomp still sets
+ * up a team), as much as a small kernel's whole work. MG_PARALLEL(threads,
+ * clauses, block) runs block on a team of `threads`, or, when that is 1 and
+ * no parallel region is active around the call, inline on the calling thread:
+ * its `omp for` loops then bind to the caller's implicit team of one and run
+ * every iteration, and its reductions write the variable directly. Inside an
+ * active region (a kernel called from another kernel's threads) it always opens
+ * its own region, so that its work-sharing never binds to the outer team. */
+#define MG_PARALLEL(threads, clauses, ...)                                       \
+    do {                                                                          \
+        const int mg_team_ = (threads);                                           \
+        if (mg_team_ > 1 || mg_in_parallel()) {                                   \
+            MG_OMP(omp parallel num_threads(mg_team_) clauses)                    \
+            __VA_ARGS__                                                           \
+        } else {                                                                  \
+            __VA_ARGS__                                                           \
+        }                                                                         \
+    } while (0)
 
 /* Element-wise loops are compiled twice, for AVX2 and for baseline x86-64, and
  * the loader picks one per CPU (GCC function multi-versioning). Without it the
@@ -60,8 +87,7 @@ int mg_team_threads(void);
 #define MG_FOR_CHUNKS(n, body)                                                    \
     do {                                                                          \
         const int64_t n_ = (n), chunks_ = (n_ + MG_CHUNK - 1) / MG_CHUNK;         \
-        MG_OMP(omp parallel num_threads(MG_THREADS(n_)))                          \
-        {                                                                         \
+        MG_PARALLEL(MG_THREADS(n_), , {                                           \
             MG_FTZ_BEGIN;                                                         \
             MG_OMP(omp for schedule(static))                                      \
             for (int64_t c_ = 0; c_ < chunks_; c_++) {                            \
@@ -70,7 +96,7 @@ int mg_team_threads(void);
                 body;                                                             \
             }                                                                     \
             MG_FTZ_END;                                                           \
-        }                                                                         \
+        });                                                                       \
     } while (0)
 
 /* c ? a : b for floats, as bit operations. GCC keeps IEEE exceptions

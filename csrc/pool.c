@@ -101,9 +101,11 @@ int mg_max_pool2d_forward(const float *x, float *y, int64_t *argmax, PGEOM_ARGS)
     const struct pgeom g = PGEOM_INIT;
     if (!pgeom_ok(&g)) return MG_EINVAL;
     const int64_t nrows = n * oh;
-    MG_OMP(omp parallel for schedule(dynamic, 4) num_threads(MG_THREADS(nrows * ow * c * ph * pw)))
-    for (int64_t r = 0; r < nrows; r++)
-        pool_row(&g, x, y + r * ow * c, argmax + r * ow * c, r / oh, r % oh);
+    MG_PARALLEL(MG_THREADS(nrows * ow * c * ph * pw), , {
+        MG_OMP(omp for schedule(dynamic, 4))
+        for (int64_t r = 0; r < nrows; r++)
+            pool_row(&g, x, y + r * ow * c, argmax + r * ow * c, r / oh, r % oh);
+    });
     return MG_OK;
 }
 
@@ -150,13 +152,12 @@ int mg_max_pool2d_backward(const float *dy, const int64_t *argmax, float *dx, PG
     const struct pgeom g = PGEOM_INIT;
     if (!pgeom_ok(&g)) return MG_EINVAL;
     const int64_t nrows = n * h;
-    MG_OMP(omp parallel num_threads(MG_THREADS(nrows * w * c)))
-    {
+    MG_PARALLEL(MG_THREADS(nrows * w * c), , {
         MG_FTZ_BEGIN;
         MG_OMP(omp for schedule(dynamic, 4))
         for (int64_t r = 0; r < nrows; r++)
             unpool_row(&g, dy, argmax, dx + r * w * c, r / h, r % h);
         MG_FTZ_END;
-    }
+    });
     return MG_OK;
 }

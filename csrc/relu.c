@@ -9,10 +9,12 @@ int mg_relu_forward(const float *x, float *y, int64_t n)
 {
     if (n < 0)
         return MG_EINVAL;
-    MG_OMP(omp parallel for schedule(static) num_threads(MG_THREADS(n)))
-    for (int64_t i = 0; i < n; i++)
-        /* NaN < 0 is false, so NaN propagates (as np.maximum does) */
-        y[i] = x[i] < 0.0f ? 0.0f : x[i];
+    MG_PARALLEL(MG_THREADS(n), , {
+        MG_OMP(omp for schedule(static))
+        for (int64_t i = 0; i < n; i++)
+            /* NaN < 0 is false, so NaN propagates (as np.maximum does) */
+            y[i] = x[i] < 0.0f ? 0.0f : x[i];
+    });
     return MG_OK;
 }
 
@@ -20,11 +22,13 @@ int mg_relu_backward(const float *y, const float *dy, float *dx, int64_t n)
 {
     if (n < 0)
         return MG_EINVAL;
-    MG_OMP(omp parallel for schedule(static) num_threads(MG_THREADS(n)))
-    for (int64_t i = 0; i < n; i++) {
-        float d = dy[i]; /* loaded unconditionally so the select vectorises */
-        dx[i] = y[i] > 0.0f ? d : 0.0f;
-    }
+    MG_PARALLEL(MG_THREADS(n), , {
+        MG_OMP(omp for schedule(static))
+        for (int64_t i = 0; i < n; i++) {
+            float d = dy[i]; /* loaded unconditionally so the select vectorises */
+            dx[i] = y[i] > 0.0f ? d : 0.0f;
+        }
+    });
     return MG_OK;
 }
 

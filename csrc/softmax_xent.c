@@ -58,8 +58,7 @@ int mg_softmax_xent_forward_index(const float *logits, const int64_t *labels,
     if (!labels_in_range(labels, rows, cols))
         return MG_ELABEL;
     int changed = 0; /* a label left the range after the check (a concurrent writer) */
-    MG_OMP(omp parallel num_threads(MG_THREADS(rows * cols * 8)) reduction(|:changed))
-    {
+    MG_PARALLEL(MG_THREADS(rows * cols * 8), reduction(|:changed), {
         MG_FTZ_BEGIN;
         MG_OMP(omp for schedule(static))
         for (int64_t i = 0; i < rows; i++) {
@@ -76,7 +75,7 @@ int mg_softmax_xent_forward_index(const float *logits, const int64_t *labels,
             row_loss[i] = log_sum - (z[y] - mx);
         }
         MG_FTZ_END;
-    }
+    });
     if (changed)
         return MG_ELABEL;
     *loss = mean_in_row_order(row_loss, rows);
@@ -89,8 +88,7 @@ int mg_softmax_xent_forward_dense(const float *logits, const float *targets,
 {
     if (rows < 0 || cols <= 0)
         return MG_EINVAL;
-    MG_OMP(omp parallel num_threads(MG_THREADS(rows * cols * 8)))
-    {
+    MG_PARALLEL(MG_THREADS(rows * cols * 8), , {
         MG_FTZ_BEGIN;
         MG_OMP(omp for schedule(static))
         for (int64_t i = 0; i < rows; i++) {
@@ -105,7 +103,7 @@ int mg_softmax_xent_forward_dense(const float *logits, const float *targets,
             row_loss[i] = acc;
         }
         MG_FTZ_END;
-    }
+    });
     *loss = mean_in_row_order(row_loss, rows);
     return MG_OK;
 }
@@ -118,8 +116,7 @@ int mg_softmax_xent_backward_index(const float *probs, const int64_t *labels, fl
     if (!labels_in_range(labels, rows, cols))
         return MG_ELABEL;
     int changed = 0; /* as in the forward: the label used is the label checked */
-    MG_OMP(omp parallel num_threads(MG_THREADS(rows * cols)) reduction(|:changed))
-    {
+    MG_PARALLEL(MG_THREADS(rows * cols), reduction(|:changed), {
         MG_FTZ_BEGIN;
         MG_OMP(omp for schedule(static))
         for (int64_t i = 0; i < rows; i++) {
@@ -131,7 +128,7 @@ int mg_softmax_xent_backward_index(const float *probs, const int64_t *labels, fl
                 d[j] = scale * (j == y ? p[j] - 1.0f : p[j]);
         }
         MG_FTZ_END;
-    }
+    });
     return changed ? MG_ELABEL : MG_OK;
 }
 
@@ -140,8 +137,7 @@ int mg_softmax_xent_backward_dense(const float *probs, const float *targets, flo
 {
     if (rows < 0 || cols <= 0)
         return MG_EINVAL;
-    MG_OMP(omp parallel num_threads(MG_THREADS(rows * cols)))
-    {
+    MG_PARALLEL(MG_THREADS(rows * cols), , {
         MG_FTZ_BEGIN;
         MG_OMP(omp for schedule(static))
         for (int64_t i = 0; i < rows; i++) {
@@ -155,6 +151,6 @@ int mg_softmax_xent_backward_dense(const float *probs, const float *targets, flo
                 d[j] = scale * (p[j] * tsum - t[j]);
         }
         MG_FTZ_END;
-    }
+    });
     return MG_OK;
 }

@@ -58,6 +58,7 @@ True
 """
 import collections
 import functools
+import math
 import operator
 import threading
 import warnings
@@ -116,8 +117,12 @@ def stop_if_not_finite(loss):
 
 
 def _check_finite_loss(data):
-    if not np.isfinite(data).all():
-        raise NonFiniteLoss(float(data.reshape(-1)[0]) if data.size == 1 else float("nan"))
+    if data.size == 1:
+        value = data.item()
+        if not math.isfinite(value):
+            raise NonFiniteLoss(value)
+    elif not np.isfinite(data).all():
+        raise NonFiniteLoss(float("nan"))
 
 
 # ---------------------------------------------------------------- what a replay assumes
@@ -182,7 +187,7 @@ class _Recording:
         for function, args, is_c in self.calls:
             status = function(*args)
             if is_c and status:
-                _raise_status(function, status)
+                _raise_status(function, status, is_c)
         for leaf, grad in self.grad_ends:
             leaf.grad = grad
         return self.template()
@@ -345,9 +350,11 @@ class Jitted:
         return template()
 
 
-def _raise_status(cfunc, status):
+def _raise_status(cfunc, status, explain):
     """The error the kernel's wrapper would have raised (e.g. a label out of range)."""
     from . import kernels
+    if callable(explain):
+        explain()
     name = getattr(cfunc, "__name__", "kernel")
     op = name[3:] if name.startswith("mg_") else name
     for suffix in ("_index", "_dense"):

@@ -55,7 +55,8 @@ def _takes_an_argument(fn):
 
 
 class Optimizer:
-    """Base class. Subclasses set ``_slot_names`` and implement ``_update(ws, gs, slots, step)``.
+    """Base class. Subclasses set ``_slot_names`` and ``_kernel_op`` (the kernel's name)
+    and implement ``_update(params, step)``, params a ``kernels.ParamTable``.
 
     ``learning_rate`` is a float, a ``schedules.LearningRateSchedule`` or any
     callable of the step: ``schedule(iterations)``, with ``iterations`` 0 for
@@ -167,59 +168,73 @@ class Optimizer:
         slots = [[self._slot(v)[k] for v, _ in pairs] for k in range(len(self._slot_names))]
         recording = tape.active()
         with tape.paused():  # a replay must read the hyperparameters and step count live
-            self._apply_update(ws, gs, slots)
+            tables = self._apply_update(ws, gs, slots)
         for v, _ in pairs:  # an in-place change: graphs built before it cannot backward
             v._vc[0] += 1
         if recording is not None:
             for v, _ in pairs:
                 recording.note_leaf(v)
-            recording.add(self._apply_update, (ws, gs, slots))
+            # the replay reuses the tables validated now (the step's guards check the
+            # parameters and this optimizer's state arrays before every replay)
+            recording.add(self._apply_update, (ws, gs, slots, tables))
             variables = [v for v, _ in pairs]
             recording.guards.append(functools.partial(
                 self._same_state, variables, [self._slots.get(v) for v in variables]))
 
-    def _apply_update(self, ws, gs, slots):
+    def _apply_update(self, ws, gs, slots, tables=None):
         """The update of one step: clipping (one C call), the update (one C call for
         every parameter), then the step count. A replay calls this again, so the
-        learning rate, the clipping and the step are all read here, live.
+        learning rate, the clipping and the step are all read here, live. Returns the
+        validated tables, which a replay passes back (they are remade when the
+        clipping was switched on or off in between).
 
         The update and the count happen together or not at all: weights and slots
         updated without their count would give Adam's next step the wrong t. A
         KeyboardInterrupt can arrive between any two bytecodes, also right after the
         C call returned, so the count goes first and is taken back only if the C call
         did not complete (the C side's per-thread count of applied updates says so)."""
-        gs = self._clipped(ws, gs)
+        mode, clip = self._clipping()
+        if (tables is None or (tables[0] is None) != (mode is None)
+                or tables[1].op != self._kernel_op):
+            tables = self._tables(ws, gs, slots, mode)
+        if mode is not None:
+            kernels.clip_gradients(None, tables[0], mode, clip)
         before, done = self.iterations, kernels.optimizer_updates_done()
         self._pinned_rate = self.learning_rate  # the rate of step `before` (schedules read iterations)
         try:
             self.iterations = before + 1
-            self._update(ws, gs, slots, before + 1)
+            self._update(tables[1], before + 1)
         except BaseException:
             if kernels.optimizer_updates_done() == done:
                 self.iterations = before
             raise
         finally:
             self._pinned_rate = None
+        return tables
 
-    def _clipped(self, ws, gs):
-        """The gradients after clipnorm / global_clipnorm / clipvalue (gs itself when none is set)."""
+    def _clipping(self):
+        """(mode, value) of the clipping that is set, or (None, None)."""
         for mode in ("clipnorm", "global_clipnorm", "clipvalue"):
             clip = getattr(self, mode)
             if clip is not None:
-                break
-        else:
-            return gs
+                return mode, clip
+        return None, None
+
+    def _tables(self, ws, gs, slots, mode):
+        """(clip table or None, update table): the arrays validated for the kernels.
+        With clipping, the update reads the clipped copies, in buffers of its own
+        (one per parameter array, kept so that every step sees the same arrays)."""
+        if mode is None:
+            return None, kernels.param_table(self._kernel_op, ws, gs, slots)
         outs = []
         for w in ws:
-            # one buffer per parameter array, kept so that every step (and the kernels'
-            # table cache) sees the same arrays
             entry = self._clip_buffers.get(id(w))
             if entry is None or entry[0] is not w or entry[1].shape != w.shape:
                 entry = (w, np.empty(w.shape, dtype=np.float32))
                 self._clip_buffers[id(w)] = entry
             outs.append(entry[1])
-        kernels.clip_gradients(gs, outs, mode, clip)
-        return outs
+        return (kernels.param_table("clip_gradients", outs, gs, []),
+                kernels.param_table(self._kernel_op, ws, outs, slots))
 
     def _same_state(self, variables, slots):
         """None while the optimizer still holds these state arrays (else why not)."""
@@ -272,7 +287,7 @@ class Optimizer:
             self._slots[v] = slots
         return slots
 
-    def _update(self, ws, gs, slots, step):
+    def _update(self, params, step):
         raise NotImplementedError
 
 
@@ -300,8 +315,10 @@ class RMSprop(Optimizer):
             raise TypeError(f"RMSprop: expected epsilon_inside to be a bool, received {epsilon_inside!r}")
         self.epsilon_inside = bool(epsilon_inside)
 
-    def _update(self, ws, gs, slots, step):
-        kernels.rmsprop_update(ws, gs, slots[0], self.learning_rate, self.rho, self.epsilon,
+    _kernel_op = "rmsprop_update"
+
+    def _update(self, params, step):
+        kernels.rmsprop_update(params, None, None, self.learning_rate, self.rho, self.epsilon,
                                self.epsilon_inside)
 
     def __repr__(self):
@@ -331,9 +348,10 @@ class SGD(Optimizer):
         # No velocity slot is needed (or allocated) without momentum.
         self._slot_names = ("momentum",) if self.momentum != 0.0 else ()
 
-    def _update(self, ws, gs, slots, step):
-        kernels.sgd_update(ws, gs, slots[0] if slots else None, self.learning_rate,
-                           self.momentum, self.nesterov)
+    _kernel_op = "sgd_update"
+
+    def _update(self, params, step):
+        kernels.sgd_update(params, None, None, self.learning_rate, self.momentum, self.nesterov)
 
     def __repr__(self):
         return _repr(self, [f"momentum={self.momentum}", f"nesterov={self.nesterov}"])
@@ -364,12 +382,16 @@ class Adam(Optimizer):
         self.amsgrad = bool(amsgrad)
         self._slot_names = ("m", "v", "v_hat") if self.amsgrad else ("m", "v")
 
-    def _update(self, ws, gs, slots, step):
+    @property
+    def _kernel_op(self):
+        return "adamw_update" if self.amsgrad else "adam_update"
+
+    def _update(self, params, step):
         if self.amsgrad:
-            kernels.adamw_update(ws, gs, slots[0], slots[1], slots[2], self.learning_rate, self.beta_1,
-                                 self.beta_2, self.epsilon, 0.0, step)
+            kernels.adamw_update(params, None, None, None, None, self.learning_rate, self.beta_1,
+                                 self.beta_2, self.epsilon, 0.0, step, amsgrad=True)
         else:
-            kernels.adam_update(ws, gs, slots[0], slots[1], self.learning_rate, self.beta_1,
+            kernels.adam_update(params, None, None, None, self.learning_rate, self.beta_1,
                                 self.beta_2, self.epsilon, step)
 
     def _hyper_repr(self):
@@ -402,10 +424,12 @@ class AdamW(Adam):
             raise ValueError("AdamW: expected weight_decay to be a finite number >= 0, received None")
         self.weight_decay = _number("AdamW", "weight_decay", weight_decay, 0.0)
 
-    def _update(self, ws, gs, slots, step):
-        kernels.adamw_update(ws, gs, slots[0], slots[1], slots[2] if self.amsgrad else None,
-                             self.learning_rate, self.beta_1, self.beta_2, self.epsilon,
-                             self.weight_decay, step)
+    _kernel_op = "adamw_update"
+
+    def _update(self, params, step):
+        kernels.adamw_update(params, None, None, None, None, self.learning_rate, self.beta_1,
+                             self.beta_2, self.epsilon, self.weight_decay, step,
+                             amsgrad=self.amsgrad)
 
     def __repr__(self):
         return _repr(self, [f"weight_decay={self.weight_decay}"] + self._hyper_repr())

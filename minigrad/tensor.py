@@ -25,6 +25,8 @@ Graph semantics (PyTorch conventions):
   and backward raises RuntimeError if one changed since, instead of computing a
   wrong gradient.
 """
+import threading
+
 import numpy as np
 
 from . import grad_mode as _grad_mode
@@ -188,15 +190,30 @@ class Tensor:
             recording = getattr(_tape_local, "tape", None)
             if recording is not None:
                 recording.mark(grad)  # a constant seed: the same in every replay
+            if self._node is not None:  # only the engine holds it (no leaf stores it)
+                _seed.array = grad
         else:
             grad = _as_float32(grad.data if isinstance(grad, Tensor) else grad)
             if grad.shape != self.shape:
                 raise ValueError(f"backward: expected grad of shape {self.shape}, received {grad.shape}")
             grad = _tape.copy(grad)  # it may be stored as a leaf's .grad
-        _backpropagate(self, grad)
+        try:
+            _backpropagate(self, grad)
+        finally:
+            _seed.array = None
 
     # Operators and math methods (+, @, sum, relu, ...) are installed by
     # minigrad.ops, which sits above this module.
+
+
+_seed = threading.local()
+
+
+def is_backward_seed(grad):
+    """True if grad is the all-ones seed of the backward pass running on this
+    thread (``loss.backward()`` of a computed loss): only the engine holds it and
+    it stays all ones, so an op may skip multiplying by it (x * 1 is exact)."""
+    return grad is getattr(_seed, "array", None)
 
 
 def _topological_order(root):

@@ -17,6 +17,7 @@ function with the same name and signature.
 >>> kernels.gemm(np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)).tolist()[0]
 [3.0, 3.0, 3.0, 3.0]
 """
+import functools
 import math
 import numbers
 import operator
@@ -68,15 +69,19 @@ def _check_status(op, status):
                          f"({_ERRORS.get(status, f'code {status}')})")
 
 
-def _run(op, cfunc, args, outputs=()):
+def _run(op, cfunc, args, outputs=(), explain=None):
     """cfunc(*args), its status checked; recorded when a Tape is active (see tape.py).
-    args must already point at validated arrays that outlive the call."""
+    args must already point at validated arrays that outlive the call. C checks
+    what can change between replays (labels, indices) itself; on its error status,
+    ``explain()`` raises the precise error when it can (which label is out of range)."""
     status = cfunc(*args)
     if status != lib.MG_OK:
+        if explain is not None:
+            explain()
         _check_status(op, status)
     recording = getattr(_tape_local, "tape", None)
     if recording is not None:
-        recording.add_c(cfunc, args, outputs)
+        recording.add_c(cfunc, args, outputs, explain)
 
 
 def plain_array(op, name, x):
@@ -175,19 +180,17 @@ def _labels(op, target, rows, cols):
         raise ValueError(f"{op}: expected labels of shape ({rows},), received {target.shape}")
     _check_labels(op, target, cols)  # before the int64 copy, which would wrap a huge uint64
     # always a private copy, checked again: the caller's array may be rewritten
-    # by another thread, and what is checked must be what C reads
+    # by another thread, and what is checked must be what C reads. A replay
+    # refreshes the copy from the caller's array and the kernel checks it (each
+    # label read once): pass _labels_explained(op, target, cols) to _run.
     target = tape.copy(target, I64)
     _check_labels(op, target, cols)
-    _record_check(_check_labels, (op, target, cols))
     return target
 
 
-def _record_check(check, args):
-    """Replays recompute a private copy from the caller's array, which may hold other
-    values by then: the check is recorded too, so a replay raises the op's error."""
-    recording = getattr(_tape_local, "tape", None)
-    if recording is not None:
-        recording.add(check, args)
+def _labels_explained(op, labels, cols):
+    """For _run: the precise error when a kernel refuses these labels."""
+    return functools.partial(_check_labels, op, labels, cols)
 
 
 def _check_labels(op, target, cols):
@@ -400,8 +403,8 @@ def gemm(a, b, out=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
 from .dense import (add_bias, bias_grad, relu_backward, relu_backward_bias_grad,  # noqa: E402,F401
                     relu_forward, softmax_xent_backward, softmax_xent_forward)
 from .gather import RowGather, gather_rows  # noqa: E402,F401
-from .optim import (adam_update, adamw_update, clip_gradients,  # noqa: E402,F401
-                    optimizer_updates_done, rmsprop_update, sgd_update)
+from .optim import (ParamTable, adam_update, adamw_update, clip_gradients,  # noqa: E402,F401
+                    optimizer_updates_done, param_table, rmsprop_update, sgd_update)
 
 # ---------------------------------------------------------------- convolution and pooling
 # (after everything above: conv.py builds on the helpers of this module)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from . import (_any_input, _describe, _in_place, _input, _labels, _output, _ptr, _run,
+from . import (_any_input, _describe, _in_place, _input, _labels, _labels_explained, _output, _ptr, _run,
                _same_shape, _scalar, ffi, lib, plain_array)
 
 
@@ -116,7 +116,8 @@ def softmax_xent_forward(logits, target, probs_out=None, row_loss_out=None, loss
     if is_index:
         _run(op, lib.mg_softmax_xent_forward_index,
              (_ptr(logits), ffi.from_buffer("int64_t[]", target), _ptr(probs_out),
-              _ptr(row_loss_out), _ptr(loss_out), rows, cols), (probs_out, row_loss_out, loss_out))
+              _ptr(row_loss_out), _ptr(loss_out), rows, cols), (probs_out, row_loss_out, loss_out),
+             _labels_explained(op, target, cols))
     else:
         _run(op, lib.mg_softmax_xent_forward_dense,
              (_ptr(logits), _ptr(target), _ptr(probs_out), _ptr(row_loss_out), _ptr(loss_out),
@@ -133,7 +134,8 @@ def softmax_xent_backward(probs, target, scale, out=None):
     out = _output(op, "out", out, (rows, cols), (("probs", probs), ("target", target)))
     if is_index:
         _run(op, lib.mg_softmax_xent_backward_index,
-             (_ptr(probs), ffi.from_buffer("int64_t[]", target), scale, _ptr(out), rows, cols), (out,))
+             (_ptr(probs), ffi.from_buffer("int64_t[]", target), scale, _ptr(out), rows, cols), (out,),
+             _labels_explained(op, target, cols))
     else:
         _run(op, lib.mg_softmax_xent_backward_dense,
              (_ptr(probs), _ptr(target), scale, _ptr(out), rows, cols), (out,))

@@ -1,9 +1,10 @@
 """Row gathers: a shuffled mini-batch copied in C (part of ``minigrad.kernels``)."""
+import functools
 import math
 
 import numpy as np
 
-from . import (I64, _allocate, _check_status, _describe, _output, _record_check, _run,
+from . import (I64, _allocate, _check_status, _describe, _output, _run,
                _tape_local, _usable_in_place, ffi, lib, plain_array, tape)
 
 
@@ -37,7 +38,6 @@ def gather_rows(src, idx, out=None):
     # again while copying, and another thread may have changed the caller's array
     given_idx, idx = idx, tape.copy(idx, I64)
     _check_indices(op, idx, rows)
-    _record_check(_check_indices, (op, idx, rows))
     shape = (idx.size,) + src.shape[1:]
     out = _output(op, "out", out, shape, (("src", src), ("idx", given_idx)), dtype=src.dtype)
     if not _usable_in_place(src):
@@ -45,13 +45,14 @@ def gather_rows(src, idx, out=None):
         # (np.take would first copy all of src)
         out[...] = src[idx]
         recording = getattr(_tape_local, "tape", None)
-        if recording is not None:
+        if recording is not None:  # NumPy would wrap a negative index: check on replay
+            recording.add(_check_indices, (op, idx, rows))
             recording.add(_take_rows, (src, idx, out), (out,))
         return out
     row_bytes = src.itemsize * math.prod(src.shape[1:])
     _run(op, lib.mg_gather_rows, (ffi.from_buffer(src), rows, row_bytes,
                                   ffi.from_buffer("int64_t[]", idx), idx.size, ffi.from_buffer(out)),
-         (out,))
+         (out,), functools.partial(_check_indices, op, idx, rows))
     return out
 
 

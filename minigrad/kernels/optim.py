@@ -12,42 +12,86 @@ from . import (F32, _any_input, _flag, _describe, _output, _ptr, _run, _scalar, 
                ffi, lib, plain_array)
 
 
-#
-# Each update takes one parameter array or a list of them (with matching lists of
-# gradients and state slots) and updates them all in one C call, after checking
-# every one: an error leaves all parameters untouched, and Python cannot be
-# interrupted half-way through a step.
-
 def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
+class ParamTable:
+    """Parameters, gradients and state slots validated once for one update op.
+
+    ``param_table(op, ws, gs, slot_lists)`` makes one; passing it as the update's
+    first argument (with ``None`` for the gradients and slots) skips the checks,
+    which is how a replayed training step calls the optimizer kernels: the arrays
+    were validated when the step was captured, the table keeps them alive, and
+    ``mg.jit``'s guards refuse a replay when a parameter changed.
+
+    >>> import numpy as np
+    >>> w, g, v = (np.ones(3, np.float32) for _ in range(3))
+    >>> table = param_table("rmsprop_update", w, g, [v])
+    >>> rmsprop_update(table, None, None, lr=0.1, rho=0.9, eps=1e-7)
+    >>> w.round(4).tolist()
+    [0.6838, 0.6838, 0.6838]
+    """
+    __slots__ = ("op", "slots", "table", "count", "keep", "arrays", "_check")
+
+    def __init__(self, op, ws, gs, slot_lists):
+        ws, gs = _as_list(ws), _as_list(gs)
+        slot_lists = [_as_list(s) for s in slot_lists]
+        self.op, self.slots = op, len(slot_lists)
+        self.table, self.count, self.keep = _validate_params(op, ws, gs, slot_lists)
+        self.arrays = ws + gs + [s for slots in slot_lists for s in slots]
+        # the grouping is part of the check: the same arrays split differently into
+        # parameters, gradients and slots make a different (or invalid) table
+        self._check = ((len(ws), len(gs)) + tuple(len(s) for s in slot_lists),
+                       [a.shape for a in self.arrays], ws + [s for slots in slot_lists for s in slots])
+
+    def __len__(self):  # the number of parameters
+        return self.count
+
+    def still_valid_for(self, layout, arrays):
+        """True when arrays (grouped as layout) are this table's arrays, unchanged:
+        an ndarray's shape, dtype, strides and flags can be reassigned in place."""
+        own_layout, shapes, written = self._check
+        return (layout == own_layout and len(arrays) == len(self.arrays)
+                and all(map(operator.is_, arrays, self.arrays)) and _unchanged(arrays, shapes, written))
+
+
 # The last validated table per op. A training loop passes the very same array
-# objects every step (parameters, optimizer slots, workspace gradient buffers);
-# an ndarray's shape, dtype and memory cannot change, so only the writeable
-# flag is re-checked and the table is reused.
+# objects every step (parameters, optimizer slots, workspace gradient buffers),
+# so the table is reused after a re-check of the metadata that can change in place.
 _table_cache = {}
 
 
-def _param_table(op, ws, gs, slot_lists):
-    """Validate parameters, gradients and slots; return (cffi table, count, keep-alive list)."""
+def param_table(op, ws, gs, slot_lists):
+    """A ParamTable for op (the last one made for op when it still fits)."""
     ws, gs = _as_list(ws), _as_list(gs)
     slot_lists = [_as_list(s) for s in slot_lists]
-    arrays = ws + gs + [s for slots in slot_lists for s in slots]
-    # the grouping is part of the key: the same arrays split differently into
-    # parameters, gradients and slots make a different (or invalid) table
     layout = (len(ws), len(gs)) + tuple(len(s) for s in slot_lists)
+    arrays = ws + gs + [s for slots in slot_lists for s in slots]
     cached = _table_cache.get(op)
-    if (cached is not None and cached[0] == layout and len(cached[1]) == len(arrays)
-            and all(map(operator.is_, arrays, cached[1]))
-            and _unchanged(cached[1], cached[5], cached[4])):
-        return cached[2], len(ws), cached[3]
-    table, count, keep = _validate_params(op, ws, gs, slot_lists)
+    if cached is not None and cached.still_valid_for(layout, arrays):
+        return cached
+    made = ParamTable(op, ws, gs, slot_lists)
     # cache only tables that point at the caller's own arrays (no gradient was copied)
     if all(isinstance(g, np.ndarray) and g.dtype == F32 and _usable_in_place(g) for g in gs):
-        written = ws + [s for slots in slot_lists for s in slots]
-        _table_cache[op] = (layout, arrays, table, keep, written, [a.shape for a in arrays])
-    return table, count, keep
+        _table_cache[op] = made
+    return made
+
+
+def _param_table(op, ws, gs, slot_lists):
+    """(cffi table, count, keep-alive list) for an update: from a ParamTable given
+    as ws (gs and every slot None), else validated (or found in the cache)."""
+    if isinstance(ws, ParamTable):
+        needed = len(slot_lists)
+        if ws.op != op or ws.slots < needed:
+            raise ValueError(f"{op}: expected a ParamTable made for {op} with {needed} slot(s), "
+                             f"received one made for {ws.op} with {ws.slots}")
+        if gs is not None or any(s is not None for s in slot_lists):
+            raise ValueError(f"{op}: expected None for the gradients and slots when the "
+                             f"parameters are a ParamTable")
+        return ws.table, ws.count, ws.keep
+    made = param_table(op, ws, gs, slot_lists)
+    return made.table, made.count, made.keep
 
 
 def _unchanged(arrays, shapes, written):
@@ -153,17 +197,19 @@ def _step(op, step):
     return int(step)
 
 
-def adamw_update(w, g, m, v, v_hat, lr, beta1, beta2, eps, weight_decay, step):
+def adamw_update(w, g, m, v, v_hat, lr, beta1, beta2, eps, weight_decay, step, amsgrad=None):
     """In place, Keras 3 order: w -= (w*weight_decay)*lr (skipped when weight_decay
     is 0), then the Adam step; v_hat (a list like m, or None) turns on AMSGrad:
-    v_hat = max(v_hat, v) is the denominator's second moment."""
+    v_hat = max(v_hat, v) is the denominator's second moment. With a ParamTable
+    as w, ``amsgrad`` says whether its third slot is v_hat."""
     op = "adamw_update"
     step = _step(op, step)
-    slots = [m, v] if v_hat is None else [m, v, v_hat]
+    amsgrad = v_hat is not None if amsgrad is None else bool(amsgrad)
+    slots = [m, v, v_hat] if amsgrad else [m, v]
     table, count, keep = _param_table(op, w, g, slots)
     _run(op, lib.mg_adamw_update, (table, count, _scalar(op, "lr", lr), _scalar(op, "beta1", beta1),
                                    _scalar(op, "beta2", beta2), _scalar(op, "eps", eps),
-                                   _scalar(op, "weight_decay", weight_decay), v_hat is not None, step),
+                                   _scalar(op, "weight_decay", weight_decay), amsgrad, step),
          keep)
 
 

@@ -35,7 +35,8 @@ class Tape:
     """An ordered list of calls plus the arrays they write.
 
     ``calls`` holds ``(function, args, is_c)``: C functions return a status
-    code that replay checks; other calls (NumPy, or Python closures that read
+    code that replay checks (is_c is then True or a callable that explains a
+    failing status with the op's own error); other calls (NumPy, or Python closures that read
     live values such as an optimizer's step count) return anything.
     """
 
@@ -60,8 +61,9 @@ class Tape:
         self._previous = None
         return False
 
-    def add_c(self, cfunc, args, outputs=()):
-        self.calls.append((cfunc, args, True))
+    def add_c(self, cfunc, args, outputs=(), explain=None):
+        """A C call; on an error status, explain() raises the precise error (if given)."""
+        self.calls.append((cfunc, args, explain or True))
         self.mark(*outputs)
 
     def add(self, function, args=(), outputs=()):
@@ -115,6 +117,8 @@ class Tape:
         for function, args, is_c in self.calls:
             status = function(*args)
             if is_c and status:
+                if callable(is_c):
+                    is_c()
                 raise RuntimeError(f"replay: a recorded C call ({function.__name__}) "
                                    f"returned error code {status}")
 
