@@ -11,7 +11,9 @@ per-repeat ratios. Cases (real MNIST, batch 128, the book's MLP, RMSprop):
 
 - ``fit``: ``model.fit`` for one epoch (469 steps, shuffled);
 - ``jit_loop``: a hand-written loop (C row gather of the shuffled batch, then a
-  ``@mg.jit`` step: forward, loss, backward, ``opt.step``, ``opt.zero_grad``);
+  ``@mg.jit`` step: forward, loss, backward, ``opt.step``, ``opt.zero_grad``) in
+  the PyTorch idiom: the model ends in logits and the loss is
+  ``mg.softmax_cross_entropy``, the computation fit's fused softmax + loss does;
 - ``eager_loop``: the same loop without ``mg.jit`` (the autograd graph every step);
 - ``custom_layer``: fit on Dense(512, relu) -> a user Layer whose call returns
   ``x * 1.0`` -> Dense(10, softmax);
@@ -44,12 +46,12 @@ TINY_SAMPLES = 404
 
 # ---------------------------------------------------------------- workers (one measurement each)
 
-def _mlp(mg, extra=None):
+def _mlp(mg, extra=None, last="softmax"):
     from minigrad import layers, models
     mg.utils.set_random_seed(0)
     stack = [layers.Dense(512, activation="relu", input_shape=(784,))]
     stack += [extra] if extra is not None else []
-    stack += [layers.Dense(10, activation="softmax")]
+    stack += [layers.Dense(10, activation=last)]
     model = models.Sequential(stack)
     model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
@@ -100,9 +102,10 @@ def worker(case, threads, mnist_dir):
             return _tiny_torch(x, y, threads)
         from minigrad import layers, models
         mg.utils.set_random_seed(0)
+        # fit: a softmax output fused with its loss; the loops: logits (PyTorch's idiom)
         model = models.Sequential([layers.Dense(64, activation="relu", input_shape=(13,)),
                                    layers.Dense(64, activation="relu"),
-                                   layers.Dense(2, activation="softmax")])
+                                   layers.Dense(2, activation="softmax" if case == "tiny_fit" else None)])
         model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")
         if case == "tiny_fit":
             model.fit(x, y, batch_size=1, epochs=1, verbose=0)  # warm
@@ -122,7 +125,7 @@ def worker(case, threads, mnist_dir):
         t = time.perf_counter()
         model.fit(x, y, batch_size=128, epochs=1, verbose=0)
         return {"epoch_s": time.perf_counter() - t}
-    model = _mlp(mg)
+    model = _mlp(mg, last=None)
     _loop(mg, model, x[:2048], y[:2048], 128, 1, case == "jit_loop")  # warm
     t = time.perf_counter()
     _loop(mg, model, x, y, 128, 1, case == "jit_loop")

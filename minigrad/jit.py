@@ -128,11 +128,14 @@ def _check_finite_loss(data):
 # ---------------------------------------------------------------- what a replay assumes
 
 class _LeafState:
-    __slots__ = ("leaf", "data", "shape", "dtype", "writeable", "requires_grad")
+    """A parameter as the recording found it. Its array must be the same object
+    with the same shape, strides (so still C-contiguous), dtype and writeability:
+    all but the memory itself can be reassigned in place on an ndarray."""
+    __slots__ = ("leaf", "data", "shape", "strides", "dtype", "writeable", "requires_grad")
 
     def __init__(self, leaf):
         self.leaf, self.data = leaf, leaf.data
-        self.shape, self.dtype = leaf.data.shape, leaf.data.dtype
+        self.shape, self.strides, self.dtype = leaf.data.shape, leaf.data.strides, leaf.data.dtype
         self.writeable, self.requires_grad = leaf.data.flags.writeable, leaf.requires_grad
 
     def problem(self):
@@ -141,8 +144,7 @@ class _LeafState:
             return "a parameter's data was replaced"
         if data.shape != self.shape or data.dtype != self.dtype:
             return "a parameter changed shape or dtype"
-        flags = data.flags
-        if not (flags.c_contiguous and flags.aligned) or flags.writeable != self.writeable:
+        if data.strides != self.strides or data.flags.writeable != self.writeable:
             return "a parameter changed layout or writeability"
         if leaf.requires_grad is not self.requires_grad:
             return "a parameter's requires_grad changed"
@@ -167,10 +169,15 @@ class _Recording:
     def problem(self):
         if tape_module.version() != self.version:
             return "a layer, model or loss changed"
-        for state in self.leaves:
-            reason = state.problem()
-            if reason is not None:
-                return reason
+        for state in self.leaves:  # (problem() inlined for its common, passing case)
+            data = state.data
+            if (state.leaf.data is not data or data.shape != state.shape
+                    or data.strides != state.strides or data.dtype is not state.dtype
+                    or data.flags.writeable is not state.writeable
+                    or state.leaf.requires_grad is not state.requires_grad):
+                reason = state.problem()
+                if reason is not None:
+                    return reason
         for leaf, grad in self.grad_reads:
             if leaf.grad is not grad:
                 return "a .grad the step reads was changed outside it"
@@ -287,16 +294,22 @@ class Jitted:
         return tuple(parts), arrays
 
     def _part(self, value, arrays):
+        if type(value) is np.ndarray:  # the common cases first
+            part = ("A", value.shape, value.dtype)
+            if self._borrow:
+                part += (id(value),)
+            arrays.append(value)
+            return part
         if isinstance(value, Tensor):
             if value.requires_grad:
                 raise ValueError(f"jit({self.name}): expected inputs that do not require grad "
                                  f"(parameters are read by the function, not passed to it)")
-            array, part = value.data, ("T", value.data.shape, value.data.dtype.str)
+            array, part = value.data, ("T", value.data.shape, value.data.dtype)
         elif isinstance(value, np.ndarray):
             if type(value) is not np.ndarray:
                 raise TypeError(f"jit({self.name}): expected plain numpy arrays, received "
                                 f"{type(value).__name__}")
-            array, part = value, ("A", value.shape, value.dtype.str)
+            array, part = value, ("A", value.shape, value.dtype)
         elif isinstance(value, (list, tuple)):
             return (type(value).__name__,) + tuple(self._part(v, arrays) for v in value)
         elif isinstance(value, dict):
