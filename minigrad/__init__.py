@@ -22,7 +22,9 @@ from .ops import (argmax, argmin, cat, clamp, clip, clone, concatenate, flatten,
 from .ops.elementwise import abs  # noqa: A004  (mg.abs, mg.max, mg.min as in torch)
 from .ops.reduce import max, min  # noqa: A004
 from .factories import arange, eye, full, ones, ones_like, rand, randn, zeros, zeros_like
-from .tensor import Tensor
+from .tensor import Tensor, float32, int64
+from .tensor import bool_ as bool  # noqa: A004  (mg.bool, as torch.bool)
+long = int64
 from .jit import jit
 from . import (activations, callbacks, datasets, layers, losses, metrics,  # the Keras-style layer
                models, optimizers, utils)
@@ -31,7 +33,7 @@ from .models import Sequential
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tensor", "Function", "jit", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
+    "Tensor", "float32", "int64", "long", "bool", "Function", "jit", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "matmul", "relu", "dense", "softmax", "softmax_cross_entropy",
     "abs", "argmax", "argmin", "cat", "clamp", "clip", "clone", "concatenate", "flatten",
     "log_softmax", "max", "maximum", "min", "minimum", "permute", "reshape", "sigmoid", "sqrt",

@@ -33,7 +33,10 @@ from . import grad_mode as _grad_mode
 from .grad_mode import (check_backward, check_forward, get_check_finite,  # noqa: F401
                         is_grad_enabled, no_grad, op_name, set_check_finite)
 from .kernels.tape import _local as _tape_local
+from .kernels.tape import copy as _copy
 from .tensor import Tensor
+
+_F32 = np.dtype(np.float32)
 
 
 def _root(array):
@@ -92,6 +95,11 @@ class Node:
 
 
 class Function:
+    # An op whose forward only moves data (reshape, permute, cat, indexing) keeps an
+    # int64 or bool input's dtype; every other op computes in float32, so such
+    # inputs reach its forward as float32 copies (they never require grad).
+    keeps_dtype = False
+
     @staticmethod
     def forward(ctx, *inputs, **options):
         raise NotImplementedError
@@ -107,6 +115,10 @@ class Function:
         record = any(needs) and is_grad_enabled()
         ctx = Context(needs)
         raw = [x.data if isinstance(x, Tensor) else x for x in inputs]
+        if not cls.keeps_dtype:
+            for i, a in enumerate(raw):
+                if isinstance(inputs[i], Tensor) and a.dtype is not _F32 and a.dtype != _F32:
+                    raw[i] = _copy(a)
         recording = getattr(_tape_local, "tape", None)
         if recording is not None:
             for x in inputs:

@@ -36,10 +36,16 @@ from .kernels.tape import _local as _tape_local
 
 _F32 = np.dtype(np.float32)
 
+# The dtypes a Tensor holds: float32 (the default, and the only one with gradients),
+# int64 (indices: argmax, labels) and bool (comparisons, masks).
+float32, int64, bool_ = _F32, np.dtype(np.int64), np.dtype(np.bool_)
+_DTYPES = (float32, int64, bool_)
+
 
 def _as_float32(data):
     if isinstance(data, Tensor):
-        return data.data
+        data = data.data
+        return data if data.dtype == _F32 else _tape.copy(data)
     data = _plain_array("Tensor", "data", data)  # np.matrix, user subclasses: a base-class view
     if isinstance(data, np.ndarray):
         if data.dtype == _F32:
@@ -57,25 +63,88 @@ def _as_float32(data):
     return np.array(array, dtype=_F32, order="C")  # np.ascontiguousarray would make 0-d 1-d
 
 
+def as_dtype(dtype, op="Tensor"):
+    """float32, int64 or bool as a NumPy dtype (also from "float32", torch-style names,
+    np.float32, bool, int); anything else is a TypeError naming op."""
+    try:
+        d = np.dtype({"float": "float32", "long": "int64", "bool": "bool"}.get(dtype, dtype))
+    except TypeError:
+        d = None
+    if d == np.dtype(int):  # Python's int
+        d = int64
+    if d not in _DTYPES:
+        raise TypeError(f"{op}: expected dtype float32, int64 or bool, received {dtype!r}")
+    return d
+
+
+def _as_dtype_array(data, dtype):
+    """data as a C-contiguous array of dtype (int64 or bool), copied unless it already is one."""
+    if isinstance(data, Tensor):
+        data = data.data
+    data = _plain_array("Tensor", "data", data)
+    array = data if isinstance(data, np.ndarray) else np.asarray(data)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"Tensor: expected real numeric data, received dtype {array.dtype}")
+    if dtype == int64 and array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise ValueError("Tensor: expected finite values for an int64 tensor, received NaN or inf")
+    if array.dtype == dtype and array.flags.c_contiguous:
+        return array
+    return _tape.copy(array, dtype)
+
+
+class _Size(int):
+    """``t.size``: the number of elements (NumPy's attribute), and, called,
+    the shape (PyTorch's method): ``t.size()`` or ``t.size(dim)``."""
+    # (an int subclass cannot have __slots__: shape lives in the instance dict)
+
+    def __new__(cls, count, shape):
+        self = super().__new__(cls, count)
+        self.shape = shape
+        return self
+
+    def __call__(self, dim=None):
+        if dim is None:
+            return self.shape
+        ndim = len(self.shape)
+        if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)) \
+                or not -max(ndim, 1) <= dim < max(ndim, 1) or ndim == 0:
+            raise IndexError(f"size: expected dim in [{-ndim}, {ndim}), received {dim!r}")
+        return self.shape[dim]
+
+
 class Tensor:
     """A float32 array that can record the operations applied to it.
 
     ``Tensor(data, requires_grad=False)`` shares memory with ``data`` when it is
     already a C-contiguous float32 NumPy array; anything else numeric is copied
-    into one.
+    into one (integers and bools too: float32 is the default dtype).
+    ``Tensor(data, dtype=mg.int64)`` or ``dtype=mg.bool`` holds indices or masks
+    instead, as comparisons (bool) and argmax (int64) return them; those never
+    require grad, and arithmetic on them gives float32 tensors.
+
+    >>> import minigrad as mg
+    >>> labels = mg.Tensor([1, 0, 2], dtype=mg.int64)
+    >>> hits = mg.Tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.3, 0.3, 0.4]]).argmax(dim=1) == labels
+    >>> hits, hits.float().mean().item()
+    (Tensor([ True,  True,  True], dtype=bool), 1.0)
     """
     # _vc: the version counter, a one-element list shared by tensors that share memory
     __slots__ = ("data", "grad", "requires_grad", "_node", "_vc", "__weakref__")
     __array_priority__ = 1000  # so ndarray + Tensor calls Tensor.__radd__
 
-    def __init__(self, data, requires_grad=False):
+    def __init__(self, data, requires_grad=False, dtype=None):
         if not (isinstance(requires_grad, (bool, np.bool_))
                 or (isinstance(requires_grad, (int, np.integer)) and requires_grad in (0, 1))):
             # bool() of an array is ambiguous, or silently true for a one-element one
             raise TypeError(f"Tensor: expected requires_grad to be True or False, "
                             f"received {type(requires_grad).__name__}")
-        self._vc = data._vc if isinstance(data, Tensor) else [0]
-        self.data = _as_float32(data)
+        dtype = _F32 if dtype is None else as_dtype(dtype)
+        if requires_grad and dtype != _F32:
+            raise RuntimeError(f"Tensor: only float32 tensors can require gradients, "
+                               f"received dtype {dtype}")
+        self.data = _as_float32(data) if dtype == _F32 else _as_dtype_array(data, dtype)
+        same = isinstance(data, Tensor) and self.data is data.data
+        self._vc = data._vc if same else [0]  # shared memory shares the version counter
         self.grad = None
         self.requires_grad = bool(requires_grad)
         self._node = None
@@ -93,7 +162,8 @@ class Tensor:
     shape = property(lambda self: self.data.shape)
     ndim = property(lambda self: self.data.ndim)
     dtype = property(lambda self: self.data.dtype)
-    size = property(lambda self: self.data.size)
+    size = property(lambda self: _Size(self.data.size, self.data.shape),
+                    doc="the number of elements; called, the shape: t.size(), t.size(dim)")
     is_leaf = property(lambda self: self._node is None)
     _version = property(lambda self: self._vc[0], doc="in-place changes of the data so far")
 
@@ -105,8 +175,15 @@ class Tensor:
         """The number of elements (``size``), as ``torch.Tensor.numel()``."""
         return self.data.size
 
+    def is_floating_point(self):
+        """True for float32 tensors (the ones that can require grad)."""
+        return self.data.dtype == _F32
+
     def requires_grad_(self, requires_grad=True):
         """Start (or stop) recording operations on this leaf; returns the tensor."""
+        if requires_grad and self.data.dtype != _F32:
+            raise RuntimeError(f"requires_grad_: only float32 tensors can require gradients, "
+                               f"received dtype {self.data.dtype}")
         if self._node is not None and not requires_grad:
             raise RuntimeError("requires_grad_: expected a leaf tensor, received one computed by "
                                "an op (use detach() for a copy outside the graph)")
@@ -120,16 +197,16 @@ class Tensor:
 
     # -------------------------------------------------------------- interop
     def __array__(self, dtype=None, copy=None):
-        """np.asarray(t): the float32 data itself (dtype/copy as NumPy 2 passes them)."""
+        """np.asarray(t): the data itself (dtype/copy as NumPy 2 passes them)."""
         if dtype is not None and np.dtype(dtype) != self.data.dtype:
             if copy is False:
-                raise ValueError(f"__array__: converting float32 to {np.dtype(dtype)} needs a copy, "
-                                 f"received copy=False")
+                raise ValueError(f"__array__: converting {self.data.dtype} to {np.dtype(dtype)} "
+                                 f"needs a copy, received copy=False")
             return self.data.astype(dtype)
         return self.data.copy() if copy else self.data
 
     def tolist(self):
-        """The values as (nested lists of) Python floats."""
+        """The values as (nested lists of) Python floats (ints, bools for those dtypes)."""
         return self.data.tolist()
 
     def _one_value(self, op):
@@ -150,21 +227,56 @@ class Tensor:
                                f"is ambiguous (shape {self.shape}); use (t != 0).any() or .all()")
         return bool(self.data.reshape(-1)[0])
 
+    def to(self, *args, dtype=None, **kwargs):
+        """``t.to(dtype)`` (float32, int64 or bool; a copy unless it is already that
+        dtype) or ``t.to("cpu")``, the only device (self)."""
+        for value in args + tuple(kwargs.values()):
+            if isinstance(value, str) and value.split(":")[0] == "cpu":
+                continue
+            if dtype is not None or kwargs.keys() - {"device"}:
+                raise TypeError(f"to: expected a dtype and/or device='cpu', received {args!r} {kwargs!r}")
+            dtype = value
+        if dtype is None:
+            return self
+        dtype = as_dtype(dtype, "to")
+        if dtype == self.data.dtype:
+            return self
+        if dtype == _F32:  # through an op, so that the result is a float32 graph input
+            return Tensor._wrap(_tape.copy(self.data), False)
+        return Tensor._wrap(_as_dtype_array(self.data, dtype), False)
+
     def float(self):
-        """The same tensor: minigrad tensors are float32 already."""
-        return self
+        """As float32 (the tensor itself when it is float32 already)."""
+        return self.to(_F32)
+
+    def long(self):
+        """As int64 (truncating toward zero, as a C cast); not differentiable."""
+        return self.to(int64)
+
+    def bool(self):
+        """As bool (non-zero is True); not differentiable."""
+        if self.data.dtype == bool_:
+            return self
+        return Tensor._wrap(_tape.call_as(np.bool_, np.not_equal, self.data, 0), False)
 
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
-        return f"Tensor({np.array2string(self.data, separator=', ')}{grad})"
+        dtype = "" if self.data.dtype == _F32 else f", dtype={self.data.dtype}"
+        return f"Tensor({np.array2string(self.data, separator=', ')}{dtype}{grad})"
+
+    def __format__(self, spec):
+        """A one-element tensor formats as its value (f"{loss:.4f}"), as in PyTorch."""
+        if self.data.ndim == 0 or (spec and self.data.size == 1):
+            return format(self.item(), spec)
+        return format(repr(self), spec)
 
     def numpy(self):
-        """The underlying float32 array (shared, not copied)."""
+        """The underlying array (shared, not copied)."""
         return self.data
 
     def item(self):
-        """The value of a one-element tensor as a Python float."""
-        return float(self._one_value("item"))
+        """The value of a one-element tensor as a Python float (int, bool for those dtypes)."""
+        return self._one_value("item").item()
 
     def detach(self):
         """A new leaf sharing this tensor's data, outside any graph."""

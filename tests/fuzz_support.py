@@ -136,7 +136,8 @@ FAMILIES = {
     "clip": (0.015, True, O),           # clip_gradients
     "c_ops": (0.09, True, P),           # matmul, dense, relu, softmax, softmax_cross_entropy
     "elementwise_ops": (0.08, False, P),
-    "shape_ops": (0.065, False, P),
+    "shape_ops": (0.05, False, P),
+    "dtype_ops": (0.015, False, P),     # int64/bool tensors: comparisons, logic, masks, conversions
     "threads": (0.02, True, T),
     "thread_race": (0.01, True, T),     # another thread rewrites labels/indices/x while C and fit run
     "fork": (0.005, True, T),           # fork after the thread team ran; the child's numbers

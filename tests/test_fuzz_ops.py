@@ -372,6 +372,163 @@ def case_shape_ops(data):
                   tol=(1e-5, 4 * EPS32 * max(X.size, 1) * _finite_max(X) + 1e-30))
 
 
+TENSOR_DTYPES = (np.dtype(np.float32), np.dtype(np.int64), np.dtype(np.bool_))
+DTYPE_OPS = ("==", "!=", "<", ">=", "&", "|", "^", "~", "any", "all", "sum", "argmax", "max_dim",
+             "to", "index", "where")
+
+
+def _dtype_tensor(data, s, label):
+    """A Tensor of float32, int64 or bool values (small integers, so every dtype holds them)."""
+    dtype = pick(data, TENSOR_DTYPES, f"{label}.dtype")
+    values = np.rint(array(data, s, label, mag=4.0, huge=4.0, dtype=np.float64))
+    values = np.nan_to_num(values, nan=0.0, posinf=3.0, neginf=-3.0)
+    return mg.Tensor(values, dtype=dtype)
+
+
+def case_dtype_ops(data):
+    """int64/bool tensors: comparisons, logic, masks and conversions against NumPy.
+    A valid call returns a Tensor of NumPy's dtype and value; an invalid one raises
+    TypeError, ValueError or IndexError, and nothing it was given changes."""
+    s = shape(data, "x", max_ndim=3, max_size=200)
+    x = _dtype_tensor(data, s, "x")
+    other_kind = pick(data, ["tensor", "array", "scalar", "junk"], "other.kind")
+    if other_kind == "tensor":
+        other = _dtype_tensor(data, broadcast_shape_like(data, s, "other"), "other")
+    elif other_kind == "array":
+        other = np.rint(array(data, broadcast_shape_like(data, s, "other"), "other", mag=4.0, huge=4.0,
+                              dtype=pick(data, [np.float32, np.int64, np.bool_, np.uint8], "other.dtype")))
+    elif other_kind == "scalar":
+        other = pick(data, [0, 1, 2.0, True, np.int64(3)], "other.scalar")
+    else:
+        other = pick(data, ["a", None, object(), 1 + 2j, [1, "b"]], "other.junk")
+    op = pick(data, DTYPE_OPS, "op")
+    dim = pick(data, [None, 0, -1, 1, 2, 3, 1.5], "dim")
+    target = pick(data, [mg.float32, mg.int64, mg.bool, "cpu", "float64", np.int32], "target")
+    X = x.data
+    O = other.data if isinstance(other, mg.Tensor) else other
+    numpy_ops = {"==": np.equal, "!=": np.not_equal, "<": np.less, ">=": np.greater_equal,
+                 "&": np.bitwise_and, "|": np.bitwise_or, "^": np.bitwise_xor}
+
+    def expect():
+        """NumPy's answer (value, dtype), or _Invalid."""
+        try:
+            with np.errstate(all="ignore"):
+                if op in numpy_ops:
+                    o = np.asarray(O)
+                    if o.dtype.kind not in "biuf" or o.dtype.kind == "O":
+                        raise _Invalid("operand")
+                    if op in "&|^" and (X.dtype.kind == "f" or o.dtype.kind == "f"):
+                        raise _Invalid("logic on floats")
+                    value = numpy_ops[op](X, o)
+                    if op in "&|^" and value.dtype != np.bool_:
+                        value = value.astype(np.int64)
+                    return value
+                if op == "~":
+                    if X.dtype.kind == "f":
+                        raise _Invalid("~ of floats")
+                    return np.invert(X)
+                if op in ("any", "all", "sum", "argmax", "max_dim"):
+                    if dim is not None and (not isinstance(dim, int) or not -max(X.ndim, 1) <= dim < max(X.ndim, 1)):
+                        raise _Invalid("dim")
+                    axis = None if dim is None or X.ndim == 0 else dim
+                    if op in ("any", "all", "sum") and X.ndim == 0 and dim is not None:
+                        raise _Invalid("sum/any/all of a 0-d tensor take no axis (as minigrad's sum)")
+                    if op == "any":
+                        return np.any(X, axis=axis)
+                    if op == "all":
+                        return np.all(X, axis=axis)
+                    if op == "sum":
+                        if X.dtype.kind == "f":
+                            return X.sum(axis=axis, dtype=np.float32)
+                        return X.sum(axis=axis, dtype=np.int64)
+                    if X.size == 0 or (axis is not None and X.shape[axis] == 0):
+                        raise _Invalid("empty")
+                    if op == "argmax":
+                        return np.argmax(X, axis=axis)
+                    if dim is None:
+                        return np.max(X)
+                    return np.max(X, axis=axis)
+                if op == "to":
+                    if target == "cpu":
+                        return X
+                    if target in ("float64", np.int32):
+                        raise _Invalid("dtype")
+                    return X.astype(target)
+                if op == "index":
+                    if isinstance(other, mg.Tensor):
+                        if O.dtype.kind not in "bi":
+                            raise _Invalid("a float32 tensor as a key")
+                        return X[O]
+                    if O is None or (isinstance(O, (int, np.integer)) and not isinstance(O, (bool, np.bool_))):
+                        return X[O]
+                    key = np.asarray(O)
+                    if key.dtype.kind not in "biu":
+                        raise _Invalid("key")
+                    return X[key]
+                if op == "where":  # any Tensor, or a bool/int array or number: nonzero is True
+                    cond = np.asarray(O)
+                    if not isinstance(other, mg.Tensor) and cond.dtype.kind not in "biu":
+                        raise _Invalid("condition")
+                    return np.where(cond != 0, X.astype(np.float32), np.float32(0))
+        except (IndexError, ValueError, TypeError) as exc:
+            raise _Invalid(str(exc)) from None
+
+    def run():
+        if op in numpy_ops:
+            return {"==": lambda: x == other, "!=": lambda: x != other, "<": lambda: x < other,
+                    ">=": lambda: x >= other, "&": lambda: x & other, "|": lambda: x | other,
+                    "^": lambda: x ^ other}[op]()
+        if op == "~":
+            return ~x
+        if op == "any":
+            return x.any(dim=dim)
+        if op == "all":
+            return x.all(dim=dim)
+        if op == "sum":
+            return x.sum(dim=dim)
+        if op == "argmax":
+            return x.argmax(dim=dim)
+        if op == "max_dim":
+            return x.max() if dim is None else x.max(dim).values
+        if op == "to":
+            return x.to(target)
+        if op == "index":
+            return x[other]
+        return mg.where(other, x.float(), 0.0)
+
+    arrays = _arrays_in([X, O])
+    snap = _snapshot(arrays)
+    try:
+        want = expect()
+        invalid = None
+    except _Invalid as exc:
+        invalid = str(exc)
+    desc = f"{op} of {fs.describe(X)} with {fs.describe(O)} (dim={dim!r}, to={target!r})"
+    _trace(desc)
+    try:
+        got = run()
+    except (TypeError, ValueError, IndexError) as exc:
+        if invalid is None and not (op in numpy_ops and O is None and op in ("==", "!=")):
+            raise Mismatch(f"{desc}: rejected valid operands: {type(exc).__name__}: {exc}") from exc
+        _assert_unchanged(arrays, snap, what=desc)
+        return
+    except Exception as exc:
+        raise Mismatch(f"{desc}: {type(exc).__name__} (expected TypeError/ValueError/IndexError "
+                       f"or a result): {exc}") from exc
+    if op in ("==", "!=") and not isinstance(got, mg.Tensor):
+        assert isinstance(got, bool) and invalid is not None, f"{desc}: returned {got!r}"
+        return  # t == junk is False, as for any object
+    if invalid is not None:
+        raise Mismatch(f"{desc}: accepted operands it should reject ({invalid})")
+    assert isinstance(got, mg.Tensor) and not got.requires_grad, f"{desc}: returned {got!r}"
+    want = np.asarray(want)
+    assert got.dtype == want.dtype or (want.dtype.kind == "f" and got.dtype == np.float32), \
+        f"{desc}: dtype {got.dtype}, NumPy {want.dtype}"
+    assert got.shape == want.shape and np.array_equal(got.data, want, equal_nan=True), \
+        f"{desc}: {got.data!r} != {want!r}"
+    _assert_unchanged(arrays, snap, what=desc)
+
+
 C_OPS = ["matmul", "@", "r@", "dense", "relu", "softmax", "softmax_cross_entropy"]
 
 

@@ -109,14 +109,14 @@ def test_where_selects_and_routes_the_gradient():
         mg.where(np.ones(3, bool), t, u)
 
 
-def test_comparisons_are_bool_arrays():
+def test_comparisons_are_bool_tensors():
     t = mg.Tensor([1.0, 2.0, 3.0], requires_grad=True)
     for got, want in [(t < 2, [True, False, False]), (t <= 2, [True, True, False]),
                       (t > 2, [False, False, True]), (t >= 2, [False, True, True]),
                       (t == 2, [False, True, False]), (t != 2, [True, False, True]),
                       (t == mg.Tensor([1.0, 0.0, 3.0]), [True, False, True]),
                       (np.float32(2) < t, [False, False, True])]:
-        assert isinstance(got, np.ndarray) and got.dtype == np.bool_
+        assert isinstance(got, mg.Tensor) and got.dtype == np.bool_ and not got.requires_grad
         assert got.tolist() == want
     assert (t == None) is False  # noqa: E711  (not a comparison of values)
     assert t[t > 1.5].tolist() == [2.0, 3.0]
@@ -136,17 +136,24 @@ def test_max_min_values_match_numpy(spelling):
     x = leaf(4, 5)
     axis = spelling.get("axis", spelling.get("dim"))
     keep = spelling.get("keepdims", spelling.get("keepdim", False))
-    for fn, ref in ((mg.max, np.max), (mg.min, np.min)):
+    for fn, ref, arg in ((mg.max, np.max, np.argmax), (mg.min, np.min, np.argmin)):
         got = fn(x, **spelling)
+        if "dim" in spelling:  # PyTorch's (values, indices)
+            got, indices = got
+            assert indices.dtype == np.int64
+            np.testing.assert_array_equal(indices.data, arg(x.data, axis=axis, keepdims=keep))
         want = ref(x.data, axis=axis, keepdims=keep)
         assert got.shape == want.shape
         np.testing.assert_array_equal(got.data, want)
-    assert mg.gradcheck(lambda t: t.max(**spelling), [leaf(3, 4)])
+    values = (lambda t: t.max(**spelling).values) if "dim" in spelling else (lambda t: t.max(**spelling))
+    assert mg.gradcheck(values, [leaf(3, 4)])
 
 
 def test_max_gradient_goes_to_the_first_maximum_only():
     x = mg.Tensor([[1.0, 7.0, 7.0, 2.0], [5.0, 5.0, 5.0, 5.0]], requires_grad=True)
-    x.max(dim=1).backward(np.array([2.0, 3.0], F32))
+    values, indices = x.max(dim=1)
+    assert indices.tolist() == [1, 0]
+    values.backward(np.array([2.0, 3.0], F32))
     assert x.grad.tolist() == [[0.0, 2.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0]]
     x.grad = None
     x.max().backward()  # over all elements: the first 7 in row-major order
@@ -166,10 +173,10 @@ def test_max_propagates_nan_and_refuses_empty():
         mg.zeros(2, 3).max(axis=0, dim=0)
 
 
-def test_argmax_argmin_are_int64_arrays_of_the_first_extremum():
+def test_argmax_argmin_are_int64_tensors_of_the_first_extremum():
     x = mg.Tensor([[1.0, 9.0, 9.0], [-4.0, -4.0, 0.0]])
     got = x.argmax(dim=1)
-    assert isinstance(got, np.ndarray) and got.dtype == np.int64 and got.tolist() == [1, 2]
+    assert isinstance(got, mg.Tensor) and got.dtype == np.int64 and got.tolist() == [1, 2]
     assert mg.argmin(x, axis=1).tolist() == [0, 0]
     assert int(x.argmax()) == 1 and int(x.argmin()) == 3  # flat indices, as torch
     assert x.argmax(dim=0, keepdim=True).tolist() == [[0, 0, 0]]
@@ -320,7 +327,8 @@ def test_index_refusals_name_the_problem():
     x = leaf(3, 2)
     with pytest.raises(TypeError, match="index: expected integer or boolean index arrays, received list"):
         x[[0.5, 1.0]]
-    with pytest.raises(TypeError, match="index: .* received a Tensor"):
+    with pytest.raises(TypeError, match="index: expected index tensors of dtype int64 or bool "
+                                        r"\(such as argmax's result or t > 0\), received a float32 tensor"):
         x[mg.Tensor([0.0])]
     with pytest.raises(IndexError, match=r"index: .*shape \(3, 2\)"):
         x[5]
@@ -531,7 +539,7 @@ def _training_run(use_jit, batches, x_all):
         z = mg.sigmoid(h) @ w + b
         z = mg.where(z > 0, z, z * 0.1)
         picked = mg.log_softmax(z, dim=1)[np.arange(len(y)), y]
-        loss = -picked.mean() + z.max(dim=1).mean() * 0.01 + z.abs().clamp(max=3).mean() * 0.01
+        loss = -picked.mean() + z.max(dim=1).values.mean() * 0.01 + z.abs().clamp(max=3).mean() * 0.01
         loss.backward()
         opt.step([w, b])
         opt.zero_grad([w, b])

@@ -26,7 +26,7 @@ class ParamTable:
     ``mg.jit``'s guards refuse a replay when a parameter changed.
 
     >>> import numpy as np
-    >>> w, g, v = (np.ones(3, np.float32) for _ in range(3))
+    >>> w, g, v = np.ones(3, np.float32), np.ones(3, np.float32), np.zeros(3, np.float32)
     >>> table = param_table("rmsprop_update", w, g, [v])
     >>> rmsprop_update(table, None, None, lr=0.1, rho=0.9, eps=1e-7)
     >>> w.round(4).tolist()

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import kernels
 from ..function import Function
-from ..kernels.tape import call, copy, ufunc
+from ..kernels.tape import call, call_as, copy, ufunc
 from ..tensor import Tensor, is_backward_seed
 
 _F32 = np.dtype(np.float32)
@@ -199,6 +199,12 @@ def _axis_args(op, axis, dim, keepdims, keepdim):
 
 def _reduce(function, op, x, axis, dim, keepdims, keepdim):
     axis, keepdims = _axis_args(op, axis, dim, keepdims, keepdim)
+    if x.data.dtype != _F32:  # an int64 or bool tensor: counts, as PyTorch's int64 sum
+        if function is not Sum:
+            raise TypeError(f"{op}: expected a float32 tensor, received dtype {x.data.dtype} "
+                            f"(use t.float().{op}())")
+        axes = _normalize_axis(axis, x.ndim, op)
+        return Tensor._wrap(call_as(np.int64, np.sum, x.data, axis=axes, keepdims=keepdims), False)
     return function.apply(x, axis=axis, keepdims=keepdims)
 
 
@@ -235,6 +241,8 @@ class Mean(Function):
 
 
 class Reshape(Function):
+    keeps_dtype = True
+
     @staticmethod
     def forward(ctx, x, shape):
         ctx.in_shape = x.shape
@@ -251,9 +259,11 @@ class Reshape(Function):
 
 class Transpose(Function):
     """Reverses the axes (x.T); the result is a contiguous copy, as kernels expect."""
+    keeps_dtype = True
+
     @staticmethod
     def forward(ctx, x):
-        return copy(x.T)
+        return copy(x.T, x.dtype)
 
     @staticmethod
     def backward(ctx, grad):

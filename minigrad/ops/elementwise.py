@@ -1,9 +1,9 @@
 """Element-wise ops: sigmoid and tanh (C kernels), abs, sqrt, clip, maximum,
 minimum, where, and the comparisons (NumPy through ``kernels.tape``).
 
-Comparisons are not differentiable: ``t > 0`` returns a NumPy bool array (as
-``argmax`` returns an int64 array), which indexes (``t[t > 0]``) and selects
-(``mg.where(t > 0, a, b)``) directly.
+Comparisons and the logical operators are not differentiable: ``t > 0`` returns a
+bool Tensor (as ``argmax`` returns an int64 one), which indexes (``t[t > 0]``),
+selects (``mg.where(t > 0, a, b)``) and counts (``(t > 0).sum()``).
 """
 import numpy as np
 
@@ -199,8 +199,10 @@ def minimum(a, b):
 
 
 def _condition(cond, op):
-    if isinstance(cond, Tensor):  # a float tensor: nonzero is True
-        return call_as(np.bool_, np.not_equal, cond.data, _F32.type(0))
+    if isinstance(cond, Tensor):
+        if cond.data.dtype == np.bool_:
+            return cond.data  # its array, so a replay reads the current mask
+        return call_as(np.bool_, np.not_equal, cond.data, cond.data.dtype.type(0))  # nonzero
     array = np.asarray(cond)  # an ndarray stays the same object, so a replay reads it live
     if array.dtype.kind not in "biu":
         raise TypeError(f"{op}: expected a boolean condition (such as t > 0), received dtype "
@@ -226,12 +228,58 @@ def where(cond, a, b):
     return Where.apply(a, b, cond)
 
 
+def _raw_operands(op, a, b, kinds="biuf"):
+    """Both operands' arrays as they are (an int64 tensor compares exactly with ints)."""
+    arrays = []
+    for x in (a, b):
+        if isinstance(x, Tensor):
+            arrays.append(x.data)
+            continue
+        try:
+            array = np.asarray(kernels.plain_array(op, "the operand", x))
+        except TypeError:
+            raise
+        except Exception:
+            array = None
+        if array is None or array.dtype.kind not in kinds:
+            raise TypeError(f"{op}: expected a Tensor, array or number, received {type(x).__name__}")
+        arrays.append(array)
+    try:
+        np.broadcast_shapes(arrays[0].shape, arrays[1].shape)
+    except ValueError:
+        raise ValueError(f"{op}: expected shapes that broadcast together, "
+                         f"received {arrays[0].shape} and {arrays[1].shape}") from None
+    return arrays
+
+
 def _compare(op, ufunc_, a, b):
-    """A comparison's bool array (not differentiable), recorded for mg.jit."""
-    a, b = _operands(op, a, b)
-    a = a.data if isinstance(a, Tensor) else a
-    b = b.data if isinstance(b, Tensor) else b
-    return call_as(np.bool_, ufunc_, a, b)
+    """A comparison: a bool Tensor (not differentiable), recorded for mg.jit."""
+    a, b = _raw_operands(op, a, b)
+    return Tensor._wrap(call_as(np.bool_, ufunc_, a, b), False)
+
+
+def _logical(op, ufunc_, a, b):
+    """&, |, ^ of bool (logical) or int64 (bitwise) tensors, as PyTorch."""
+    a, b = _raw_operands(op, a, b, kinds="biu")
+    for x in (a, b):
+        if x.dtype.kind not in "biu":
+            raise TypeError(f"{op}: expected bool or integer tensors, received dtype {x.dtype}")
+    dtype = np.bool_ if a.dtype == np.bool_ and b.dtype == np.bool_ else np.int64
+    return Tensor._wrap(call_as(dtype, ufunc_, a, b), False)
+
+
+def _invert(t):
+    """~t: logical not of a bool tensor, bitwise not of an int64 one."""
+    if t.data.dtype.kind not in "bi":
+        raise TypeError(f"__invert__: expected a bool or int64 tensor, received dtype {t.data.dtype}")
+    return Tensor._wrap(call_as(t.data.dtype, np.invert, t.data), False)
+
+
+def _any_all(op, function, t, dim=None, keepdim=False):
+    """Whether any (all) element is non-zero, along dim or over all: a bool tensor."""
+    from . import _normalize_axis
+    axes = _normalize_axis(dim, t.ndim, op)
+    return Tensor._wrap(call_as(np.bool_, function, t.data, axis=axes, keepdims=bool(keepdim)), False)
 
 
 def _install():
@@ -249,7 +297,22 @@ def _install():
                         ("gt", "__gt__", np.greater), ("ge", "__ge__", np.greater_equal),
                         ("eq", "__eq__", np.equal), ("ne", "__ne__", np.not_equal)):
         setattr(T, op, _comparison(name, f))
+        setattr(T, name, getattr(T, op))  # t.eq(other), as torch
     T.__hash__ = object.__hash__  # defining __eq__ would drop it; Tensors are dict keys
+    for name, f in (("and", np.bitwise_and), ("or", np.bitwise_or), ("xor", np.bitwise_xor)):
+        setattr(T, f"__{name}__", _logical_method(f"__{name}__", f, False))
+        setattr(T, f"__r{name}__", _logical_method(f"__r{name}__", f, True))
+    T.__invert__ = _invert
+    T.logical_not = lambda self: _invert(self.bool())
+    T.any = lambda self, dim=None, keepdim=False: _any_all("any", np.any, self, dim, keepdim)
+    T.all = lambda self, dim=None, keepdim=False: _any_all("all", np.all, self, dim, keepdim)
+
+
+def _logical_method(name, f, reflected):
+    def method(self, other):
+        return _logical(name, f, other, self) if reflected else _logical(name, f, self, other)
+    method.__name__ = name
+    return method
 
 
 def _comparison(name, f):

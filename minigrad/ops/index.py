@@ -2,7 +2,7 @@
 ``+=``, ``-=``, ``*=``, ``/=``.
 
 Keys follow NumPy: ints, slices, Ellipsis, None, integer arrays or lists, boolean
-masks (such as ``t > 0``) and tuples mixing them. Basic keys (ints, slices,
+masks (such as ``t > 0``), int64 and bool Tensors, and tuples mixing them. Basic keys (ints, slices,
 Ellipsis, None) give a view when it is C-contiguous (sharing memory and the version
 counter, as PyTorch's views do), else a copy; other keys a copy. In backward the
 gradient is scattered back with ``np.add.at``, which adds repeated indices one
@@ -34,7 +34,7 @@ import numpy as np
 from ..function import Function
 from ..grad_mode import is_grad_enabled
 from ..kernels import tape
-from ..kernels.tape import call, copy
+from ..kernels.tape import call, call_as, copy
 from ..tensor import Tensor
 from . import _const
 
@@ -55,9 +55,11 @@ def _key(key, op):
             out.append(part)
             continue
         if isinstance(part, Tensor):
-            raise TypeError(f"{op}: expected an index of ints, slices, None, Ellipsis, integer "
-                            f"arrays or boolean masks, received a Tensor (Tensors hold float32: "
-                            f"index with a NumPy array, such as argmax's result or t > 0)")
+            if part.data.dtype.kind not in "bi":
+                raise TypeError(f"{op}: expected index tensors of dtype int64 or bool (such as "
+                                f"argmax's result or t > 0), received a {part.data.dtype} tensor")
+            out.append(part.data)  # its array, so a replay reads its current indices
+            continue
         array = part if isinstance(part, np.ndarray) else np.asarray(part)
         if array.dtype.kind not in "biu":
             raise TypeError(f"{op}: expected integer or boolean index arrays, received "
@@ -90,6 +92,7 @@ def _scatter_add_with_none(grad, key, shape):
 
 class Index(Function):
     name = "index"
+    keeps_dtype = True
 
     @staticmethod
     def forward(ctx, x, key):
@@ -98,8 +101,8 @@ class Index(Function):
             if all(_is_basic(p) for p in key):
                 # a trailing Ellipsis makes an all-int key give a 0-d view, not a scalar
                 out = x[key if Ellipsis in key else key + (Ellipsis,)]
-                return out if out.flags.c_contiguous else copy(out)
-            return call(operator.getitem, x, key)
+                return out if out.flags.c_contiguous else copy(out, x.dtype)
+            return call_as(x.dtype, operator.getitem, x, key)
         except IndexError as exc:
             raise IndexError(f"index: {exc} (indexing a tensor of shape {x.shape})") from None
 
@@ -115,7 +118,12 @@ class Index(Function):
 
 def index(x, key):
     """x[key] (see the module docstring for the keys); differentiable."""
-    return Index.apply(x, key=_key(key, "index"))
+    key = _key(key, "index")
+    recording = tape.active()
+    if recording is not None and any(isinstance(p, np.ndarray) and p.dtype == np.bool_ for p in key):
+        recording.refuse("index: a boolean mask selects a number of elements that depends on "
+                         "the data, which a replay with fixed shapes cannot follow")
+    return Index.apply(x, key=key)
 
 
 # ---------------------------------------------------------------- in place
@@ -161,6 +169,9 @@ def setitem(t, key, value):
 
 def _in_place(ufunc, op):
     def method(self, other):
+        if self.data.dtype != _F32:
+            raise TypeError(f"{op}: expected a float32 tensor, received dtype {self.data.dtype} "
+                            f"(in-place arithmetic is float32 only)")
         _check_in_place(self, op)
         other = _operand(op, other)
         if not _broadcasts(self.shape, other.shape) or np.broadcast_shapes(self.shape, other.shape) != self.shape:

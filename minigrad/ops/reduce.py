@@ -1,7 +1,9 @@
-"""Reductions beyond sum and mean: max, min (values; the gradient goes to the first
-extremum only), argmax, argmin (int64 NumPy arrays, not differentiable) and
-log_softmax along any axis.
+"""Reductions beyond sum and mean: max, min (the gradient goes to the first
+extremum only; with ``dim``, PyTorch's (values, indices)), argmax, argmin (int64
+Tensors, not differentiable) and log_softmax along any axis.
 """
+import collections
+
 import numpy as np
 
 from ..function import Function
@@ -81,32 +83,58 @@ class LogSoftmax(Function):
 
 # ---------------------------------------------------------------- functional entry points
 
-def _extreme(function, op, x, axis, dim, keepdims, keepdim):
+# What max(dim) and min(dim) return, as torch.return_types.max: (values, indices)
+ValuesIndices = collections.namedtuple("ValuesIndices", ["values", "indices"])
+
+
+def _extreme(function, op, x, dim, keepdim, axis, keepdims):
+    if isinstance(dim, (Tensor, np.ndarray)):  # torch.max(a, b): the element-wise maximum
+        if keepdim is not None or axis is not None or keepdims is not None:
+            raise TypeError(f"{op}: expected ({op}(a, b)) no axis arguments with a second tensor")
+        from .elementwise import maximum, minimum
+        return (maximum if op == "max" else minimum)(x, dim)
     x = _tensor(x, op)
+    with_indices = dim is not None  # PyTorch's max(dim): values and indices
     axis, keepdims = _axis_args(op, axis, dim, keepdims, keepdim)
     if axis is not None:
         axis = _one_axis(axis, x.ndim, op)
         if x.ndim == 0:
             axis = None
-    return function.apply(x, axis=axis, keepdims=keepdims)
+    if x.data.dtype == _F32:
+        values = function.apply(x, axis=axis, keepdims=keepdims)
+    else:  # int64 or bool: the values, not differentiable
+        _check_not_empty(op, x.data, axis)
+        values = Tensor._wrap(call_as(x.data.dtype, np.max if op == "max" else np.min, x.data,
+                                      axis=axis, keepdims=keepdims), False)
+    if not with_indices:
+        return values
+    return ValuesIndices(values, _arg(function.arg, "arg" + op, x, axis, None, keepdims, None))
 
 
-def max(x, axis=None, keepdims=None, *, dim=None, keepdim=None):  # noqa: A001
-    """The largest value along ``axis`` (or of all elements); the gradient goes to the
-    first maximum only. Returns the values, not PyTorch's (values, indices) pair:
-    ``argmax`` gives the indices.
+def max(x, dim=None, keepdim=None, *, axis=None, keepdims=None):  # noqa: A001
+    """The largest value, as PyTorch: ``t.max()`` the largest element; ``t.max(dim)``
+    (or ``dim=``) the pair ``(values, indices)`` along dim; ``mg.max(a, b)`` the
+    element-wise maximum. NumPy's ``axis=`` gives the values only. The gradient
+    goes to the first maximum.
 
     >>> import minigrad as mg
     >>> t = mg.Tensor([[1.0, 3.0, 3.0]], requires_grad=True)
-    >>> m = mg.max(t, axis=1); m.backward(); t.grad.tolist()
-    [[0.0, 1.0, 0.0]]
+    >>> values, indices = t.max(dim=1)
+    >>> values.backward(); t.grad.tolist(), indices.tolist()
+    ([[0.0, 1.0, 0.0]], [1])
     """
-    return _extreme(Max, "max", x, axis, dim, keepdims, keepdim)
+    return _extreme(Max, "max", x, dim, keepdim, axis, keepdims)
 
 
-def min(x, axis=None, keepdims=None, *, dim=None, keepdim=None):  # noqa: A001
-    """The smallest value along ``axis`` (or of all elements); gradient to the first minimum."""
-    return _extreme(Min, "min", x, axis, dim, keepdims, keepdim)
+def min(x, dim=None, keepdim=None, *, axis=None, keepdims=None):  # noqa: A001
+    """The smallest value (see ``max``); the gradient goes to the first minimum."""
+    return _extreme(Min, "min", x, dim, keepdim, axis, keepdims)
+
+
+def _check_not_empty(op, data, axis):
+    if data.size == 0 or (axis is not None and data.shape[axis] == 0):
+        raise ValueError(f"{op}: expected at least one value along axis {axis}, received "
+                         f"shape {data.shape}")
 
 
 def _arg(function, op, x, axis, dim, keepdims, keepdim):
@@ -116,25 +144,23 @@ def _arg(function, op, x, axis, dim, keepdims, keepdim):
         axis = _one_axis(axis, data.ndim, op)
         if data.ndim == 0:
             axis = None
-    if data.size == 0 or (axis is not None and data.shape[axis] == 0):
-        raise ValueError(f"{op}: expected at least one value along axis {axis}, received "
-                         f"shape {data.shape}")
-    return call_as(np.int64, function, data, axis=axis, keepdims=keepdims)
+    _check_not_empty(op, data, axis)
+    return Tensor._wrap(call_as(np.int64, function, data, axis=axis, keepdims=keepdims), False)
 
 
 def argmax(x, axis=None, keepdims=None, *, dim=None, keepdim=None):
-    """Index of the first maximum along ``axis`` (of the flattened tensor when None), as a
-    NumPy int64 array: indices are not differentiable and Tensors hold float32.
+    """Index of the first maximum along ``axis``/``dim`` (of the flattened tensor when
+    None), as an int64 Tensor (indices are not differentiable).
 
     >>> import minigrad as mg
-    >>> mg.argmax(mg.Tensor([[1.0, 5.0], [7.0, 2.0]]), dim=1).tolist()
-    [1, 0]
+    >>> mg.argmax(mg.Tensor([[1.0, 5.0], [7.0, 2.0]]), dim=1)
+    Tensor([1, 0], dtype=int64)
     """
     return _arg(np.argmax, "argmax", x, axis, dim, keepdims, keepdim)
 
 
 def argmin(x, axis=None, keepdims=None, *, dim=None, keepdim=None):
-    """Index of the first minimum along ``axis``, as a NumPy int64 array."""
+    """Index of the first minimum along ``axis``/``dim``, as an int64 Tensor."""
     return _arg(np.argmin, "argmin", x, axis, dim, keepdims, keepdim)
 
 
@@ -152,10 +178,10 @@ def log_softmax(x, axis=None, dim=None):
 
 def _install():
     T = Tensor
-    T.max = lambda self, axis=None, keepdims=None, *, dim=None, keepdim=None: max(
-        self, axis, keepdims, dim=dim, keepdim=keepdim)
-    T.min = lambda self, axis=None, keepdims=None, *, dim=None, keepdim=None: min(
-        self, axis, keepdims, dim=dim, keepdim=keepdim)
+    T.max = lambda self, dim=None, keepdim=None, *, axis=None, keepdims=None: max(
+        self, dim, keepdim, axis=axis, keepdims=keepdims)
+    T.min = lambda self, dim=None, keepdim=None, *, axis=None, keepdims=None: min(
+        self, dim, keepdim, axis=axis, keepdims=keepdims)
     T.argmax = lambda self, axis=None, keepdims=None, *, dim=None, keepdim=None: argmax(
         self, axis, keepdims, dim=dim, keepdim=keepdim)
     T.argmin = lambda self, axis=None, keepdims=None, *, dim=None, keepdim=None: argmin(

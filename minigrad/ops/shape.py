@@ -7,7 +7,7 @@ permutations copy, because the C kernels take C-contiguous arrays.
 import numpy as np
 
 from ..function import Function
-from ..kernels.tape import call, copy
+from ..kernels.tape import call_as, copy
 from ..tensor import Tensor
 from . import Reshape, Transpose, _one_axis, _pick, _tensor
 
@@ -15,10 +15,12 @@ _F32 = np.dtype(np.float32)
 
 
 class Permute(Function):
+    keeps_dtype = True
+
     @staticmethod
     def forward(ctx, x, axes):
         ctx.inverse = tuple(np.argsort(axes))
-        return copy(np.transpose(x, axes))
+        return copy(np.transpose(x, axes), x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
@@ -26,9 +28,11 @@ class Permute(Function):
 
 
 class Clone(Function):
+    keeps_dtype = True
+
     @staticmethod
     def forward(ctx, x):
-        return copy(x)
+        return copy(x, x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
@@ -37,10 +41,12 @@ class Clone(Function):
 
 class Cat(Function):
     """Inputs joined along one existing axis; backward hands each its slice (a copy)."""
+    keeps_dtype = True  # the wrapper gives all inputs one dtype
+
     @staticmethod
     def forward(ctx, *arrays, axis=0):
         ctx.axis, ctx.sizes = axis, [a.shape[axis] for a in arrays]
-        return call(np.concatenate, arrays, axis=axis)
+        return call_as(arrays[0].dtype, np.concatenate, arrays, axis=axis)
 
     @staticmethod
     def backward(ctx, grad):
@@ -53,10 +59,12 @@ class Cat(Function):
 
 class Stack(Function):
     """Inputs of one shape joined along a new axis."""
+    keeps_dtype = True  # the wrapper gives all inputs one dtype
+
     @staticmethod
     def forward(ctx, *arrays, axis=0):
         ctx.axis = axis
-        return call(np.stack, arrays, axis=axis)
+        return call_as(arrays[0].dtype, np.stack, arrays, axis=axis)
 
     @staticmethod
     def backward(ctx, grad):
@@ -162,7 +170,10 @@ def _joined(op, tensors):
                         f"{type(tensors).__name__}")
     if not tensors:
         raise ValueError(f"{op}: expected at least one tensor, received an empty sequence")
-    return [_tensor(t, op) for t in tensors]
+    tensors = [_tensor(t, op) for t in tensors]
+    if len({t.data.dtype for t in tensors}) > 1:  # mixed dtypes join as float32 (PyTorch promotes)
+        tensors = [t.float() for t in tensors]
+    return tensors
 
 
 def cat(tensors, axis=None, dim=None):
