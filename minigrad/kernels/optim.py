@@ -29,7 +29,7 @@ class ParamTable:
     >>> w, g, v = np.ones(3, np.float32), np.ones(3, np.float32), np.zeros(3, np.float32)
     >>> table = param_table("rmsprop_update", w, g, [v])
     >>> rmsprop_update(table, None, None, lr=0.1, rho=0.9, eps=1e-7)
-    >>> w.round(4).tolist()
+    >>> [round(float(x), 4) for x in w]
     [0.6838, 0.6838, 0.6838]
     """
     __slots__ = ("op", "slots", "table", "count", "keep", "arrays", "_check")
