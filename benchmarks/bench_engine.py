@@ -14,6 +14,10 @@ per-repeat ratios. Cases (real MNIST, batch 128, the book's MLP, RMSprop):
   ``@mg.jit`` step: forward, loss, backward, ``opt.step``, ``opt.zero_grad``) in
   the PyTorch idiom: the model ends in logits and the loss is
   ``mg.softmax_cross_entropy``, the computation fit's fused softmax + loss does;
+  the step is ``mg.jit(step, borrow_inputs=True)``: it reads the gather's buffers in
+  place, as fit's step does;
+- ``jit_copy_loop``: the same with plain ``mg.jit(step)``, which copies each batch
+  into the recording's own buffers (one 401 KB copy per step here);
 - ``eager_loop``: the same loop without ``mg.jit`` (the autograd graph every step);
 - ``custom_layer``: fit on Dense(512, relu) -> a user Layer whose call returns
   ``x * 1.0`` -> Dense(10, softmax);
@@ -64,7 +68,7 @@ def _times_one_layer(mg):
     return TimesOne()
 
 
-def _loop(mg, model, x, y, batch, epochs, jitted):
+def _loop(mg, model, x, y, batch, epochs, jitted, borrow=True):
     """A hand-written epoch: gathered batch, then the step (jitted or eager)."""
     from minigrad import kernels
     params = model.trainable_weights
@@ -76,7 +80,7 @@ def _loop(mg, model, x, y, batch, epochs, jitted):
         opt.step(params)
         opt.zero_grad(params)
         return loss
-    run = mg.jit(step) if jitted else step
+    run = mg.jit(step, borrow_inputs=borrow) if jitted else step
     gx, gy = kernels.RowGather(x, batch), kernels.RowGather(y, batch)
     rng = np.random.default_rng(0)
     for _ in range(epochs):
@@ -126,9 +130,10 @@ def worker(case, threads, mnist_dir):
         model.fit(x, y, batch_size=128, epochs=1, verbose=0)
         return {"epoch_s": time.perf_counter() - t}
     model = _mlp(mg, last=None)
-    _loop(mg, model, x[:2048], y[:2048], 128, 1, case == "jit_loop")  # warm
+    jitted, borrow = case in ("jit_loop", "jit_copy_loop"), case == "jit_loop"
+    _loop(mg, model, x[:2048], y[:2048], 128, 1, jitted, borrow)  # warm
     t = time.perf_counter()
-    _loop(mg, model, x, y, 128, 1, case == "jit_loop")
+    _loop(mg, model, x, y, 128, 1, jitted, borrow)
     return {"epoch_s": time.perf_counter() - t}
 
 
@@ -156,7 +161,7 @@ def _tiny_torch(x, y, threads):
 
 # ---------------------------------------------------------------- driver
 
-CASES = ("fit", "jit_loop", "eager_loop", "custom_layer", "tiny_fit", "tiny_jit", "tiny_eager",
+CASES = ("fit", "jit_loop", "jit_copy_loop", "eager_loop", "custom_layer", "tiny_fit", "tiny_jit", "tiny_eager",
          "tiny_torch")
 
 
@@ -209,6 +214,7 @@ def main(argv=None):
         return r.get("epoch_s", r.get("us_per_step"))
 
     ratios = [("fit", "base_fit", "fit new / old"), ("jit_loop", "fit", "jit loop / fit"),
+              ("jit_copy_loop", "fit", "jit loop (copying) / fit"),
               ("eager_loop", "fit", "eager loop / fit"), ("custom_layer", "fit", "custom layer / fit"),
               ("tiny_fit", "base_tiny_fit", "tiny fit / old planned fit"),
               ("tiny_jit", "base_tiny_fit", "tiny jit / old planned fit"),

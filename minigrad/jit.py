@@ -36,6 +36,12 @@ recording: the next call overwrites them (copy what you keep). A function
 whose ops cannot be recorded (a custom ``Function`` doing NumPy work outside
 ``minigrad.kernels``) runs eagerly on every call, with one warning.
 
+``mg.jit(step, borrow_inputs=True)`` skips the copy of the inputs: the recording
+reads the very arrays passed at capture, in place, on every replay (``fit`` runs
+its step this way on its batch buffers). It suits a loop that gathers each batch
+into the same arrays (``kernels.RowGather``'s buffers, or arrays it refills);
+each new array object is a new signature and is captured again.
+
 >>> import numpy as np, minigrad as mg
 >>> mg.utils.set_random_seed(0)
 >>> model = mg.Sequential([mg.layers.Dense(4, activation="relu"), mg.layers.Dense(2)])
@@ -202,18 +208,20 @@ class _Recording:
 
 # ---------------------------------------------------------------- the decorator
 
-def jit(function=None, *, name=None):
+def jit(function=None, *, name=None, borrow_inputs=False):
     """Capture ``function``'s kernel calls on first use and replay them after.
 
-    Use as ``@mg.jit`` or ``mg.jit(step)``. See the module docstring for what
-    runs only while capturing and what makes a call recapture; ``.stats()``
-    tells how many calls were captured, replayed and run eagerly.
+    Use as ``@mg.jit``, ``mg.jit(step)`` or ``mg.jit(step, borrow_inputs=True)``
+    (the inputs are read in place, not copied: for loops that pass the same
+    arrays every call). See the module docstring for what runs only while
+    capturing and what makes a call recapture; ``.stats()`` tells how many calls
+    were captured, replayed and run eagerly.
     """
     if function is None:
-        return functools.partial(jit, name=name)
+        return functools.partial(jit, name=name, borrow_inputs=borrow_inputs)
     if not callable(function):
         raise TypeError(f"jit: expected a callable, received {type(function).__name__}")
-    return Jitted(function, name=name)
+    return Jitted(function, name=name, borrow_inputs=borrow_inputs)
 
 
 jit.set_enabled, jit.enabled = set_enabled, enabled
@@ -255,15 +263,17 @@ class Jitted:
             return self.function(*args, **kwargs)
         last = self._last
         if (last is not None and not kwargs and len(args) == len(last[0])
-                and all(map(operator.is_, args, last[0])) and grad_mode.is_grad_enabled() is last[1]):
+                and all(map(operator.is_, args, last[0])) and grad_mode.is_grad_enabled() is last[1]
+                and list(map(_layout, args)) == last[4]):
             key, arrays = last[2], last[3]  # the very same (borrowed) arrays as last time
         else:
             key, arrays = self._signature(args, kwargs)
             if key is None:
                 self._stats["eager"] += 1
                 return self.function(*args, **kwargs)
-            if self._borrow and not kwargs:
-                self._last = (args, grad_mode.is_grad_enabled(), key, arrays)
+            if self._borrow and not kwargs and all(type(a) is np.ndarray for a in args):
+                # plain arrays only: a Tensor argument's .data may be replaced in between
+                self._last = (args, grad_mode.is_grad_enabled(), key, arrays, list(map(_layout, args)))
         with self._lock:
             if key in self._eager_keys:
                 self._stats["eager"] += 1
@@ -297,7 +307,7 @@ class Jitted:
         if type(value) is np.ndarray:  # the common cases first
             part = ("A", value.shape, value.dtype)
             if self._borrow:
-                part += (id(value),)
+                part += (id(value), value.strides)
             arrays.append(value)
             return part
         if isinstance(value, Tensor):
@@ -321,7 +331,7 @@ class Jitted:
                 raise _Unhashable from None
             return ("V", type(value), value)
         if self._borrow:
-            part += (id(array),)
+            part += (id(array), array.strides)
         arrays.append(array)
         return part
 
@@ -361,6 +371,11 @@ class Jitted:
         while len(self._recordings) > MAX_RECORDINGS:
             self._recordings.popitem(last=False)
         return template()
+
+
+def _layout(array):
+    """What an ndarray can change in place without becoming another object."""
+    return array.shape, array.strides, array.dtype
 
 
 def _raise_status(cfunc, status, explain):

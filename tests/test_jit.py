@@ -1235,3 +1235,48 @@ def test_fit_allocates_no_gemm_workspace_after_the_first_step_of_each_shape():
     assert len(counts) == 12
     assert len(set(counts[4:])) == 1, counts  # every shape was seen in epoch 1
     assert counts[1] == counts[2] == counts[0], counts
+
+
+# ---------------------------------------------------------------- borrow_inputs=True
+
+def test_borrowed_inputs_are_read_in_place_and_equal_eager_bits():
+    """A loop that refills the same arrays: the recording reads them where they are."""
+    data = batches([16] * 6, seed=7)
+    jm, em = simple_model(5), simple_model(5)
+    jstep, estep = jit(user_step(jm), borrow_inputs=True), user_step(em)
+    xb, yb = np.empty((16, FEATURES), F32), np.empty(16, np.int64)
+    for x, y in data:
+        xb[...], yb[...] = x, y
+        got, want = jstep(xb, yb).item(), estep(x, y).item()
+        assert got == want
+    assert_models_equal(jm, em, "borrowed inputs")
+    assert jstep.stats()["captures"] == 1 and jstep.stats()["replays"] == 5
+
+
+def test_borrowed_inputs_recapture_for_another_array_or_an_in_place_reshape():
+    model = simple_model(6)
+    step = jit(user_step(model), borrow_inputs=True)
+    (x, y), (x2, y2) = batches([8, 8], seed=8)
+    step(x, y)
+    step(x, y)
+    assert step.stats()["captures"] == 1
+    step(x2, y2)  # other arrays of the same shape: a signature of their own
+    assert step.stats()["captures"] == 2
+    x.shape = (4, 2 * FEATURES)  # the same object, reshaped in place
+    with pytest.raises(ValueError, match="is incompatible with the layer"):
+        step(x, y)  # not replayed with stale dimensions: captured, and the layer refuses
+
+
+def test_borrowed_tensor_arguments_follow_a_replaced_data_array():
+    w = mg.Tensor(np.ones(3, F32))
+
+    @jit(borrow_inputs=True)
+    def scaled(t):
+        return t * w
+
+    t = mg.Tensor(np.array([1.0, 2.0, 3.0], F32))
+    assert scaled(t).tolist() == [1.0, 2.0, 3.0]
+    t.data = np.array([5.0, 6.0, 7.0], F32)  # the same Tensor, another array
+    assert scaled(t).tolist() == [5.0, 6.0, 7.0]
+    t.data[0] = 9.0  # in place: read live
+    assert scaled(t).tolist() == [9.0, 6.0, 7.0]
