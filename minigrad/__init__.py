@@ -21,7 +21,7 @@ from .ops import (argmax, argmin, cat, clamp, clip, clone, concatenate, flatten,
                   transpose, unsqueeze, view, where)
 from .ops.elementwise import abs  # noqa: A004  (mg.abs, mg.max, mg.min as in torch)
 from .ops.reduce import max, min  # noqa: A004
-from .factories import arange, eye, full, ones, ones_like, rand, randn, zeros, zeros_like
+from .factories import arange, eye, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from .tensor import Tensor, float32, int64
 from .tensor import bool_ as bool  # noqa: A004  (mg.bool, as torch.bool)
 long = int64
@@ -38,7 +38,7 @@ __all__ = [
     "abs", "argmax", "argmin", "cat", "clamp", "clip", "clone", "concatenate", "flatten",
     "log_softmax", "max", "maximum", "min", "minimum", "permute", "reshape", "sigmoid", "sqrt",
     "squeeze", "stack", "tanh", "transpose", "unsqueeze", "view", "where",
-    "arange", "eye", "full", "ones", "ones_like", "rand", "randn", "zeros", "zeros_like",
+    "arange", "eye", "full", "ones", "ones_like", "rand", "randn", "tensor", "zeros", "zeros_like",
     "set_num_threads", "get_num_threads", "set_adaptive_threads", "get_adaptive_threads",
     "effective_num_threads", "set_check_finite", "get_check_finite",
     "kernels",

@@ -1,5 +1,6 @@
-"""Tensor factories with PyTorch's names: zeros, ones, full, randn, rand, arange, eye,
-zeros_like, ones_like. All float32; ``requires_grad=`` makes a parameter.
+"""Tensor factories with PyTorch's names: tensor, zeros, ones, full, randn, rand,
+arange, eye, zeros_like, ones_like. All float32 (``tensor`` infers int64 and bool
+as ``torch.tensor`` does); ``requires_grad=`` makes a parameter.
 
 Sizes are given as ``zeros(2, 3)`` or ``zeros((2, 3))``. randn and rand draw from
 ``minigrad.utils.rng()``, so ``mg.utils.set_random_seed`` makes them reproducible.
@@ -37,6 +38,24 @@ def _shape(op, size):
 
 def _make(array, requires_grad):
     return Tensor._wrap(array, bool(requires_grad))
+
+
+def tensor(data, dtype=None, requires_grad=False):
+    """A new tensor with its dtype inferred as ``torch.tensor`` does: bools give a bool
+    tensor, integers an int64 one, anything with a float float32 (``mg.Tensor`` makes
+    float32 of everything unless told otherwise).
+
+    >>> import minigrad as mg
+    >>> mg.tensor([1, 2]).dtype, mg.tensor([True]).dtype, mg.tensor([1, 2.5]).dtype
+    (dtype('int64'), dtype('bool'), dtype('float32'))
+    """
+    if dtype is None:
+        kind = (data.data if isinstance(data, Tensor) else np.asarray(data)).dtype.kind
+        dtype = {"b": np.bool_, "i": np.int64, "u": np.int64}.get(kind, np.float32)
+    made = Tensor(data, requires_grad=requires_grad, dtype=dtype)
+    if made.data is (data.data if isinstance(data, Tensor) else data):
+        made = Tensor(made.data.copy(), requires_grad=requires_grad, dtype=dtype)  # a copy, as torch
+    return made
 
 
 def zeros(*size, requires_grad=False):

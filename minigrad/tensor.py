@@ -245,6 +245,14 @@ class Tensor:
             return Tensor._wrap(_tape.copy(self.data), False)
         return Tensor._wrap(_as_dtype_array(self.data, dtype), False)
 
+    def contiguous(self):
+        """The tensor itself: minigrad tensors are always C-contiguous."""
+        return self
+
+    def cpu(self):
+        """The tensor itself: the CPU is the only device."""
+        return self
+
     def float(self):
         """As float32 (the tensor itself when it is float32 already)."""
         return self.to(_F32)

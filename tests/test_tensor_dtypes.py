@@ -316,3 +316,16 @@ def test_against_pytorch_when_installed():
     idx = torch.tensor([2, 0])
     np.testing.assert_array_equal(m[mg.Tensor([2, 0], dtype=mg.int64)].data, t[idx].numpy())
     assert f"{(m > 0).float().mean():.4f}" == f"{(t > 0).float().mean():.4f}"
+
+
+def test_mg_tensor_infers_dtypes_as_torch_tensor_and_copies():
+    assert mg.tensor([1, 2]).dtype == np.int64 and mg.tensor([True, False]).dtype == np.bool_
+    assert mg.tensor([1, 2.5]).dtype == np.float32 and mg.tensor(np.arange(3, dtype=np.uint8)).dtype == np.int64
+    assert mg.tensor([1, 2], dtype=mg.float32).dtype == np.float32
+    a = np.ones(2, F32)
+    t = mg.tensor(a, requires_grad=True)
+    assert t.requires_grad and t.data is not a and np.shares_memory(mg.Tensor(a).data, a)
+    with pytest.raises(RuntimeError, match="only float32 tensors can require gradients"):
+        mg.tensor([1, 2], requires_grad=True)
+    x = mg.zeros(2, 2)
+    assert x.contiguous() is x and x.cpu() is x
