@@ -238,7 +238,10 @@ def case_elementwise_ops(data):
                            "abs": lambda G: G * np.sign(A),
                            "sqrt": lambda G: G / (y + y)}[op]}
         if op == "pow":
-            if isinstance(exponent, (mg.Tensor, bool, str)) or not np.isscalar(exponent) or \
+            if isinstance(exponent, mg.Tensor):  # a Tensor exponent (no grad here): PowTensor
+                p = exponent.data
+                return np.power(A, p), {0: lambda G: np.where(p == 0, f32(0), G * (p * np.power(A, p - f32(1))))}
+            if isinstance(exponent, (bool, str)) or not np.isscalar(exponent) or \
                     isinstance(exponent, complex):
                 raise _Invalid("exponent")
             try:
