@@ -209,7 +209,9 @@ def _products_of_the_others(x, axes):
     zeros are handled)."""
     rest = [a for a in range(x.ndim) if a not in axes]
     moved = np.transpose(x, rest + list(axes))
-    lanes = moved.reshape(moved.shape[:len(rest)] + (-1,))
+    lanes = moved.reshape(moved.shape[:len(rest)] + (_count(x.shape, axes),))
+    if lanes.shape[-1] == 0:  # an empty product: no element, no gradient
+        return np.zeros(x.shape, _F32)
     ones = np.ones(lanes.shape[:-1] + (1,), _F32)
     before = np.cumprod(np.concatenate([ones, lanes[..., :-1]], axis=-1), axis=-1, dtype=_F32)
     after = np.cumprod(np.concatenate([ones, lanes[..., :0:-1]], axis=-1), axis=-1, dtype=_F32)[..., ::-1]
