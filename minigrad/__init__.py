@@ -19,7 +19,11 @@ from .ops import dense, matmul, relu, softmax, softmax_cross_entropy
 from .ops import (argmax, argmin, cat, clamp, clip, clone, concatenate, flatten, log_softmax,
                   maximum, minimum, permute, reshape, sigmoid, sqrt, squeeze, stack, tanh,
                   transpose, unsqueeze, view, where)
-from .ops.elementwise import abs  # noqa: A004  (mg.abs, mg.max, mg.min as in torch)
+from .ops import (ceil, chunk, cos, cumsum, expm1, flip, floor, gather, index_select, log1p,
+                  logsumexp, masked_fill, norm, prod, reciprocal, rsqrt, sign, sin, split, square,
+                  std, var)
+from .ops import pow  # noqa: A004  (mg.pow, as torch.pow)
+from .ops.elementwise import abs, round  # noqa: A004  (mg.abs, mg.round, mg.max, mg.min as in torch)
 from .ops.reduce import max, min  # noqa: A004
 from .factories import arange, eye, full, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from .tensor import Tensor, float32, int64
@@ -38,6 +42,9 @@ __all__ = [
     "abs", "argmax", "argmin", "cat", "clamp", "clip", "clone", "concatenate", "flatten",
     "log_softmax", "max", "maximum", "min", "minimum", "permute", "reshape", "sigmoid", "sqrt",
     "squeeze", "stack", "tanh", "transpose", "unsqueeze", "view", "where",
+    "ceil", "chunk", "cos", "cumsum", "expm1", "flip", "floor", "gather", "index_select", "log1p",
+    "logsumexp", "masked_fill", "norm", "pow", "prod", "reciprocal", "round", "rsqrt", "sign",
+    "sin", "split", "square", "std", "var",
     "arange", "eye", "full", "ones", "ones_like", "rand", "randn", "tensor", "zeros", "zeros_like",
     "set_num_threads", "get_num_threads", "set_adaptive_threads", "get_adaptive_threads",
     "effective_num_threads", "set_check_finite", "get_check_finite",

@@ -177,7 +177,8 @@ def test_op_operand_type_errors():
     raises(TypeError, "add: expected a Tensor, array or real number, received str", lambda: x + "a")
     raises(TypeError, "mul: expected a Tensor, array or real number, received NoneType", lambda: x * None)
     raises(TypeError, "sub: expected a Tensor, array or real number, received complex", lambda: x - 1j)
-    raises(TypeError, "pow: expected a constant real exponent, received Tensor", lambda: x ** mg.Tensor([2.0]))
+    raises(ValueError, "pow: expected shapes that broadcast together, received (2, 3) and (2,)",
+           lambda: x ** mg.Tensor([2.0, 1.0]))  # a Tensor exponent broadcasts as the other operand
     raises(TypeError, "pow: expected a constant real exponent, received str", lambda: x ** "2")
     raises(TypeError, "pow: expected a constant real exponent, received ndarray", lambda: x ** np.ones(3))
     raises(TypeError, "matmul: expected a Tensor, array or real number, received str", mg.matmul, x, "w")

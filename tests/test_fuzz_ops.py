@@ -238,7 +238,10 @@ def case_elementwise_ops(data):
                            "abs": lambda G: G * np.sign(A),
                            "sqrt": lambda G: G / (y + y)}[op]}
         if op == "pow":
-            if isinstance(exponent, (mg.Tensor, bool, str)) or not np.isscalar(exponent) or \
+            if isinstance(exponent, mg.Tensor):  # a Tensor exponent (no grad here): PowTensor
+                p = exponent.data
+                return np.power(A, p), {0: lambda G: np.where(p == 0, f32(0), G * (p * np.power(A, p - f32(1))))}
+            if isinstance(exponent, (bool, str)) or not np.isscalar(exponent) or \
                     isinstance(exponent, complex):
                 raise _Invalid("exponent")
             try:
@@ -527,6 +530,357 @@ def case_dtype_ops(data):
     assert got.shape == want.shape and np.array_equal(got.data, want, equal_nan=True), \
         f"{desc}: {got.data!r} != {want!r}"
     _assert_unchanged(arrays, snap, what=desc)
+TORCH_UNARY = {"sin": (np.sin, lambda A: np.cos(A)), "cos": (np.cos, lambda A: -np.sin(A)),
+               "log1p": (np.log1p, lambda A: 1 / (1 + A)), "expm1": (np.expm1, lambda A: np.expm1(A.astype(F32)).astype(np.float64) + 1),  # y + 1, as torch
+               "square": (np.square, lambda A: 2 * A), "reciprocal": (np.reciprocal, lambda A: -1 / (A * A)),
+               "rsqrt": (lambda A: 1 / np.sqrt(A),  # -y^3 / 2 with y the float32 result, as torch
+                         lambda A: -0.5 * (1 / np.sqrt(A.astype(F32))).astype(np.float64) ** 3),
+               "sign": (np.sign, np.zeros_like), "floor": (np.floor, np.zeros_like),
+               "ceil": (np.ceil, np.zeros_like), "round": (np.rint, np.zeros_like)}
+TORCH_OPS = list(TORCH_UNARY) + ["var", "std", "prod", "cumsum", "norm", "logsumexp", "flip", "expand",
+                                 "repeat", "gather", "index_select", "masked_fill", "split", "chunk",
+                                 "pow_tensor", "in_place"]
+DIMS = (None, 0, 1, -1, 2, -3, 5, True, 1.5, "0", (0, 1), (0, 0))
+
+
+def _reduce_axes(dim, ndim):
+    """_normalize_axis's rule: None is every axis; ints (bools count as ints) in range."""
+    if dim is None:
+        return tuple(range(ndim))
+    dims_ = (dim,) if isinstance(dim, (int, np.integer)) else dim
+    if not isinstance(dims_, tuple):
+        raise _Invalid("dim")
+    for d in dims_:
+        if not isinstance(d, (int, np.integer)) or not -ndim <= d < ndim:
+            raise _Invalid("dim")
+    return tuple(sorted({int(d) % ndim for d in dims_}))
+
+
+def _one(dim, ndim):
+    """_one_axis's rule: one int (not a bool) in [-max(ndim, 1), max(ndim, 1))."""
+    if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)):
+        raise _Invalid("dim")
+    if not -max(ndim, 1) <= dim < max(ndim, 1):
+        raise _Invalid("dim")
+    return int(dim) % max(ndim, 1)
+
+
+def _expand_grad(G, shape_, axes):
+    kept = tuple(1 if i in axes else n for i, n in enumerate(shape_))
+    return np.broadcast_to(np.reshape(np.asarray(G, np.float64), kept), shape_)
+
+
+def case_torch_ops(data):
+    """The PyTorch-named ops (sin ... round, var ... logsumexp, gather, index_select,
+    masked_fill, expand ... chunk, pow with a Tensor exponent, the in-place methods) with
+    arbitrary dims, indices, masks, sizes and values."""
+    op = pick(data, TORCH_OPS, "op")
+    s = shape(data, "x", max_ndim=3, max_size=400)
+    x = tensor_or_value(data, s, "x", p_bad=0.0, mag=30.0, huge=30.0)
+    if not isinstance(x, mg.Tensor):
+        x = mg.Tensor(as_f32(x), requires_grad=True)
+    if op in ("std", "prod"):
+        # forward only: their float32 gradients at degenerate inputs (equal values, products
+        # overflowing to inf) differ from any float64 oracle; tests/test_tensor_more.py checks
+        # them by finite differences and against PyTorch
+        x = mg.Tensor(x.data)
+    X = x.data
+    X64 = X.astype(np.float64)
+    dim = pick(data, DIMS, "dim")
+    keep = boolean(data, "keepdim")
+    f32 = np.float32
+    operands, upstream_ok = [x], True
+
+    if op in TORCH_UNARY:
+        value, deriv = TORCH_UNARY[op]
+        fn = lambda: getattr(mg, op)(x)  # noqa: E731
+
+        def expect():
+            y = value(X).astype(F32)
+            return y, {0: lambda G: (G * deriv(X64)) if deriv is not np.zeros_like else np.zeros(X.shape)}
+        tol = (2e-6, 1e-30)
+    elif op in ("var", "std"):
+        unbiased = pick(data, [None, True, False], "unbiased")
+        fn = lambda: getattr(x, op)(dim, keepdim=keep, unbiased=unbiased)  # noqa: E731
+
+        def expect():
+            axes = _reduce_axes(dim, X.ndim)
+            n = int(np.prod([X.shape[a] for a in axes]))
+            if n == 0:
+                raise _Invalid("nothing to reduce")
+            dof = max(n - (0 if unbiased is False else 1), 0)
+            c = X64 - X64.mean(axis=axes, keepdims=True)
+            v = (c * c).sum(axis=axes, keepdims=True) / dof
+            out = v if op == "var" else np.sqrt(v)
+            g = 2 * c / dof if op == "var" else c / (dof * out)
+            return (out if keep else np.squeeze(out, axes) if axes else out), \
+                {0: lambda G: _expand_grad(G, X.shape, axes) * g}
+        tol = (1e-4, 1e-4 * (_finite_max(X) ** 2 + 1))
+    elif op in ("prod", "logsumexp"):
+        fn = lambda: getattr(mg, op)(x, dim, keep)  # noqa: E731
+
+        def expect():
+            axes = _reduce_axes(dim, X.ndim)
+            if op == "logsumexp":
+                if int(np.prod([X.shape[a] for a in axes])) == 0:
+                    raise _Invalid("nothing to reduce")
+                m = np.max(X64, axis=axes, keepdims=True)
+                m = np.where(np.isinf(m), 0, m)
+                y = np.log(np.exp(X64 - m).sum(axis=axes, keepdims=True)) + m
+                out = y if keep else y.reshape([n for i, n in enumerate(X.shape) if i not in axes])
+                return out, {0: lambda G: _expand_grad(G, X.shape, axes) * np.exp(X64 - y)}
+            with np.errstate(over="ignore"):  # beyond float32's range: inf, as float32 products
+                y = np.prod(X64, axis=axes, keepdims=keep).astype(F32)
+            others = np.ones(X.shape)
+            for idx in np.ndindex(*X.shape):  # the product of the others, by brute force
+                group = tuple(slice(None) if i in axes else k for i, k in enumerate(idx))
+                mask = np.zeros(X.shape, bool)
+                mask[group] = True
+                mask[idx] = False
+                others[idx] = np.prod(X64[mask])
+            return y, {0: lambda G: _expand_grad(G, X.shape, axes) * others}
+        # m + log(sum) cancels near 0: an absolute tolerance of a few ulp of the inputs
+        tol = (1e-4, 8 * EPS32 * (_finite_max(X) + 1)) if op == "logsumexp" else (1e-4, 1e-30)
+    elif op == "cumsum":
+        fn = lambda: x.cumsum(dim)  # noqa: E731
+
+        def expect():
+            if dim is None:
+                raise _Invalid("dim")
+            d = _one(dim, X.ndim)
+            if X.ndim == 0:
+                return X.copy(), {0: lambda G: G}
+            return np.cumsum(X, axis=d, dtype=F32), \
+                {0: lambda G: np.flip(np.cumsum(np.flip(np.asarray(G, np.float64), d), axis=d), d)}
+        tol = (1e-5, 4 * EPS32 * max(X.size, 1) * _finite_max(X) + 1e-30)
+    elif op == "norm":
+        p = pick(data, [2, 1, float("inf"), 3, 0.5, 0, -1, "fro", "nuc", None], "p")
+        fn = lambda: x.norm(p, dim, keep)  # noqa: E731
+
+        def expect():
+            if p is None or (isinstance(p, str) and p != "fro"):
+                raise _Invalid("p")
+            q = 2 if p == "fro" else p
+            if not q > 0:
+                raise _Invalid("p")
+            axes = _reduce_axes(dim, X.ndim)
+            a = np.abs(X64)
+            if q == np.inf and int(np.prod([X.shape[i] for i in axes])) == 0:
+                raise _Invalid("nothing to reduce")
+            n = a.max(axis=axes, keepdims=True) if q == np.inf else (a ** q).sum(axis=axes, keepdims=True) ** (1 / q)
+
+            def grad(G):
+                Gx = _expand_grad(G, X.shape, axes)
+                if q == np.inf:
+                    mask = (a == n)
+                    return np.sign(X64) * Gx * mask / mask.sum(axis=axes, keepdims=True)
+                if q == 1:
+                    return np.sign(X64) * Gx
+                return np.where(X64 == 0, 0, np.sign(X64) * a ** (q - 1)) * np.where(n == 0, 0, Gx / n ** (q - 1))
+            return (n if keep else n.reshape([k for i, k in enumerate(X.shape) if i not in axes])), {0: grad}
+        tol = (1e-4, 1e-30)
+    elif op == "flip":
+        fn = lambda: x.flip(dim) if not isinstance(dim, tuple) else x.flip(*dim)  # noqa: E731
+
+        def expect():
+            dims_ = dim if isinstance(dim, tuple) else (dim,)
+            axes = tuple(_one(d, X.ndim) for d in dims_)
+            if len(set(axes)) != len(axes):
+                raise _Invalid("repeated dims")
+            axes = axes if X.ndim else ()
+            return np.flip(X, axes), {0: lambda G: np.flip(np.asarray(G), axes)}
+        tol = (0, 0)
+    elif op in ("expand", "repeat"):
+        sizes = draw(data, st.lists(st.integers(-2, 3), max_size=4).map(tuple), "sizes")
+        fn = lambda: getattr(x, op)(*sizes)  # noqa: E731
+
+        def expect():
+            lead = len(sizes) - X.ndim
+            if lead < 0:
+                raise _Invalid("too few sizes")
+            if op == "repeat":
+                if any(r < 0 for r in sizes):
+                    raise _Invalid("negative repeat")
+                padded = (1,) * lead + X.shape
+                y = np.tile(X, sizes)
+
+                def grad(G):
+                    split_ = np.asarray(G, np.float64).reshape([k for pair in zip(sizes, padded) for k in pair])
+                    return split_.sum(axis=tuple(range(0, 2 * len(sizes), 2))).reshape(X.shape)
+                return y, {0: grad}
+            shape_ = []
+            for i, n in enumerate(sizes):
+                have = X.shape[i - lead] if i >= lead else None
+                n = have if n == -1 and have is not None else n
+                if n < 0 or (have is not None and have not in (1, n)):
+                    raise _Invalid("size")
+                shape_.append(n)
+            return np.broadcast_to(X, shape_), {0: lambda G: reduce_to(G, X.shape)}
+        tol = (0, 0) if op == "expand" else (0, 0)
+    elif op in ("gather", "index_select"):
+        kind = pick(data, ["good", "any", "float", "bool", "holder", "list"], "index.kind")
+        ishape = shape(data, "index", max_ndim=3, max_size=50) if boolean(data, "index.any_shape") else \
+            (s if op == "gather" else (integer(data, 0, 5, "index.n"),))
+        hi = max((X.shape[dim] if isinstance(dim, int) and not isinstance(dim, bool) and -X.ndim <= dim < X.ndim else 1), 1)
+        index = np.asarray(draw(data, st.lists(st.integers(-2, hi + 1) if kind == "any" else st.integers(0, hi - 1),
+                                               min_size=int(np.prod(ishape)), max_size=int(np.prod(ishape))),
+                                "index.values"), np.int64).reshape(ishape)
+        if kind == "float":
+            index = index.astype(np.float64)
+        elif kind == "bool":
+            index = index > 0
+        arg_ = {"holder": type("Holder", (), {"data": index})(), "list": index.tolist()}.get(kind, index)
+        fn = lambda: getattr(mg, op)(x, dim, arg_)  # noqa: E731
+
+        def expect():
+            I = np.asarray(index.tolist() if kind == "list" else index)  # [] is float64
+            if I.dtype.kind not in "iu":
+                raise _Invalid("index dtype")
+            if op == "gather" and I.ndim != X.ndim:
+                raise _Invalid("index ndim")
+            if op == "index_select" and I.ndim > 1:
+                raise _Invalid("index ndim")
+            d = _one(dim, X.ndim)
+            size = X.shape[d] if X.ndim else 1
+            if I.size and (I.min() < 0 or I.max() >= size):
+                raise _Invalid("index range")
+            Xs = X.reshape(1) if X.ndim == 0 else X
+            if op == "index_select":
+                y = np.take(Xs, I.reshape(-1), axis=d)
+
+                def grad(G):
+                    g = np.zeros(Xs.shape)
+                    np.add.at(g, (slice(None),) * d + (I.reshape(-1),), np.asarray(G, np.float64).reshape(y.shape))
+                    return g.reshape(X.shape)
+                return y.reshape(I.shape) if X.ndim == 0 else y, {0: grad}
+            if X.ndim and any(i > n for k, (i, n) in enumerate(zip(I.shape, X.shape)) if k != d):
+                raise _Invalid("index larger than x")
+            Is = I.reshape(1) if X.ndim == 0 else I
+            sl = tuple(slice(None) if k == d else slice(0, n) for k, n in enumerate(Is.shape))
+            y = np.take_along_axis(Xs[sl], Is, axis=d)
+
+            def grad(G):
+                g = np.zeros(Xs.shape)
+                pos = list(np.indices(Is.shape, sparse=True))
+                pos[d] = Is
+                np.add.at(g[sl], tuple(pos), np.asarray(G, np.float64).reshape(Is.shape))
+                return g.reshape(X.shape)
+            return y.reshape(I.shape), {0: grad}
+        tol = (0, 0)
+    elif op == "masked_fill":
+        mshape = broadcast_shape_like(data, s, "mask")
+        mask = array(data, mshape, "mask", dtype=pick(data, [np.bool_, np.bool_, np.int64, F32], "mask.dtype"))
+        value = pick(data, [0.0, -np.inf, 1e39, 3, True, "1", None, np.float32(2)], "value")
+        fn = lambda: x.masked_fill(mask, value)  # noqa: E731
+
+        def expect():
+            if mask.dtype != np.bool_:
+                raise _Invalid("mask dtype")
+            try:
+                if np.broadcast_shapes(X.shape, mask.shape) != X.shape:
+                    raise _Invalid("mask shape")
+            except ValueError:
+                raise _Invalid("mask shape") from None
+            if isinstance(value, (bool, str)) or value is None:
+                raise _Invalid("value")
+            with np.errstate(over="ignore"):
+                v = f32(value)
+            return np.where(mask, v, X), {0: lambda G: np.where(mask, 0, G)}
+        tol = (0, 0)
+    elif op in ("split", "chunk"):
+        arg_ = pick(data, [1, 2, 3, 0, -1, [1, 1], [0, 2], 1.5, None], "size")
+        d0 = pick(data, [0, 1, -1, 3], "split.dim")
+        pieces = []
+
+        def fn():
+            parts = getattr(x, op)(arg_, d0)
+            assert isinstance(parts, tuple) and all(isinstance(q, mg.Tensor) for q in parts)
+            pieces.extend(parts)
+            return mg.cat(list(parts), dim=d0) if parts else None
+
+        def expect():
+            if X.ndim == 0:
+                raise _Invalid("0-d")
+            d = _one(d0, X.ndim)
+            n = X.shape[d]
+            if isinstance(arg_, bool) or arg_ is None or isinstance(arg_, float):
+                raise _Invalid("size")
+            if op == "chunk":
+                if isinstance(arg_, list) or arg_ <= 0:
+                    raise _Invalid("chunks")
+            elif isinstance(arg_, list):
+                if any(k < 0 for k in arg_) or sum(arg_) != n:
+                    raise _Invalid("sections")
+            elif arg_ < 0 or (arg_ == 0 and n != 0):
+                raise _Invalid("size")
+            return X.copy(), {0: lambda G: G}
+        tol = (0, 0)
+    elif op == "pow_tensor":
+        b = tensor_or_value(data, broadcast_shape_like(data, s, "b"), "b", mag=3.0, huge=3.0)
+        reverse = boolean(data, "reverse")
+        if reverse and not isinstance(b, mg.Tensor):
+            b = 2.0  # 2.0 ** x
+        fn = (lambda: b ** x) if reverse else (lambda: x ** b)  # noqa: E731
+        operands = [x, b]
+        B = as_f32(b)
+
+        def expect():
+            _need(B, "b")
+            if not reverse and not isinstance(b, mg.Tensor):
+                if isinstance(b, (bool, str)) or not np.isscalar(b):
+                    raise _Invalid("constant exponent must be a number")
+            try:
+                np.broadcast_shapes(X.shape, B.shape)
+            except ValueError:
+                raise _Invalid("shapes") from None
+            base, ex = (B, X) if reverse else (X, B)
+            y = np.power(base, ex)
+            if not reverse and not isinstance(b, mg.Tensor):  # a constant exponent: Pow, unmasked
+                return y, {0: lambda G: G * ex * np.power(base, ex - f32(1))}
+            gbase = lambda G: np.where(ex == 0, 0, G * (ex * np.power(base, ex - f32(1))))  # noqa: E731
+            gex = lambda G: G * np.where((base == 0) & (ex >= 0), 0, y * np.log(base))  # noqa: E731
+            gx, gb = (gex, gbase) if reverse else (gbase, gex)
+            return y, {0: lambda G: reduce_to(gx(G), X.shape), 1: lambda G: reduce_to(gb(G), B.shape)}
+        tol = (2e-6, 1e-30)
+    else:  # in_place
+        method = pick(data, ["zero_", "fill_", "copy_", "add_", "sub_", "mul_", "div_", "clamp_"], "method")
+        other = tensor_or_value(data, broadcast_shape_like(data, s, "o"), "o", mag=30.0, huge=30.0)
+        target = mg.Tensor(X.copy(), requires_grad=boolean(data, "target.grad"))
+        alpha = pick(data, [1, 2.0, -0.5, "2", None], "alpha")
+        version = target._version
+
+        def call():
+            if method == "zero_":
+                return target.zero_()
+            if method == "fill_":
+                return target.fill_(other if not isinstance(other, mg.Tensor) else 1.5)
+            if method in ("add_", "sub_"):
+                return getattr(target, method)(other, alpha=alpha)
+            if method == "clamp_":
+                return target.clamp_(other if np.isscalar(other) else -1.0, None if alpha is None else 2.0)
+            return getattr(target, method)(other)
+        _trace(f"{method}: {fs.describe(X)} {fs.describe(other)} alpha={alpha!r}")
+        try:
+            with np.errstate(all="ignore"):
+                out = call()
+        except (TypeError, ValueError, RuntimeError, OverflowError):
+            assert target._version == version, f"{method}: a refused call bumped the version"
+            np.testing.assert_array_equal(target.data, X, err_msg=f"{method}: a refused call wrote")
+            return
+        assert out is target and target._version == version + 1, f"{method}: returned/versioned wrongly"
+        assert not target.requires_grad, f"{method}: changed a leaf that requires grad with grad mode on"
+        assert target.dtype == F32 and target.shape == X.shape
+        return
+
+    try:
+        with np.errstate(all="ignore"):
+            out_shape = np.shape(expect()[0])
+    except _Invalid:
+        out_shape = None
+    upstream = upstream_grad(data, out_shape) if upstream_ok else None
+    check_op_call(f"{op}(dim={dim!r}, keepdim={keep}) of {fs.describe(X)}", fn, operands, expect,
+                  upstream=upstream, tol=tol, grad_tol=lambda G: (1e-4, 1e-5 * (_finite_max(G) + 1)),
+                  nan_for_inf=True)
 
 
 C_OPS = ["matmul", "@", "r@", "dense", "relu", "softmax", "softmax_cross_entropy"]

@@ -140,6 +140,38 @@ class Pow(Function):
         return ufunc(np.multiply, ufunc(np.multiply, grad, p), ufunc(np.power, x, p - 1)), None
 
 
+def _pow_base_grad(grad, a, b):
+    """grad * b * a ** (b - 1), and 0 where b == 0 (as PyTorch: no 0 * inf from 0 ** -1)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return np.where(b == 0, _F32.type(0), grad * (b * np.power(a, b - _F32.type(1))))
+
+
+def _pow_exponent_grad(grad, a, b, y):
+    """grad * a ** b * log(a), and 0 where a == 0 and b >= 0 (as PyTorch): there a ** b
+    is 0 or 1 and log(a) = -inf would give NaN or -inf for a function flat in b."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return grad * np.where((a == 0) & (b >= 0), _F32.type(0), y * np.log(a))
+
+
+class PowTensor(Function):
+    """a ** b with a Tensor exponent; d/da = b * a ** (b - 1), d/db = a ** b * log(a)."""
+    @staticmethod
+    def forward(ctx, a, b):
+        y = ufunc(np.power, a, b)
+        ctx.save_for_backward(a, b, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, y = ctx.saved
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = _unbroadcast(call(_pow_base_grad, grad, a, b), np.shape(a))
+        if ctx.needs_input_grad[1]:
+            gb = _unbroadcast(call(_pow_exponent_grad, grad, a, b, y), np.shape(b))
+        return ga, gb
+
+
 class Exp(Function):
     @staticmethod
     def forward(ctx, x):
@@ -418,8 +450,17 @@ def div(a, b):
     return Div.apply(*_operands("div", a, b))
 
 
-def pow(x, exponent):
-    if (isinstance(exponent, (Tensor, bool, str, np.bool_)) or not np.isscalar(exponent)
+def pow(x, exponent):  # noqa: A001  (mg.pow, as torch.pow)
+    """x ** exponent: a constant real exponent, or a Tensor one (then either side may be
+    a constant, broadcasting as the other binary ops; both get a gradient).
+
+    >>> import minigrad as mg
+    >>> mg.pow(mg.Tensor([3.0]), 2).tolist(), (2.0 ** mg.Tensor([3.0])).tolist()
+    ([9.0], [8.0])
+    """
+    if isinstance(exponent, Tensor) or not isinstance(x, Tensor):
+        return PowTensor.apply(*_operands("pow", x, exponent))
+    if (isinstance(exponent, (bool, str, np.bool_)) or not np.isscalar(exponent)
             or isinstance(exponent, (complex, np.complexfloating))):
         raise TypeError(f"pow: expected a constant real exponent, received "
                         f"{type(exponent).__name__}")
@@ -546,4 +587,16 @@ from .shape import (Cat, Clone, Permute, Stack, cat, clone, concatenate, flatten
 
 for _family in (_elementwise, _index, _reduce_ops, _shape):
     _family._install()
+
+# The PyTorch-named additions of each family (sin, var, gather, expand, zero_...).
+from .elementwise import (Ceil, Cos, Expm1, Floor, Log1p, Reciprocal, Round, Rsqrt,  # noqa: E402,F401
+                          Sign, Sin, Square, ceil, cos, expm1, floor, log1p, reciprocal, rsqrt,
+                          sign, sin, square)
+from .index import (Gather, IndexSelect, MaskedFill, gather, index_select,  # noqa: E402,F401
+                    masked_fill)
+from .reduce import (Cumsum, LogSumExp, Norm, Prod, Var, cumsum, logsumexp, norm,  # noqa: E402,F401
+                     prod, std, var)
+from .shape import Expand, Flip, Narrow, Repeat, chunk, expand, flip, repeat, split  # noqa: E402,F401
+for _family in (_elementwise, _index, _reduce_ops, _shape):
+    _family._install_more()
 from .nn import dropout, sigmoid_binary_cross_entropy  # noqa: E402,F401

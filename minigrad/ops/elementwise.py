@@ -322,3 +322,243 @@ def _comparison(name, f):
         return _compare(name, f, self, other)
     compare.__name__ = f"__{name}__"
     return compare
+
+
+# ---------------------------------------------------------------- more unary ops (PyTorch's names)
+
+class Sin(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return ufunc(np.sin, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ufunc(np.multiply, grad, ufunc(np.cos, ctx.saved[0]))
+
+
+class Cos(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return ufunc(np.cos, x)
+
+    @staticmethod
+    def backward(ctx, grad):  # -sin(x) * grad
+        return ufunc(np.multiply, grad, ufunc(np.negative, ufunc(np.sin, ctx.saved[0])))
+
+
+class Log1p(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return ufunc(np.log1p, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ufunc(np.divide, grad, ufunc(np.add, ctx.saved[0], _F32.type(1)))
+
+
+class Expm1(Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = ufunc(np.expm1, x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):  # exp(x) = y + 1
+        return ufunc(np.multiply, grad, ufunc(np.add, ctx.saved[0], _F32.type(1)))
+
+
+class Square(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return ufunc(np.multiply, x, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ufunc(np.multiply, grad, ufunc(np.add, ctx.saved[0], ctx.saved[0]))
+
+
+class Reciprocal(Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = ufunc(np.reciprocal, x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):  # d(1/x) = -1/x^2 = -y*y
+        (y,) = ctx.saved
+        return ufunc(np.multiply, grad, ufunc(np.negative, ufunc(np.multiply, y, y)))
+
+
+class Rsqrt(Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = ufunc(np.reciprocal, ufunc(np.sqrt, x))
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):  # d(x^-1/2) = -x^-3/2 / 2 = -y^3 / 2
+        (y,) = ctx.saved
+        cube = ufunc(np.multiply, ufunc(np.multiply, y, y), y)
+        return ufunc(np.multiply, grad, ufunc(np.multiply, cube, _F32.type(-0.5)))
+
+
+def _zeros_like(grad):
+    return np.zeros(grad.shape, _F32)
+
+
+class _Step(Function):
+    """A piecewise-constant function: its gradient is zero wherever it is defined (PyTorch
+    returns zero at the jumps too)."""
+    ufunc = None
+
+    @classmethod
+    def forward(cls, ctx, x):
+        return ufunc(cls.ufunc, x)
+
+    @classmethod
+    def backward(cls, ctx, grad):
+        return call(_zeros_like, grad)  # not grad * 0: inf * 0 would be NaN
+
+
+class Sign(_Step):
+    ufunc = np.sign
+
+
+class Floor(_Step):
+    ufunc = np.floor
+
+
+class Ceil(_Step):
+    ufunc = np.ceil
+
+
+class Round(_Step):
+    ufunc = np.rint  # halves to even, as torch.round
+
+
+def sin(x):
+    """Element-wise sine.
+
+    >>> import minigrad as mg
+    >>> mg.sin(mg.Tensor([0.0])).tolist()
+    [0.0]
+    """
+    return Sin.apply(_tensor(x, "sin"))
+
+
+def cos(x):
+    """Element-wise cosine.
+
+    >>> import minigrad as mg
+    >>> mg.cos(mg.Tensor([0.0])).tolist()
+    [1.0]
+    """
+    return Cos.apply(_tensor(x, "cos"))
+
+
+def log1p(x):
+    """log(1 + x), accurate for small x.
+
+    >>> import minigrad as mg
+    >>> mg.log1p(mg.Tensor([1e-10])).tolist()
+    [1.000000013351432e-10]
+    """
+    return Log1p.apply(_tensor(x, "log1p"))
+
+
+def expm1(x):
+    """exp(x) - 1, accurate for small x.
+
+    >>> import minigrad as mg
+    >>> mg.expm1(mg.Tensor([1e-10])).tolist()
+    [1.000000013351432e-10]
+    """
+    return Expm1.apply(_tensor(x, "expm1"))
+
+
+def square(x):
+    """x * x.
+
+    >>> import minigrad as mg
+    >>> mg.square(mg.Tensor([-3.0])).tolist()
+    [9.0]
+    """
+    return Square.apply(_tensor(x, "square"))
+
+
+def reciprocal(x):
+    """1 / x.
+
+    >>> import minigrad as mg
+    >>> mg.reciprocal(mg.Tensor([4.0])).tolist()
+    [0.25]
+    """
+    return Reciprocal.apply(_tensor(x, "reciprocal"))
+
+
+def rsqrt(x):
+    """1 / sqrt(x).
+
+    >>> import minigrad as mg
+    >>> mg.rsqrt(mg.Tensor([4.0])).tolist()
+    [0.5]
+    """
+    return Rsqrt.apply(_tensor(x, "rsqrt"))
+
+
+def sign(x):
+    """-1, 0 or 1 by the sign of x (NaN stays NaN); the gradient is zero.
+
+    >>> import minigrad as mg
+    >>> mg.sign(mg.Tensor([-2.0, 0.0, 3.0])).tolist()
+    [-1.0, 0.0, 1.0]
+    """
+    return Sign.apply(_tensor(x, "sign"))
+
+
+def floor(x):
+    """The largest integer <= x; the gradient is zero.
+
+    >>> import minigrad as mg
+    >>> mg.floor(mg.Tensor([-1.5, 1.5])).tolist()
+    [-2.0, 1.0]
+    """
+    return Floor.apply(_tensor(x, "floor"))
+
+
+def ceil(x):
+    """The smallest integer >= x; the gradient is zero.
+
+    >>> import minigrad as mg
+    >>> mg.ceil(mg.Tensor([-1.5, 1.5])).tolist()
+    [-1.0, 2.0]
+    """
+    return Ceil.apply(_tensor(x, "ceil"))
+
+
+def round(x):  # noqa: A001  (mg.round, as torch.round)
+    """The nearest integer, halves to the even one (as torch.round); the gradient is zero.
+
+    >>> import minigrad as mg
+    >>> mg.round(mg.Tensor([0.5, 1.5, 2.6])).tolist()
+    [0.0, 2.0, 3.0]
+    """
+    return Round.apply(_tensor(x, "round"))
+
+
+def _install_more():
+    T = Tensor
+    for name, function in (("sin", Sin), ("cos", Cos), ("log1p", Log1p), ("expm1", Expm1),
+                           ("square", Square), ("reciprocal", Reciprocal), ("rsqrt", Rsqrt),
+                           ("sign", Sign), ("floor", Floor), ("ceil", Ceil), ("round", Round)):
+        setattr(T, name, lambda self, f=function: f.apply(self))
+    from . import pow as _pow  # the binary op lives with the other operators
+    T.pow = lambda self, exponent: _pow(self, exponent)
+    T.__rpow__ = lambda self, base: _pow(base, self)

@@ -223,3 +223,196 @@ def _install():
     T.transpose = lambda self, dim0=None, dim1=None: transpose(self, dim0, dim1)
     T.T = property(lambda self: Transpose.apply(self))
     T.clone = lambda self: clone(self)
+
+
+# ---------------------------------------------------------------- expand, repeat, split, chunk, flip
+
+from . import _unbroadcast  # noqa: E402
+
+
+class Expand(Function):
+    """x broadcast to a larger shape (a contiguous copy: the C kernels take C-contiguous
+    arrays); backward sums over the expanded axes."""
+    @staticmethod
+    def forward(ctx, x, shape):
+        ctx.in_shape = x.shape
+        return copy(np.broadcast_to(x, shape))
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _unbroadcast(grad, ctx.in_shape)
+
+
+def _sum_tiles(grad, reps, in_shape):
+    """The sum of the tiles np.tile(x, reps) made: each axis split into (repeat, size)."""
+    padded = (1,) * (len(reps) - len(in_shape)) + tuple(in_shape)
+    split = grad.reshape(tuple(n for pair in zip(reps, padded) for n in pair))
+    return np.sum(split, axis=tuple(range(0, 2 * len(reps), 2)), dtype=_F32).reshape(in_shape)
+
+
+class Repeat(Function):
+    @staticmethod
+    def forward(ctx, x, reps):
+        ctx.reps, ctx.in_shape = reps, x.shape
+        return call(np.tile, x, reps)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return call(_sum_tiles, grad, ctx.reps, ctx.in_shape)
+
+
+class Narrow(Function):
+    """x[..., start:stop, ...] along one axis: a view when contiguous, else a copy."""
+    @staticmethod
+    def forward(ctx, x, axis, start, stop):
+        ctx.in_shape, ctx.key = x.shape, (slice(None),) * axis + (slice(start, stop),)
+        out = x[ctx.key]
+        return out if out.flags.c_contiguous else copy(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return call(_place, grad, ctx.key, ctx.in_shape)
+
+
+def _place(grad, key, shape):
+    out = np.zeros(shape, _F32)
+    out[key] = grad
+    return out
+
+
+class Flip(Function):
+    @staticmethod
+    def forward(ctx, x, axes):
+        ctx.axes = axes
+        return copy(np.flip(x, axes))
+
+    @staticmethod
+    def backward(ctx, grad):
+        return copy(np.flip(grad, ctx.axes))
+
+
+def expand(x, *sizes):
+    """x broadcast to ``sizes`` (new axes in front; -1 keeps an axis), as
+    torch.Tensor.expand, but a copy rather than a view.
+
+    >>> import minigrad as mg
+    >>> mg.Tensor([[1.0], [2.0]]).expand(2, 3).tolist()
+    [[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]]
+    """
+    x = _tensor(x, "expand")
+    sizes = _dims("expand", sizes)
+    lead = len(sizes) - x.ndim
+    if lead < 0:
+        raise ValueError(f"expand: expected at least {x.ndim} sizes (the number of dimensions), "
+                         f"received {sizes}")
+    shape = []
+    for i, n in enumerate(sizes):
+        have = x.shape[i - lead] if i >= lead else None
+        if n == -1 and have is not None:
+            n = have
+        if n < 0 or (have is not None and have != 1 and have != n):
+            raise ValueError(f"expand: expected sizes equal to the tensor's {x.shape} where it is "
+                             f"not 1 (or -1 to keep them; new leading sizes >= 0), received {sizes}")
+        shape.append(n)
+    return Expand.apply(x, shape=tuple(shape))
+
+
+def repeat(x, *repeats):
+    """x tiled ``repeats`` times along each axis (torch.Tensor.repeat, NumPy's tile); at
+    least one repeat per axis, extra ones add leading axes. Backward sums the tiles.
+
+    >>> import minigrad as mg
+    >>> mg.Tensor([1.0, 2.0]).repeat(2, 2).tolist()
+    [[1.0, 2.0, 1.0, 2.0], [1.0, 2.0, 1.0, 2.0]]
+    """
+    x = _tensor(x, "repeat")
+    reps = _dims("repeat", repeats)
+    if len(reps) < x.ndim or any(r < 0 for r in reps):
+        raise ValueError(f"repeat: expected at least {x.ndim} repeats (the number of dimensions), "
+                         f"each >= 0, received {reps}")
+    return Repeat.apply(x, reps=reps)
+
+
+def _narrowed(x, axis, bounds):
+    return tuple(Narrow.apply(x, axis=axis, start=a, stop=b) for a, b in bounds)
+
+
+def _positive_int(op, name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{op}: expected {name} to be an integer, received {type(value).__name__}")
+    return int(value)
+
+
+def split(x, split_size_or_sections, dim=0):
+    """x cut along ``dim`` into pieces of ``split_size_or_sections`` elements (the last may be
+    smaller), or of the sizes in a list; a tuple of Tensors, each a differentiable slice.
+
+    >>> import minigrad as mg
+    >>> [t.tolist() for t in mg.arange(5).split(2)]
+    [[0.0, 1.0], [2.0, 3.0], [4.0]]
+    >>> [t.shape for t in mg.zeros(2, 5).split([1, 4], dim=1)]
+    [(2, 1), (2, 4)]
+    """
+    x = _tensor(x, "split")
+    if x.ndim == 0:
+        raise ValueError("split: expected a tensor with at least one dimension, received a 0-d tensor")
+    axis = _one_axis(dim, x.ndim, "split")
+    n = x.shape[axis]
+    if isinstance(split_size_or_sections, (list, tuple)):
+        sizes = [_positive_int("split", "each section", s) for s in split_size_or_sections]
+        if any(s < 0 for s in sizes) or sum(sizes) != n:
+            raise ValueError(f"split: expected sections >= 0 that sum to the size of dim {axis} "
+                             f"({n}), received {list(split_size_or_sections)}")
+        starts = np.cumsum([0] + sizes).tolist()
+        return _narrowed(x, axis, zip(starts[:-1], starts[1:]))
+    size = _positive_int("split", "split_size_or_sections", split_size_or_sections)
+    if size < 0 or (size == 0 and n != 0):
+        raise ValueError(f"split: expected a split size > 0, received {size}")
+    if n == 0:
+        return _narrowed(x, axis, [(0, 0)])
+    return _narrowed(x, axis, [(a, min(a + size, n)) for a in range(0, n, size)])
+
+
+def chunk(x, chunks, dim=0):
+    """x cut along ``dim`` into at most ``chunks`` pieces of ceil(n / chunks) elements (the
+    last may be smaller, and fewer pieces may come back), as torch.chunk.
+
+    >>> import minigrad as mg
+    >>> [t.tolist() for t in mg.chunk(mg.arange(5), 3)]
+    [[0.0, 1.0], [2.0, 3.0], [4.0]]
+    """
+    x = _tensor(x, "chunk")
+    chunks = _positive_int("chunk", "chunks", chunks)
+    if chunks <= 0:
+        raise ValueError(f"chunk: expected chunks > 0, received {chunks}")
+    if x.ndim == 0:
+        raise ValueError("chunk: expected a tensor with at least one dimension, received a 0-d tensor")
+    axis = _one_axis(dim, x.ndim, "chunk")
+    n = x.shape[axis]
+    return split(x, -(-n // chunks) if n else 0, dim=axis)
+
+
+def flip(x, *dims):
+    """x reversed along ``dims`` (an int, several, or a list); a contiguous copy.
+
+    >>> import minigrad as mg
+    >>> mg.flip(mg.Tensor([[1.0, 2.0], [3.0, 4.0]]), 1).tolist()
+    [[2.0, 1.0], [4.0, 3.0]]
+    """
+    x = _tensor(x, "flip")
+    dims = _dims("flip", dims)
+    axes = tuple(_one_axis(d, x.ndim, "flip") for d in dims)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"flip: expected distinct dims, received {dims}")
+    if x.ndim == 0:
+        return Flip.apply(x, axes=())
+    return Flip.apply(x, axes=axes)
+
+
+def _install_more():
+    T = Tensor
+    T.expand = lambda self, *sizes: expand(self, *sizes)
+    T.repeat = lambda self, *repeats: repeat(self, *repeats)
+    T.split = lambda self, split_size_or_sections, dim=0: split(self, split_size_or_sections, dim)
+    T.chunk = lambda self, chunks, dim=0: chunk(self, chunks, dim)
+    T.flip = lambda self, *dims: flip(self, *dims)
