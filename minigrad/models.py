@@ -24,10 +24,7 @@ import math
 import numbers
 import os
 import sys
-import tempfile
 import warnings
-import zipfile
-import zlib
 
 import numpy as np
 
@@ -37,7 +34,6 @@ from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
 from . import kernels, utils
-from ._files import open_regular
 from .function import no_grad
 from .jit import Jitted, NonFiniteLoss, stop_if_not_finite
 from .kernels import tape

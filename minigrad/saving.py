@@ -22,7 +22,6 @@ import math
 import os
 import pickle
 import tempfile
-import warnings
 import zipfile
 import zlib
 

@@ -7,7 +7,7 @@ permutations copy, because the C kernels take C-contiguous arrays.
 import numpy as np
 
 from ..function import Function
-from ..kernels.tape import call_as, copy
+from ..kernels.tape import call, call_as, copy
 from ..tensor import Tensor
 from . import Reshape, Transpose, _one_axis, _pick, _tensor
 
