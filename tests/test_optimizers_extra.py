@@ -468,3 +468,45 @@ def test_clip_output_may_not_alias_its_gradient():
     with pytest.raises(ValueError, match=r"clip_gradients: arrays written in place must not share memory \(parameter 0 and grad 0\)"):
         kernels.clip_gradients([g], [g], "clipnorm", 1.0)
     np.testing.assert_array_equal(g, [3.0, 4.0])
+
+
+# ---------------------------------------------------------------- ParamTable (what replays pass)
+
+def test_param_table_is_checked_against_the_update_that_uses_it():
+    w, g, v = (np.zeros(4, np.float32) for _ in range(3))
+    sgd_table = kernels.param_table("sgd_update", w, g, [])
+    with pytest.raises(ValueError, match=r"rmsprop_update: expected a ParamTable made for rmsprop_update "
+                                         r"with 1 slot\(s\), received one made for sgd_update with 0"):
+        kernels.rmsprop_update(sgd_table, None, None, 0.1, 0.9, 1e-7)
+    with pytest.raises(ValueError, match="sgd_update: expected None for the gradients and slots"):
+        kernels.sgd_update(sgd_table, g, None, 0.1)
+    adam_table = kernels.param_table("adamw_update", [w], [g], [[v], [np.zeros(4, np.float32)]])
+    with pytest.raises(ValueError, match=r"with 3 slot\(s\), received one made for adamw_update with 2"):
+        kernels.adamw_update(adam_table, None, None, None, None, 0.1, 0.9, 0.999, 1e-7, 0.0, 1, amsgrad=True)
+    assert len(adam_table) == 1 and np.all(w == 0)  # nothing ran
+
+
+def test_switching_clipping_on_between_replays_remakes_the_tables():
+    """The replayed update reads clipnorm live: turned on after capture, it clips."""
+    def run(use_jit):
+        utils.set_random_seed(3)
+        w = mg.randn(5, 3, requires_grad=True)
+        opt = optimizers.SGD(learning_rate=0.1)
+
+        def step(x):
+            loss = ((x @ w) ** 2).sum()
+            loss.backward()
+            opt.step([w])
+            opt.zero_grad([w])
+            return loss
+        f = mg.jit(step) if use_jit else step
+        x = mg.Tensor(np.full((4, 5), 3.0, np.float32))
+        for k in range(4):
+            if k == 2:
+                opt.clipnorm = 0.5
+            f(x)
+        return w.data.copy(), (f.stats() if use_jit else None)
+
+    (eager, _), (replayed, stats) = run(False), run(True)
+    np.testing.assert_array_equal(eager, replayed)
+    assert stats["replays"] == 3
