@@ -102,6 +102,9 @@ class _Size(int):
         self.shape = shape
         return self
 
+    def __reduce__(self):  # pickles and copies as the plain count
+        return int, (int(self),)
+
     def __call__(self, dim=None):
         if dim is None:
             return self.shape

@@ -216,6 +216,9 @@ def test_size_is_the_count_and_called_the_shape():
     assert t.size == 6 and t.size() == (2, 3) and t.size(1) == 3 and t.size(-2) == 2
     with pytest.raises(IndexError, match=r"size: expected dim in \[-2, 2\), received 2"):
         t.size(2)
+    import copy
+    import pickle
+    assert pickle.loads(pickle.dumps(t.size)) == 6 and copy.deepcopy(t.size) == 6
 
 
 # ---------------------------------------------------------------- with the rest of minigrad
