@@ -104,6 +104,9 @@ def test_pow_tensor_exponent_edge_gradients_follow_pytorch():
     assert mg.pow(2.0, base).item() == 8.0 and (base ** 2).item() == 9.0
     with pytest.raises(TypeError, match="pow: expected a constant real exponent, received str"):
         base ** "2"
+    with pytest.raises(TypeError, match="pow: expected a constant real exponent, received memoryview"):
+        base ** memoryview(np.ones(2))  # NumPy calls a memoryview a scalar
+    assert (base ** np.float32(2)).item() == 9.0 and (base ** np.int64(2)).item() == 9.0
     with pytest.raises(ValueError, match="pow: expected shapes that broadcast together"):
         mg.ones(2) ** mg.ones(3)
 

@@ -7,6 +7,8 @@ broadcasting undone in backward by summing over the broadcast axes. This module
 also gives ``Tensor`` its operators and math methods; the families in this
 package's other files (elementwise, reduce, shape, index, conv) add theirs.
 """
+import numbers
+
 import numpy as np
 
 from .. import kernels
@@ -460,10 +462,9 @@ def pow(x, exponent):  # noqa: A001  (mg.pow, as torch.pow)
     """
     if isinstance(exponent, Tensor) or not isinstance(x, Tensor):
         return PowTensor.apply(*_operands("pow", x, exponent))
-    if (isinstance(exponent, (bool, str, np.bool_)) or not np.isscalar(exponent)
-            or isinstance(exponent, (complex, np.complexfloating))):
+    if isinstance(exponent, (bool, np.bool_)) or not isinstance(exponent, numbers.Real):
         raise TypeError(f"pow: expected a constant real exponent, received "
-                        f"{type(exponent).__name__}")
+                        f"{type(exponent).__name__} (or a Tensor)")
     return Pow.apply(x, float(exponent))
 
 
