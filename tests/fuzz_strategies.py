@@ -451,7 +451,10 @@ def describe(x):
             flags.append("unaligned")
         text = f"array(shape={x.shape}, dtype={x.dtype}, strides={x.strides}{', ' if flags else ''}{', '.join(flags)}"
         if x.size <= 12 and not x.dtype.fields:
-            text += f", values={x.tolist()!r}"
+            try:  # the bytes of an uninitialised str array need not be valid characters
+                text += f", values={x.tolist()!r}"
+            except (SystemError, UnicodeDecodeError, ValueError):
+                text += ", values=<not printable>"
         return text + f", id=0x{id(x):x})"
     if isinstance(x, (list, tuple)) and any(isinstance(y, np.ndarray) for y in x):
         inner = ", ".join(describe(y) for y in x)

@@ -301,7 +301,7 @@ def case_row_gather(data):
             start, stop = fs.take_bounds(data, n, cap, f"take{step}")
             text = f"g.take({start!r}, {stop!r})"
             calls.append(text)
-            ints = all(isinstance(v, (int, np.integer)) and not isinstance(v, np.bool_) for v in (start, stop))
+            ints = all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in (start, stop))
             ok = (order is not None and ints and 0 <= start <= stop <= n and stop - start <= cap)
             _trace(text)
             try:
