@@ -304,22 +304,16 @@ class Jitted:
         return tuple(parts), arrays
 
     def _part(self, value, arrays):
-        if type(value) is np.ndarray:  # the common cases first
-            part = ("A", value.shape, value.dtype)
-            if self._borrow:
-                part += (id(value), value.strides)
-            arrays.append(value)
-            return part
-        if isinstance(value, Tensor):
+        if type(value) is np.ndarray:  # the common case first
+            array, part = value, ("A", value.shape, value.dtype)
+        elif isinstance(value, Tensor):
             if value.requires_grad:
                 raise ValueError(f"jit({self.name}): expected inputs that do not require grad "
                                  f"(parameters are read by the function, not passed to it)")
             array, part = value.data, ("T", value.data.shape, value.data.dtype)
         elif isinstance(value, np.ndarray):
-            if type(value) is not np.ndarray:
-                raise TypeError(f"jit({self.name}): expected plain numpy arrays, received "
-                                f"{type(value).__name__}")
-            array, part = value, ("A", value.shape, value.dtype)
+            raise TypeError(f"jit({self.name}): expected plain numpy arrays, received "
+                            f"{type(value).__name__}")
         elif isinstance(value, (list, tuple)):
             return (type(value).__name__,) + tuple(self._part(v, arrays) for v in value)
         elif isinstance(value, dict):

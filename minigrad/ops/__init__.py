@@ -19,8 +19,8 @@ from ..tensor import Tensor, is_backward_seed
 _F32 = np.dtype(np.float32)
 
 
-def _const(x, op):
-    """A non-Tensor operand as a float32 array (so results stay float32)."""
+def _numeric(x, op):
+    """A non-Tensor operand as a NumPy array of a real dtype, as given (a Tensor unchanged)."""
     if isinstance(x, Tensor):
         return x
     try:
@@ -31,7 +31,13 @@ def _const(x, op):
         array = None
     if array is None or array.dtype.kind not in "biuf":
         raise TypeError(f"{op}: expected a Tensor, array or real number, received {type(x).__name__}")
-    return array if array.dtype == _F32 else copy(array)
+    return array
+
+
+def _const(x, op):
+    """A non-Tensor operand as a float32 array (so results stay float32)."""
+    x = _numeric(x, op)
+    return x if isinstance(x, Tensor) or x.dtype == _F32 else copy(x)
 
 
 def _unbroadcast(grad, shape):
@@ -420,9 +426,10 @@ class SoftmaxCrossEntropy(Function):
 
 # ---------------------------------------------------------------- functional entry points
 
-def _operands(op, a, b):
-    """Both operands of a broadcasting binary op, constants as float32 arrays."""
-    a, b = _const(a, op), _const(b, op)
+def _operands(op, a, b, convert=_const):
+    """Both operands of a broadcasting binary op, constants as float32 arrays
+    (``convert=_numeric``: as given, for comparisons and logic)."""
+    a, b = convert(a, op), convert(b, op)
     shape_a, shape_b = a.shape, b.shape
     try:
         np.broadcast_shapes(shape_a, shape_b)
@@ -586,9 +593,6 @@ from .reduce import LogSoftmax, Max, Min, argmax, argmin, log_softmax  # noqa: E
 from .shape import (Cat, Clone, Permute, Stack, cat, clone, concatenate, flatten,  # noqa: E402,F401
                     permute, reshape, squeeze, stack, transpose, unsqueeze, view)
 
-for _family in (_elementwise, _index, _reduce_ops, _shape):
-    _family._install()
-
 # The PyTorch-named additions of each family (sin, var, gather, expand, zero_...).
 from .elementwise import (Ceil, Cos, Expm1, Floor, Log1p, Reciprocal, Round, Rsqrt,  # noqa: E402,F401
                           Sign, Sin, Square, ceil, cos, expm1, floor, log1p, reciprocal, rsqrt,
@@ -599,5 +603,6 @@ from .reduce import (Cumsum, LogSumExp, Norm, Prod, Var, cumsum, logsumexp, norm
                      prod, std, var)
 from .shape import Expand, Flip, Narrow, Repeat, chunk, expand, flip, repeat, split  # noqa: E402,F401
 for _family in (_elementwise, _index, _reduce_ops, _shape):
+    _family._install()
     _family._install_more()
 from .nn import dropout, sigmoid_binary_cross_entropy  # noqa: E402,F401

@@ -11,7 +11,7 @@ from .. import kernels
 from ..function import Function
 from ..kernels.tape import call, call_as, ufunc
 from ..tensor import Tensor
-from . import _const, _operands, _tensor, _unbroadcast
+from . import _const, _normalize_axis, _numeric, _operands, _tensor, _unbroadcast
 
 _F32 = np.dtype(np.float32)
 
@@ -228,42 +228,30 @@ def where(cond, a, b):
     return Where.apply(a, b, cond)
 
 
-def _raw_operands(op, a, b, kinds="biuf"):
-    """Both operands' arrays as they are (an int64 tensor compares exactly with ints)."""
-    arrays = []
-    for x in (a, b):
-        if isinstance(x, Tensor):
-            arrays.append(x.data)
-            continue
-        try:
-            array = np.asarray(kernels.plain_array(op, "the operand", x))
-        except TypeError:
-            raise
-        except Exception:
-            array = None
-        if array is None or array.dtype.kind not in kinds:
-            raise TypeError(f"{op}: expected a Tensor, array or number, received {type(x).__name__}")
-        arrays.append(array)
-    try:
-        np.broadcast_shapes(arrays[0].shape, arrays[1].shape)
-    except ValueError:
-        raise ValueError(f"{op}: expected shapes that broadcast together, "
-                         f"received {arrays[0].shape} and {arrays[1].shape}") from None
-    return arrays
+def _raw(op, a, b, convert=_numeric):
+    """Both operands' arrays, of their own dtypes (an int64 tensor compares exactly with ints)."""
+    a, b = _operands(op, a, b, convert)
+    return (a.data if isinstance(a, Tensor) else a), (b.data if isinstance(b, Tensor) else b)
+
+
+def _integral(x, op):
+    """An operand of the logical operators: bool or integer data only."""
+    x = _numeric(x, op)
+    dtype = (x.data if isinstance(x, Tensor) else x).dtype
+    if dtype.kind not in "biu":
+        raise TypeError(f"{op}: expected bool or integer tensors, received dtype {dtype}")
+    return x
 
 
 def _compare(op, ufunc_, a, b):
     """A comparison: a bool Tensor (not differentiable), recorded for mg.jit."""
-    a, b = _raw_operands(op, a, b)
+    a, b = _raw(op, a, b)
     return Tensor._wrap(call_as(np.bool_, ufunc_, a, b), False)
 
 
 def _logical(op, ufunc_, a, b):
     """&, |, ^ of bool (logical) or int64 (bitwise) tensors, as PyTorch."""
-    a, b = _raw_operands(op, a, b, kinds="biu")
-    for x in (a, b):
-        if x.dtype.kind not in "biu":
-            raise TypeError(f"{op}: expected bool or integer tensors, received dtype {x.dtype}")
+    a, b = _raw(op, a, b, _integral)
     dtype = np.bool_ if a.dtype == np.bool_ and b.dtype == np.bool_ else np.int64
     return Tensor._wrap(call_as(dtype, ufunc_, a, b), False)
 
@@ -277,7 +265,6 @@ def _invert(t):
 
 def _any_all(op, function, t, dim=None, keepdim=False):
     """Whether any (all) element is non-zero, along dim or over all: a bool tensor."""
-    from . import _normalize_axis
     axes = _normalize_axis(dim, t.ndim, op)
     return Tensor._wrap(call_as(np.bool_, function, t.data, axis=axes, keepdims=bool(keepdim)), False)
 

@@ -174,7 +174,7 @@ def _in_place(ufunc, op):
                             f"(in-place arithmetic is float32 only)")
         _check_in_place(self, op)
         other = _operand(op, other)
-        if not _broadcasts(self.shape, other.shape) or np.broadcast_shapes(self.shape, other.shape) != self.shape:
+        if not _broadcasts_to(other.shape, self.shape):
             raise ValueError(f"{op}: expected an operand that broadcasts to the tensor's shape "
                              f"{self.shape}, received shape {other.shape}")
         tape.into(self.data, ufunc, other)
@@ -184,12 +184,12 @@ def _in_place(ufunc, op):
     return method
 
 
-def _broadcasts(a, b):
+def _broadcasts_to(shape, target):
+    """True if an operand of shape broadcasts to target without changing target."""
     try:
-        np.broadcast_shapes(a, b)
+        return np.broadcast_shapes(shape, target) == target
     except ValueError:
         return False
-    return True
 
 
 def _install():
@@ -427,7 +427,7 @@ def copy_(self, src):
     """
     _check_in_place(self, "copy_")
     src = _operand("copy_", src)
-    if not _broadcasts(self.shape, src.shape) or np.broadcast_shapes(self.shape, src.shape) != self.shape:
+    if not _broadcasts_to(src.shape, self.shape):
         raise ValueError(f"copy_: expected a source that broadcasts to the tensor's shape "
                          f"{self.shape}, received shape {src.shape}")
     tape.setitem(self.data, Ellipsis, src)
