@@ -42,25 +42,31 @@ float32, int64, bool_ = _F32, np.dtype(np.int64), np.dtype(np.bool_)
 _DTYPES = (float32, int64, bool_)
 
 
-def _as_float32(data):
-    if isinstance(data, Tensor):
-        data = data.data
-        return data if data.dtype == _F32 else _tape.copy(data)
-    data = _plain_array("Tensor", "data", data)  # np.matrix, user subclasses: a base-class view
-    if isinstance(data, np.ndarray):
-        if data.dtype == _F32:
-            return data if data.flags.c_contiguous else _tape.copy(data)
-        if data.dtype.kind not in "biuf":
-            raise TypeError(f"Tensor: expected real numeric data, received an array of dtype {data.dtype}")
-        return _tape.copy(data)  # recorded while capturing: the source may be a step's input
-    try:
-        array = np.asarray(data)
-    except Exception as exc:
-        raise TypeError(f"Tensor: expected numeric data, received {type(data).__name__}") from exc
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"Tensor: expected real numeric data, received {type(data).__name__} "
-                        f"(dtype {array.dtype})")
-    return np.array(array, dtype=_F32, order="C")  # np.ascontiguousarray would make 0-d 1-d
+def _as_array(data, dtype=_F32):
+    """data as a C-contiguous array of dtype: the array itself when it already is one,
+    else a copy (recorded while capturing, as the source may be a step's input)."""
+    data = data.data if isinstance(data, Tensor) else _plain_array("Tensor", "data", data)
+    if not isinstance(data, np.ndarray):  # numbers and (nested) lists: a constant, copied now
+        try:
+            array = np.asarray(data)
+        except Exception as exc:
+            raise TypeError(f"Tensor: expected numeric data, received {type(data).__name__}") from exc
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"Tensor: expected real numeric data, received {type(data).__name__} "
+                            f"(dtype {array.dtype})")
+        _check_castable(array, dtype)
+        return np.array(array, dtype=dtype, order="C")  # np.ascontiguousarray would make 0-d 1-d
+    if data.dtype == dtype and data.flags.c_contiguous:
+        return data
+    if data.dtype.kind not in "biuf":
+        raise TypeError(f"Tensor: expected real numeric data, received an array of dtype {data.dtype}")
+    _check_castable(data, dtype)
+    return _tape.copy(data, dtype)
+
+
+def _check_castable(array, dtype):
+    if dtype == int64 and array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise ValueError("Tensor: expected finite values for an int64 tensor, received NaN or inf")
 
 
 def as_dtype(dtype, op="Tensor"):
@@ -75,21 +81,6 @@ def as_dtype(dtype, op="Tensor"):
     if d not in _DTYPES:
         raise TypeError(f"{op}: expected dtype float32, int64 or bool, received {dtype!r}")
     return d
-
-
-def _as_dtype_array(data, dtype):
-    """data as a C-contiguous array of dtype (int64 or bool), copied unless it already is one."""
-    if isinstance(data, Tensor):
-        data = data.data
-    data = _plain_array("Tensor", "data", data)
-    array = data if isinstance(data, np.ndarray) else np.asarray(data)
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"Tensor: expected real numeric data, received dtype {array.dtype}")
-    if dtype == int64 and array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        raise ValueError("Tensor: expected finite values for an int64 tensor, received NaN or inf")
-    if array.dtype == dtype and array.flags.c_contiguous:
-        return array
-    return _tape.copy(array, dtype)
 
 
 class _Size(int):
@@ -145,7 +136,7 @@ class Tensor:
         if requires_grad and dtype != _F32:
             raise RuntimeError(f"Tensor: only float32 tensors can require gradients, "
                                f"received dtype {dtype}")
-        self.data = _as_float32(data) if dtype == _F32 else _as_dtype_array(data, dtype)
+        self.data = _as_array(data, dtype)
         same = isinstance(data, Tensor) and self.data is data.data
         self._vc = data._vc if same else [0]  # shared memory shares the version counter
         self.grad = None
@@ -246,7 +237,7 @@ class Tensor:
             return self
         if dtype == _F32:  # through an op, so that the result is a float32 graph input
             return Tensor._wrap(_tape.copy(self.data), False)
-        return Tensor._wrap(_as_dtype_array(self.data, dtype), False)
+        return Tensor._wrap(_as_array(self.data, dtype), False)
 
     def contiguous(self):
         """The tensor itself: minigrad tensors are always C-contiguous."""
@@ -316,7 +307,7 @@ class Tensor:
             if self._node is not None:  # only the engine holds it (no leaf stores it)
                 _seed.array = grad
         else:
-            grad = _as_float32(grad.data if isinstance(grad, Tensor) else grad)
+            grad = _as_array(grad)
             if grad.shape != self.shape:
                 raise ValueError(f"backward: expected grad of shape {self.shape}, received {grad.shape}")
             grad = _tape.copy(grad)  # it may be stored as a leaf's .grad

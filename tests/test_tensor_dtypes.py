@@ -38,6 +38,8 @@ def test_int64_from_floats_truncates_and_refuses_nan():
     assert mg.Tensor([1.9, -1.9], dtype=mg.int64).tolist() == [1, -1]  # a C cast, as torch
     with pytest.raises(ValueError, match="Tensor: expected finite values for an int64 tensor"):
         mg.Tensor([1.0, np.nan], dtype=mg.int64)
+    with pytest.raises(TypeError, match="Tensor: expected numeric data, received list"):
+        mg.Tensor([1, [2]], dtype=mg.int64)  # ragged: named as for float32
 
 
 def test_an_int64_array_is_shared_not_copied():
